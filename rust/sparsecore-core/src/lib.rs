@@ -1,0 +1,11 @@
+//! Pure-Rust core of sparsecore: validated CSR batches and parallel sparse operations.
+//!
+//! Everything here is independent of Python; the `sparsecore-py` crate is a thin binding over it.
+//! Parallel entry points take `num_threads: Option<usize>` and run inside a cached rayon pool
+//! (see [`parallel`]); their results never depend on the thread count.
+
+pub mod error;
+pub mod parallel;
+pub mod sparse;
+
+pub use error::SparseError;

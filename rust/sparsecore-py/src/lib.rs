@@ -1,0 +1,31 @@
+//! `sparsecore._core`: the thin PyO3 binding over `sparsecore-core`.
+//!
+//! Every function borrows numpy arrays without copying, validates cheaply, releases the GIL for the work, and
+//! hands results back as numpy arrays that own the Rust buffers (no copy). The typed Python facade lives in
+//! `python/sparsecore/`; these functions are private API.
+
+mod detach;
+mod errors;
+mod sparse;
+
+use pyo3::prelude::*;
+
+/// The extension module.
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use crate::sparse::{
+        canonicalize, check, concat, dequantize, from_dense, is_canonical, matmul_dense, prune_mass, quantize, row_dot,
+        scores_dense, scores_top_k, take_rows, threshold, to_dense, top_k,
+    };
+
+    #[pymodule_export]
+    use crate::sparse::default_num_threads;
+
+    use super::{Bound, PyModule, PyModuleMethods, PyResult};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}
