@@ -1,0 +1,70 @@
+# sparsecore — the single entry point. `make test` and `make demo` work from a fresh clone: they create the
+# virtualenv, install the build and test tools, build the Rust extension in release mode, then run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMPS := .stamps
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(BIN)):$(PATH)
+
+RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
+
+.PHONY: help setup build test test-rust test-python lint demo bench wheel clean
+
+help:
+	@echo "make demo   - set up and run the demo"
+	@echo "make test   - set up and run every test: cargo test, lint (fmt, clippy, ruff, mypy, stubtest), pytest"
+	@echo "make lint   - lint only"
+	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
+	@echo "make wheel  - build a release wheel into dist/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Build and test tools. torch is the one heavy download; pip's cache keeps later fresh clones quick.
+$(STAMPS)/deps: Makefile | $(PY)
+	$(BIN)/pip install --quiet "maturin>=1.9.4,<2" "numpy>=1.24" "scipy>=1.10" "hypothesis>=6.100" "pytest>=8" \
+		"ruff>=0.6" "mypy>=1.10" "tqdm>=4.60"
+	$(BIN)/pip install --quiet "torch>=2.2"
+	@mkdir -p $(STAMPS) && touch $@
+
+setup: $(STAMPS)/deps
+
+# The extension, in release mode, installed into the virtualenv (python sources stay editable).
+$(STAMPS)/ext: $(STAMPS)/deps $(RUST_SRC)
+	$(BIN)/maturin develop --release --quiet
+	@touch $@
+
+build: $(STAMPS)/ext
+
+test-rust:
+	cargo test --workspace --quiet
+
+lint: build
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/mypy
+	$(PY) -m mypy.stubtest sparsecore._core
+
+test-python: build
+	$(PY) -m pytest -q
+
+test: build test-rust lint test-python
+
+demo: build
+	$(PY) examples/quickstart.py
+
+bench: build
+	$(PY) benches/bench_sparse.py --quick
+
+wheel: $(STAMPS)/deps
+	$(BIN)/maturin build --release -o dist
+
+clean:
+	rm -rf $(STAMPS) target dist
