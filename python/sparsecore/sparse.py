@@ -31,7 +31,6 @@ from sparsecore.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import scipy.sparse
     import torch
 
 __all__ = ["MAX_DIM", "QuantizedBatch", "SparseBatch"]
@@ -144,7 +143,7 @@ def _as_data(arr: ArrayLike, indptr: NDArray[np.int64] | None = None) -> NDArray
 
 
 def _readonly(a: NDArray[Any]) -> NDArray[Any]:
-    v = a.view()
+    v: NDArray[Any] = a.view()
     v.flags.writeable = False
     return v
 
@@ -212,7 +211,9 @@ class SparseBatch:
             _core.check(self._csr, content=False)  # structure only, O(rows)
 
     @classmethod
-    def _trusted(cls, indptr: NDArray[np.int64], indices: NDArray[np.uint32], data: NDArray[np.float32], dim: int) -> SparseBatch:
+    def _trusted(
+        cls, indptr: NDArray[np.int64], indices: NDArray[np.uint32], data: NDArray[np.float32], dim: int
+    ) -> SparseBatch:
         obj = cls.__new__(cls)
         obj._indptr, obj._indices, obj._data, obj._dim = indptr, indices, data, dim
         return obj
@@ -425,7 +426,9 @@ class SparseBatch:
         return cls.from_dicts(id_rows, dim)
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[ArrayLike, ArrayLike]], dim: int, *, canonicalize: bool | Duplicates = False) -> SparseBatch:
+    def from_pairs(
+        cls, pairs: Iterable[tuple[ArrayLike, ArrayLike]], dim: int, *, canonicalize: bool | Duplicates = False
+    ) -> SparseBatch:
         """Build a batch from one ``(indices, values)`` pair of 1-D arrays per row (copies).
 
         Raises
@@ -580,6 +583,8 @@ class SparseBatch:
         full
             Also check per-entry content (indices in range, sorted and unique; finite values), O(nnz) in
             parallel; with ``False`` only the structure (``indptr`` and lengths), O(rows).
+        num_threads
+            Worker threads for the content check.
         """
         if full:
             _core.check(self._csr, sorted=True, num_threads=_check_threads(num_threads))
@@ -633,6 +638,8 @@ class SparseBatch:
         ----------
         fraction
             In ``(0, 1]``.
+        num_threads
+            Worker threads (results do not depend on it).
         """
         f = float(fraction)
         if not 0.0 < f <= 1.0:
@@ -748,21 +755,24 @@ class SparseBatch:
         torch needs int64 indices, so indices are copied; values share memory when this batch's array is
         writable.
         """
-        torch = require("torch")
+        th = require("torch")
         data = self._data if self._data.flags.writeable else self._data.copy()
-        values = torch.from_numpy(data)
+        values = th.from_numpy(data)
+        out: torch.Tensor
         if layout == "csr":
-            return torch.sparse_csr_tensor(
-                torch.from_numpy(self._indptr.copy()),
-                torch.from_numpy(self._indices.astype(np.int64)),
+            out = th.sparse_csr_tensor(
+                th.from_numpy(self._indptr.copy()),
+                th.from_numpy(self._indices.astype(np.int64)),
                 values,
                 size=self.shape,
                 check_invariants=False,  # valid by construction; checking would cost a pass over the data
             )
+            return out
         if layout == "coo":
             rows = np.repeat(np.arange(self.n_rows, dtype=np.int64), self.row_nnz)
-            ind = torch.from_numpy(np.stack([rows, self._indices.astype(np.int64)]))
-            return torch.sparse_coo_tensor(ind, values, size=self.shape, is_coalesced=True, check_invariants=False)
+            ind = th.from_numpy(np.stack([rows, self._indices.astype(np.int64)]))
+            out = th.sparse_coo_tensor(ind, values, size=self.shape, is_coalesced=True, check_invariants=False)
+            return out
         raise InvalidArgumentError(f'layout: must be "coo" or "csr", got {layout!r}')
 
     def to_dicts(self) -> list[dict[int, float]]:
@@ -770,7 +780,7 @@ class SparseBatch:
         ip = self._indptr.tolist()
         idx = self._indices.tolist()
         val = self._data.tolist()
-        return [dict(zip(idx[ip[r] : ip[r + 1]], val[ip[r] : ip[r + 1]])) for r in range(self.n_rows)]
+        return [dict(zip(idx[ip[r] : ip[r + 1]], val[ip[r] : ip[r + 1]], strict=True)) for r in range(self.n_rows)]
 
     def to_token_dicts(self, vocab: Sequence[str] | Mapping[str, int]) -> list[dict[str, float]]:
         """One ``{token: value}`` dict per row, given id-to-token (a sequence) or token-to-id (a mapping).
@@ -848,7 +858,10 @@ class QuantizedBatch:
 
     def __repr__(self) -> str:
         n = len(self.indptr) - 1
-        return f"QuantizedBatch(n_rows={n}, dim={self.dim}, nnz={len(self.codes)}, bits={self.bits}, scale={self.scale:.3g})"
+        return (
+            f"QuantizedBatch(n_rows={n}, dim={self.dim}, nnz={len(self.codes)}, bits={self.bits}, "
+            f"scale={self.scale:.3g})"
+        )
 
     def dequantize(self, *, num_threads: int | None = None) -> SparseBatch:
         """Values back as a float32 :class:`SparseBatch` (same structure)."""

@@ -1,0 +1,58 @@
+"""Type stubs of the Rust extension ``sparsecore._core`` (private API; use :mod:`sparsecore`)."""
+
+from typing import TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+
+_Csr: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float32], int]
+_CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float32]]
+
+__all__ = [
+    "__version__",
+    "canonicalize",
+    "check",
+    "concat",
+    "default_num_threads",
+    "dequantize",
+    "from_dense",
+    "is_canonical",
+    "matmul_dense",
+    "prune_mass",
+    "quantize",
+    "row_dot",
+    "scores_dense",
+    "scores_top_k",
+    "take_rows",
+    "threshold",
+    "to_dense",
+    "top_k",
+]
+
+__version__: str
+
+def default_num_threads() -> int: ...
+def check(a: _Csr, sorted: bool = True, content: bool = True, num_threads: int | None = None) -> None: ...
+def is_canonical(a: _Csr, num_threads: int | None = None) -> bool: ...
+def canonicalize(
+    a: _Csr, duplicates: str = "sum", drop_zeros: bool = False, num_threads: int | None = None
+) -> _CsrArrays: ...
+def top_k(a: _Csr, k: int, by_magnitude: bool = False, num_threads: int | None = None) -> _CsrArrays: ...
+def threshold(a: _Csr, t: float, by_magnitude: bool = False, num_threads: int | None = None) -> _CsrArrays: ...
+def prune_mass(a: _Csr, fraction: float, num_threads: int | None = None) -> _CsrArrays: ...
+def row_dot(a: _Csr, b: _Csr, num_threads: int | None = None) -> NDArray[np.float32]: ...
+def scores_dense(a: _Csr, b: _Csr, num_threads: int | None = None) -> NDArray[np.float32]: ...
+def scores_top_k(
+    a: _Csr, b: _Csr, k: int, num_threads: int | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+def matmul_dense(a: _Csr, m: NDArray[np.float32], num_threads: int | None = None) -> NDArray[np.float32]: ...
+def to_dense(a: _Csr, num_threads: int | None = None) -> NDArray[np.float32]: ...
+def from_dense(x: NDArray[np.float32], num_threads: int | None = None) -> _CsrArrays: ...
+def quantize(
+    a: _Csr, bits: int, num_threads: int | None = None
+) -> tuple[NDArray[np.uint8] | NDArray[np.uint16], float, float]: ...
+def dequantize(
+    codes: NDArray[np.uint8] | NDArray[np.uint16], scale: float, offset: float, num_threads: int | None = None
+) -> NDArray[np.float32]: ...
+def take_rows(a: _Csr, rows: NDArray[np.uint64], num_threads: int | None = None) -> _CsrArrays: ...
+def concat(parts: list[_Csr]) -> _CsrArrays: ...
