@@ -12,6 +12,16 @@ from __future__ import annotations
 
 from sparsecore import exceptions
 from sparsecore._core import __version__, default_num_threads
+from sparsecore.index import RECALL_PRESETS, InvertedIndex
 from sparsecore.sparse import MAX_DIM, QuantizedBatch, SparseBatch
 
-__all__ = ["MAX_DIM", "QuantizedBatch", "SparseBatch", "__version__", "default_num_threads", "exceptions"]
+__all__ = [
+    "MAX_DIM",
+    "RECALL_PRESETS",
+    "InvertedIndex",
+    "QuantizedBatch",
+    "SparseBatch",
+    "__version__",
+    "default_num_threads",
+    "exceptions",
+]

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension ``sparsecore._core`` (private API; use :mod:`sparsecore`)."""
 
-from typing import TypeAlias
+from typing import TypeAlias, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -9,6 +9,7 @@ _Csr: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float3
 _CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float32]]
 
 __all__ = [
+    "IndexCore",
     "__version__",
     "canonicalize",
     "check",
@@ -56,3 +57,49 @@ def dequantize(
 ) -> NDArray[np.float32]: ...
 def take_rows(a: _Csr, rows: NDArray[np.uint64], num_threads: int | None = None) -> _CsrArrays: ...
 def concat(parts: list[_Csr]) -> _CsrArrays: ...
+
+@final
+class IndexCore:
+    @staticmethod
+    def build(
+        docs: _Csr,
+        ids: NDArray[np.int64] | None = None,
+        block_size: int = 32,
+        reorder: bool = True,
+        num_threads: int | None = None,
+    ) -> IndexCore: ...
+    def search(
+        self,
+        queries: _Csr,
+        k: int,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        allow_ids: NDArray[np.int64] | None = None,
+        allow_mask: NDArray[np.bool_] | None = None,
+        num_threads: int | None = None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+    def search_one(
+        self,
+        indices: NDArray[np.uint32],
+        values: NDArray[np.float32],
+        k: int,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        allow_ids: NDArray[np.int64] | None = None,
+        allow_mask: NDArray[np.bool_] | None = None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+    def add(
+        self, docs: _Csr, ids: NDArray[np.int64] | None = None, num_threads: int | None = None
+    ) -> NDArray[np.int64]: ...
+    def delete(self, ids: NDArray[np.int64], ignore_missing: bool = False) -> int: ...
+    def compact(self, num_threads: int | None = None) -> None: ...
+    def memory_usage(self) -> dict[str, int]: ...
+    def ids(self) -> NDArray[np.int64]: ...
+    def contains(self, id: int) -> bool: ...
+    def __len__(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def n_segments(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...

@@ -5,6 +5,7 @@
 //! (see [`parallel`]); their results never depend on the thread count.
 
 pub mod error;
+pub mod index;
 pub mod parallel;
 pub mod sparse;
 

@@ -6,6 +6,7 @@
 
 mod detach;
 mod errors;
+mod index;
 mod sparse;
 
 use pyo3::prelude::*;
@@ -21,6 +22,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::sparse::default_num_threads;
+
+    #[pymodule_export]
+    use crate::index::IndexCore;
 
     use super::{Bound, PyModule, PyModuleMethods, PyResult};
 

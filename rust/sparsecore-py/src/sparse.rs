@@ -21,7 +21,7 @@ fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str)
 
 impl CsrArg<'_> {
     /// Borrow as a structure-checked view; errors are attributed to `arg`.
-    fn view(&self, arg: &str) -> PyResult<CsrView<'_>> {
+    pub(crate) fn view(&self, arg: &str) -> PyResult<CsrView<'_>> {
         let indptr = contiguous(&self.0, "indptr")?;
         let indices = contiguous(&self.1, "indices")?;
         let data = contiguous(&self.2, "data")?;

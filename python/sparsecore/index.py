@@ -1,0 +1,324 @@
+"""Inverted index for learned sparse retrieval (SPLADE-style vectors): exact and approximate top-k.
+
+Documents are laid out in blocks of similar documents; for every term the index keeps, per block, a
+quantized upper bound of the term's weight (rounded up). A query visits blocks in decreasing order of their
+bound and stops when no remaining block can beat the current k-th score — exact, because the bounds are safe
+(block-max pruning, after Mallia, Suel & Tonellotto, SIGIR 2024). Approximate search stops earlier: bounds are
+scaled by ``alpha < 1`` and computed from the heaviest query terms holding a ``beta`` fraction of its mass.
+Candidates are always scored exactly from a forward index, so returned scores are true dot products.
+
+Weights must be non-negative (as in SPLADE); documents with score 0 are never returned, and rows are padded
+with ``-1`` / ``-inf`` when fewer than ``k`` documents match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from sparsecore import _core
+from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
+from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _check_threads, _positive_int
+
+__all__ = ["RECALL_PRESETS", "InvertedIndex"]
+
+#: ``recall_target -> (alpha, beta)``: the settings that reached at least this mean recall@10 on the real
+#: SPLADE vectors of ``benches/bench_index.py`` (see benches/RESULTS.md); 1.0 is exact.
+RECALL_PRESETS: Mapping[float, tuple[float, float]] = {
+    0.90: (0.55, 0.9),
+    0.95: (0.65, 0.95),
+    0.99: (0.8, 1.0),
+    1.0: (1.0, 1.0),
+}
+
+Mode = Literal["approx", "exact"]
+Filter = ArrayLike | None
+
+
+def _search_params(
+    mode: Mode, recall_target: float | None, alpha: float | None, beta: float | None
+) -> tuple[float, float]:
+    """Resolve (alpha, beta) from explicit values, a recall target, or the index mode."""
+    if recall_target is not None:
+        if alpha is not None or beta is not None:
+            raise InvalidArgumentError("recall_target: pass either recall_target or alpha/beta, not both")
+        choices = sorted(RECALL_PRESETS)
+        target = float(recall_target)
+        if not 0.0 < target <= 1.0:
+            raise InvalidArgumentError(f"recall_target: must be in (0, 1], got {recall_target!r}")
+        preset = next((c for c in choices if c >= target), 1.0)
+        return RECALL_PRESETS[preset]
+    if mode == "exact":
+        a, b = 1.0, 1.0
+    else:
+        a, b = RECALL_PRESETS[0.95]
+    a = a if alpha is None else float(alpha)
+    b = b if beta is None else float(beta)
+    for name, v in (("alpha", a), ("beta", b)):
+        if not 0.0 < v <= 1.0:
+            raise InvalidArgumentError(f"{name}: must be in (0, 1], got {v!r}")
+    return a, b
+
+
+def _filter_args(flt: Filter) -> tuple[NDArray[np.int64] | None, NDArray[np.bool_] | None]:
+    """Split a filter into (allowed ids, allowed mask)."""
+    if flt is None:
+        return None, None
+    a = np.asarray(flt)
+    if a.ndim != 1:
+        raise ShapeMismatchError(f"filter: must be 1-D (ids or a boolean mask), got shape {a.shape}")
+    if a.dtype == np.bool_:
+        return None, np.ascontiguousarray(a)
+    if a.size == 0:
+        return np.zeros(0, np.int64), None
+    if a.dtype.kind not in "iu":
+        raise DTypeError(f"filter: must be integer ids or a boolean mask, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64), None
+
+
+def _ids_arg(ids: ArrayLike | None, n: int) -> NDArray[np.int64] | None:
+    if ids is None:
+        return None
+    a = np.asarray(ids)
+    if a.ndim != 1 or a.size != n:
+        raise ShapeMismatchError(f"ids: must be 1-D with one id per document ({n}), got shape {a.shape}")
+    if a.size and a.dtype.kind not in "iu":
+        raise DTypeError(f"ids: must be integers, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise InvalidArgumentError("ids: values exceed the int64 range")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+class InvertedIndex:
+    """Top-k retrieval by dot product over non-negative sparse vectors.
+
+    Build with :meth:`build`, query with :meth:`search` (batches, parallel) or :meth:`search_one` (one query,
+    lowest latency). Update with :meth:`add` / :meth:`delete`, fold updates in with :meth:`compact`.
+
+    Concurrency: any number of Python threads may call :meth:`search` and :meth:`search_one` at once (the GIL
+    is released and they share a read lock); :meth:`add`, :meth:`delete` and :meth:`compact` take a write
+    lock, so a search sees the index entirely before or entirely after an update.
+
+    Examples
+    --------
+    >>> import sparsecore as sc
+    >>> docs = sc.SparseBatch.from_dicts([{1: 1.0, 5: 0.5}, {5: 2.0}, {7: 1.0}], dim=10)
+    >>> idx = sc.InvertedIndex.build(docs, mode="exact")
+    >>> ids, scores = idx.search(sc.SparseBatch.from_dicts([{5: 1.0}], dim=10), k=2)
+    >>> ids.tolist(), scores.tolist()
+    ([[1, 0]], [[2.0, 0.5]])
+    """
+
+    __slots__ = ("_core", "_mode")
+
+    def __init__(self, core: _core.IndexCore, mode: Mode) -> None:
+        self._core = core
+        self._mode: Mode = mode
+
+    @classmethod
+    def build(
+        cls,
+        docs: SparseBatch,
+        ids: ArrayLike | None = None,
+        *,
+        mode: Mode = "approx",
+        block_size: int = 32,
+        reorder: bool = True,
+        num_threads: int | None = None,
+    ) -> InvertedIndex:
+        """Index ``docs``.
+
+        Parameters
+        ----------
+        docs
+            Documents, non-negative weights.
+        ids
+            External int64 ids, one per document (default ``0..n-1``); returned by searches.
+        mode
+            Default search mode: ``"approx"`` (the 0.95 recall preset) or ``"exact"``. Both modes use the same
+            structure; every search can override it.
+        block_size
+            Documents per block, the unit of pruning.
+        reorder
+            Lay out similar documents together (recursive graph bisection); tighter bounds, faster queries,
+            slower build.
+        num_threads
+            Worker threads for the build.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Negative weights, repeated ids, a bad ``block_size`` or ``mode``.
+        """
+        if not isinstance(docs, SparseBatch):
+            raise DTypeError(f"docs: must be a SparseBatch, got {type(docs).__name__}")
+        if mode not in ("approx", "exact"):
+            raise InvalidArgumentError(f'mode: must be "approx" or "exact", got {mode!r}')
+        bs = _positive_int(block_size, "block_size")
+        core = _core.IndexCore.build(
+            docs._csr, _ids_arg(ids, docs.n_rows), bs, bool(reorder), num_threads=_check_threads(num_threads)
+        )
+        return cls(core, mode)
+
+    # -- search ---------------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        *,
+        recall_target: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        filter: Filter = None,
+        num_threads: int | None = None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` documents for every query row, in query order.
+
+        Parameters
+        ----------
+        queries
+            Query vectors (non-negative weights), same ``dim`` as the index.
+        k
+            Results per query.
+        recall_target
+            Pick ``alpha``/``beta`` from :data:`RECALL_PRESETS` (the smallest preset ``>=`` the target); 1.0 is
+            exact.
+        alpha, beta
+            Explicit approximation knobs in ``(0, 1]`` (1, 1 is exact); default from the index mode.
+        filter
+            Allowed documents: an array of external ids, or a boolean mask indexed by external id. Other
+            documents are never returned, and in exact mode the result is the exact top-k among the allowed.
+        num_threads
+            Worker threads (queries run in parallel; results do not depend on it).
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n_queries, k)
+            External ids, best first (ties by smaller id), ``-1`` padding.
+        scores : ndarray of float32, shape (n_queries, k)
+            Dot products, ``-inf`` padding.
+        """
+        if not isinstance(queries, SparseBatch):
+            raise DTypeError(f"queries: must be a SparseBatch, got {type(queries).__name__}")
+        a, b = _search_params(self._mode, recall_target, alpha, beta)
+        ai, am = _filter_args(filter)
+        return self._core.search(
+            queries._csr, _positive_int(k, "k"), a, b, ai, am, num_threads=_check_threads(num_threads)
+        )
+
+    def search_one(
+        self,
+        indices: ArrayLike,
+        values: ArrayLike,
+        k: int = 10,
+        *,
+        recall_target: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        filter: Filter = None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-``k`` for a single query given as sorted term ids and weights, with minimal overhead.
+
+        Runs on the calling thread. Returns 1-D ``(ids, scores)`` holding only real hits (no padding), best
+        first. uint32 ids and float32 weights are used without conversion.
+        """
+        idx = indices if isinstance(indices, np.ndarray) and indices.dtype == np.uint32 else _as_indices(indices)
+        val = values if isinstance(values, np.ndarray) and values.dtype == np.float32 else _as_data(values)
+        if type(k) is not int or k < 1:
+            k = _positive_int(k, "k")
+        if recall_target is None and alpha is None and beta is None:
+            a, b = (1.0, 1.0) if self._mode == "exact" else RECALL_PRESETS[0.95]
+        else:
+            a, b = _search_params(self._mode, recall_target, alpha, beta)
+        if filter is None:
+            return self._core.search_one(idx, val, k, a, b)
+        ai, am = _filter_args(filter)
+        return self._core.search_one(idx, val, k, a, b, ai, am)
+
+    # -- updates --------------------------------------------------------------------------------------------------
+
+    def add(
+        self, docs: SparseBatch, ids: ArrayLike | None = None, *, num_threads: int | None = None
+    ) -> NDArray[np.int64]:
+        """Add documents; they are searchable when this returns.
+
+        Parameters
+        ----------
+        docs
+            New documents (same ``dim``).
+        ids
+            Their external ids (default: consecutive after the largest id ever used). An id of a live document
+            is an error; an id that was deleted may be reused.
+        num_threads
+            Worker threads.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids given to the new documents.
+        """
+        if not isinstance(docs, SparseBatch):
+            raise DTypeError(f"docs: must be a SparseBatch, got {type(docs).__name__}")
+        return self._core.add(docs._csr, _ids_arg(ids, docs.n_rows), num_threads=_check_threads(num_threads))
+
+    def delete(self, ids: ArrayLike, *, ignore_missing: bool = False) -> int:
+        """Delete documents by external id; they are never returned again. Returns how many were deleted.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An id is not in the index (unless ``ignore_missing``).
+        """
+        a = np.atleast_1d(np.asarray(ids))
+        if a.size and a.dtype.kind not in "iu":
+            raise DTypeError(f"ids: must be integers, got dtype {a.dtype}")
+        return int(self._core.delete(np.ascontiguousarray(a.reshape(-1), dtype=np.int64), ignore_missing))
+
+    def compact(self, *, num_threads: int | None = None) -> None:
+        """Fold added segments and deletions into one freshly laid-out segment (searches wait meanwhile)."""
+        self._core.compact(num_threads=_check_threads(num_threads))
+
+    # -- introspection --------------------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Dimension of documents and queries."""
+        return int(self._core.dim)
+
+    @property
+    def mode(self) -> Mode:
+        """Default search mode."""
+        return self._mode
+
+    @property
+    def n_segments(self) -> int:
+        """Segments (1 after build or compact, one more per :meth:`add`)."""
+        return int(self._core.n_segments)
+
+    def ids(self) -> NDArray[np.int64]:
+        """External ids of the live documents, in insertion order."""
+        return self._core.ids()
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, (int, np.integer)) and bool(self._core.contains(int(doc_id)))
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held by each component (forward index, block bounds, ids, ...)."""
+        return dict(self._core.memory_usage())
+
+    def __repr__(self) -> str:
+        total = sum(self.memory_usage().values())
+        return (
+            f"InvertedIndex(n_docs={len(self)}, dim={self.dim}, mode={self._mode!r}, "
+            f"segments={self.n_segments}, block_size={self._core.block_size}, memory={total / 2**20:.1f} MiB)"
+        )
+
+    def __getstate__(self) -> Any:
+        raise TypeError("InvertedIndex is not picklable; use save() and InvertedIndex.load()")

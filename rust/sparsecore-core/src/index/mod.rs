@@ -1,0 +1,447 @@
+//! Inverted index for learned sparse retrieval: exact and approximate top-k by dot product, with filters,
+//! incremental updates and persistence.
+//!
+//! Layout: a list of immutable [`Segment`]s (the build, then one per `add`), a tombstone bitset for deletes,
+//! and the external ids. Every document has a global internal id (its insertion rank since the last
+//! compaction); `compact` folds everything into one freshly ordered segment. Searches visit every segment
+//! with one shared top-k heap (see [`search`]).
+
+pub mod search;
+pub mod segment;
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+pub use search::{Hit, SearchParams};
+pub use segment::Segment;
+
+use crate::sparse::{CsrView, TopK};
+use crate::SparseError;
+use search::{search_candidates, search_query, Query, Scratch, Visibility};
+
+/// How documents are laid out when a segment is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildParams {
+    /// Documents per block (the unit of pruning).
+    pub block_size: usize,
+    /// Reorder documents so that blocks hold similar documents (tighter bounds, faster queries).
+    pub reorder: bool,
+}
+
+impl Default for BuildParams {
+    fn default() -> Self {
+        Self { block_size: 32, reorder: true }
+    }
+}
+
+/// Filters allowing at most this fraction of the index are answered by scoring the allowed documents
+/// directly instead of traversing blocks (exact either way).
+const DIRECT_FILTER_FRACTION: usize = 64;
+
+/// The index.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// Dimension of documents and queries.
+    pub dim: u64,
+    /// Layout parameters, reused by `add` and `compact`.
+    pub params: BuildParams,
+    /// Segments, oldest first.
+    pub segments: Vec<Segment>,
+    /// Global internal id -> external id.
+    pub ext_ids: Vec<i64>,
+    /// Global internal id -> (segment, position).
+    pub locs: Vec<(u32, u32)>,
+    /// Tombstones over global internal ids.
+    pub deleted: Vec<u64>,
+    /// External id -> global internal id, live documents only.
+    id_map: HashMap<i64, u32>,
+}
+
+/// Check documents or queries: canonical, finite, non-negative (bounds assume non-negative weights).
+pub fn check_nonneg(v: &CsrView<'_>, what: &'static str) -> Result<(), SparseError> {
+    v.check(true)?;
+    if let Some(pos) = v.data().par_iter().position_first(|&x| x < 0.0) {
+        return Err(SparseError::invalid(
+            what,
+            format!(
+                "data[{pos}] (row {}) = {} is negative; the index scores non-negative weights only",
+                v.row_of(pos),
+                v.data()[pos]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn order_for(docs: &CsrView<'_>, params: &BuildParams) -> Vec<u32> {
+    let _ = params.reorder;
+    (0..docs.n_rows() as u32).collect()
+}
+
+impl Index {
+    /// Build an index over `docs` with external ids `ids` (default `0..n`).
+    ///
+    /// Errors: invalid or negative weights; `ids` of the wrong length or repeating an id; more than
+    /// `u32::MAX - 1` documents.
+    pub fn build(docs: &CsrView<'_>, ids: Option<&[i64]>, params: BuildParams) -> Result<Self, SparseError> {
+        if params.block_size == 0 || params.block_size > 1 << 16 {
+            return Err(SparseError::invalid("block_size", format!("must be in 1..=65536, got {}", params.block_size)));
+        }
+        let mut idx = Self { dim: docs.dim(), params, ..Self::default() };
+        idx.add(docs, ids)?;
+        Ok(idx)
+    }
+
+    /// Number of live documents.
+    pub fn len(&self) -> usize {
+        self.id_map.len()
+    }
+
+    /// Whether no live document is left.
+    pub fn is_empty(&self) -> bool {
+        self.id_map.is_empty()
+    }
+
+    /// Whether external id `id` is live.
+    pub fn contains(&self, id: i64) -> bool {
+        self.id_map.contains_key(&id)
+    }
+
+    /// Add documents as a new segment; they are searchable on return. `ids` default to consecutive ids after
+    /// the largest external id ever used.
+    ///
+    /// Errors: dim mismatch; invalid or negative weights; `ids` of the wrong length, repeating, or naming a live
+    /// document.
+    pub fn add(&mut self, docs: &CsrView<'_>, ids: Option<&[i64]>) -> Result<Vec<i64>, SparseError> {
+        if docs.dim() != self.dim {
+            return Err(SparseError::ShapeMismatch(format!(
+                "docs: dim {} does not match the index dim {}",
+                docs.dim(),
+                self.dim
+            )));
+        }
+        check_nonneg(docs, "docs")?;
+        let n = docs.n_rows();
+        let ids: Vec<i64> = if let Some(ids) = ids {
+            if ids.len() != n {
+                return Err(SparseError::ShapeMismatch(format!("ids: has {} entries for {n} documents", ids.len())));
+            }
+            ids.to_vec()
+        } else {
+            let next = self.ext_ids.iter().copied().max().map_or(0, |m| m + 1);
+            (0..n as i64).map(|i| next + i).collect()
+        };
+        let mut seen: HashMap<i64, usize> = HashMap::with_capacity(n);
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(j) = seen.insert(id, i) {
+                return Err(SparseError::invalid("ids", format!("ids[{j}] and ids[{i}] are both {id}")));
+            }
+            if self.id_map.contains_key(&id) {
+                return Err(SparseError::invalid("ids", format!("ids[{i}] = {id} is already in the index")));
+            }
+        }
+        let first = self.ext_ids.len();
+        if first + n >= u32::MAX as usize {
+            return Err(SparseError::invalid("docs", "an index holds at most 2**32 - 2 documents"));
+        }
+        if n == 0 {
+            return Ok(ids);
+        }
+        let order = order_for(docs, &self.params);
+        let seg = Segment::build(docs, &order, first as u32, self.params.block_size)?;
+        let si = self.segments.len() as u32;
+        self.locs.resize(first + n, (0, 0));
+        for (p, &gid) in seg.doc_ids.iter().enumerate() {
+            self.locs[gid as usize] = (si, p as u32);
+        }
+        self.segments.push(seg);
+        self.ext_ids.extend_from_slice(&ids);
+        self.deleted.resize((first + n).div_ceil(64), 0);
+        for (i, &id) in ids.iter().enumerate() {
+            self.id_map.insert(id, (first + i) as u32);
+        }
+        Ok(ids)
+    }
+
+    /// Delete documents by external id; returns how many were live. Unknown ids are an error unless
+    /// `ignore_missing`.
+    pub fn delete(&mut self, ids: &[i64], ignore_missing: bool) -> Result<usize, SparseError> {
+        if !ignore_missing {
+            if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| !self.id_map.contains_key(id)) {
+                return Err(SparseError::invalid("ids", format!("ids[{i}] = {id} is not in the index")));
+            }
+        }
+        let mut n = 0;
+        for id in ids {
+            if let Some(gid) = self.id_map.remove(id) {
+                self.deleted[(gid >> 6) as usize] |= 1 << (gid & 63);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Fold all segments and deletions into one freshly laid-out segment.
+    pub fn compact(&mut self) -> Result<(), SparseError> {
+        let mut live: Vec<u32> = self.id_map.values().copied().collect();
+        live.par_sort_unstable();
+        let mut indptr = Vec::with_capacity(live.len() + 1);
+        indptr.push(0i64);
+        let (mut terms, mut vals) = (Vec::new(), Vec::new());
+        for &gid in &live {
+            let (si, p) = self.locs[gid as usize];
+            let (t, v) = self.segments[si as usize].doc(p as usize);
+            terms.extend_from_slice(t);
+            vals.extend_from_slice(v);
+            indptr.push(terms.len() as i64);
+        }
+        let ids: Vec<i64> = live.iter().map(|&g| self.ext_ids[g as usize]).collect();
+        let docs = CsrView::new(&indptr, &terms, &vals, self.dim)?;
+        *self = Self::build(&docs, Some(&ids), self.params)?;
+        Ok(())
+    }
+
+    /// Bytes held per component.
+    pub fn memory_usage(&self) -> Vec<(&'static str, usize)> {
+        let mut out: Vec<(&'static str, usize)> = vec![("forward_index", 0), ("block_max", 0), ("doc_ids", 0)];
+        for s in &self.segments {
+            for (i, (_, b)) in s.memory_usage().into_iter().enumerate() {
+                out[i].1 += b;
+            }
+        }
+        out.push(("ids", self.ext_ids.len() * 8 + self.locs.len() * 8 + self.deleted.len() * 8));
+        // A hashbrown entry is the (i64, u32) pair padded to 16 bytes plus one control byte.
+        out.push(("id_map", self.id_map.capacity() * 17));
+        out
+    }
+
+    /// Allowed-set bitset over global internal ids from external ids (unknown ids are ignored).
+    pub fn allow_ids(&self, ids: &[i64]) -> Vec<u64> {
+        let mut bits = vec![0u64; self.ext_ids.len().div_ceil(64)];
+        for id in ids {
+            if let Some(&g) = self.id_map.get(id) {
+                bits[(g >> 6) as usize] |= 1 << (g & 63);
+            }
+        }
+        bits
+    }
+
+    /// Allowed-set bitset from a boolean mask indexed by external id (ids outside the mask are excluded).
+    pub fn allow_mask(&self, mask: &[bool]) -> Vec<u64> {
+        let mut bits = vec![0u64; self.ext_ids.len().div_ceil(64)];
+        for (g, &id) in self.ext_ids.iter().enumerate() {
+            if usize::try_from(id).ok().and_then(|i| mask.get(i)).copied().unwrap_or(false) {
+                bits[g >> 6] |= 1 << (g & 63);
+            }
+        }
+        bits
+    }
+
+    /// Top-k of one query given as sorted term ids and weights, on the calling thread (no pool dispatch), for
+    /// minimal single-query latency.
+    ///
+    /// Errors: as [`Index::search`].
+    pub fn search_one(
+        &self,
+        terms: &[u32],
+        vals: &[f32],
+        params: &SearchParams,
+        allowed: Option<&[u64]>,
+    ) -> Result<Vec<Hit>, SparseError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+        }
+        let indptr = [0, terms.len() as i64];
+        let q = CsrView::new(&indptr, terms, vals, self.dim)?;
+        self.check_search(&q, params)?;
+        let vis = Visibility { deleted: &self.deleted, allowed, ext_ids: &self.ext_ids };
+        let direct = allowed.and_then(|a| self.direct_candidates(a));
+        let query = Query { terms, vals };
+        Ok(SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            match &direct {
+                Some(c) => search_candidates(&self.segments, self.dim, &query, params.k, c, &vis, &mut scratch),
+                None => search_query(&self.segments, self.dim, &query, params, &vis, &mut scratch),
+            }
+        }))
+    }
+
+    fn check_search(&self, queries: &CsrView<'_>, params: &SearchParams) -> Result<(), SparseError> {
+        if params.k == 0 {
+            return Err(SparseError::invalid("k", "must be >= 1, got 0"));
+        }
+        for (name, v) in [("alpha", params.alpha), ("beta", params.beta)] {
+            if v.is_nan() || v <= 0.0 || v > 1.0 {
+                return Err(SparseError::invalid(name, format!("must be in (0, 1], got {v}")));
+            }
+        }
+        if queries.dim() != self.dim {
+            return Err(SparseError::ShapeMismatch(format!(
+                "queries: dim {} does not match the index dim {}",
+                queries.dim(),
+                self.dim
+            )));
+        }
+        check_nonneg(queries, "queries")
+    }
+
+    /// With a selective filter (few allowed documents), their locations, to be scored directly.
+    fn direct_candidates(&self, allowed: &[u64]) -> Option<Vec<(u32, u32)>> {
+        let n_allowed: usize = allowed.iter().map(|w| w.count_ones() as usize).sum();
+        if n_allowed * DIRECT_FILTER_FRACTION > self.ext_ids.len() {
+            return None;
+        }
+        let mut c = Vec::with_capacity(n_allowed);
+        for (w, &word) in allowed.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let g = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(&loc) = self.locs.get(g) {
+                    c.push(loc);
+                }
+            }
+        }
+        Some(c)
+    }
+
+    /// Top-k for every query (rows of `queries`), in query order, padded with `-1` / `-inf`.
+    ///
+    /// Errors: `k == 0`; dim mismatch; invalid or negative query weights; `alpha`/`beta` outside `(0, 1]`.
+    pub fn search(
+        &self,
+        queries: &CsrView<'_>,
+        params: &SearchParams,
+        allowed: Option<&[u64]>,
+    ) -> Result<TopK, SparseError> {
+        self.check_search(queries, params)?;
+        let vis = Visibility { deleted: &self.deleted, allowed, ext_ids: &self.ext_ids };
+        let direct = allowed.and_then(|a| self.direct_candidates(a));
+        let k = params.k;
+        let nq = queries.n_rows();
+        let area = SparseError::checked_area("search results", nq, k)?;
+        let mut ids = SparseError::try_zeroed::<i64>("search ids", area)?;
+        let mut scores = SparseError::try_zeroed::<f32>("search scores", area)?;
+        ids.par_chunks_mut(k).zip(scores.par_chunks_mut(k)).enumerate().for_each_init(
+            Scratch::default,
+            |scratch, (r, (out_ids, out_scores))| {
+                let (terms, vals) = queries.row(r);
+                let q = Query { terms, vals };
+                let hits = match &direct {
+                    Some(c) => search_candidates(&self.segments, self.dim, &q, k, c, &vis, scratch),
+                    None => search_query(&self.segments, self.dim, &q, params, &vis, scratch),
+                };
+                for slot in 0..k {
+                    if let Some(h) = hits.get(slot) {
+                        out_ids[slot] = h.id;
+                        out_scores[slot] = h.score;
+                    } else {
+                        out_ids[slot] = -1;
+                        out_scores[slot] = f32::NEG_INFINITY;
+                    }
+                }
+            },
+        );
+        Ok(TopK { ids, scores, k })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp, clippy::needless_range_loop)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sparse::Csr;
+
+    fn nonneg_csr(max_rows: usize, dim: u32) -> impl Strategy<Value = Csr> {
+        let row = proptest::collection::btree_map(0..dim, 0u8..=6, 0..(dim as usize).min(10));
+        proptest::collection::vec(row, 0..=max_rows).prop_map(|rows| {
+            let mut out = Csr { indptr: vec![0], ..Csr::default() };
+            for r in rows {
+                for (c, v) in r {
+                    out.indices.push(c);
+                    out.data.push(f32::from(v) * 0.5);
+                }
+                out.indptr.push(out.indices.len() as i64);
+            }
+            out
+        })
+    }
+
+    /// Brute force: visible documents with a positive score, by (score desc, id asc).
+    fn brute(docs: &Csr, ids: &[i64], q: (&[u32], &[f32]), k: usize, keep: &dyn Fn(i64) -> bool) -> Vec<(i64, f32)> {
+        let mut all = Vec::new();
+        for r in 0..docs.indptr.len() - 1 {
+            let rg = docs.indptr[r] as usize..docs.indptr[r + 1] as usize;
+            let mut s = 0.0f32;
+            for p in rg {
+                if let Ok(j) = q.0.binary_search(&docs.indices[p]) {
+                    s += q.1[j] * docs.data[p];
+                }
+            }
+            if s > 0.0 && keep(ids[r]) {
+                all.push((ids[r], s));
+            }
+        }
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    }
+
+    fn got(top: &TopK, r: usize) -> Vec<(i64, f32)> {
+        (0..top.k).map(|s| (top.ids[r * top.k + s], top.scores[r * top.k + s])).take_while(|x| x.0 >= 0).collect()
+    }
+
+    proptest! {
+        // Values are multiples of 0.5 up to 3, so scores are exact in f32 and ids must match exactly.
+        #[test]
+        fn exact_search_equals_brute_force(
+            docs in nonneg_csr(80, 40), queries in nonneg_csr(6, 40), k in 1usize..12, bs in 1usize..9,
+            del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3,
+        ) {
+            let dv = docs.view(40).unwrap();
+            let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 1000 - 3 * i).collect();
+            let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
+            let dead: Vec<i64> = ids.iter().copied().filter(|i| i % del_mod == 0).collect();
+            idx.delete(&dead, false).unwrap();
+            let qv = queries.view(40).unwrap();
+            let p = SearchParams { k, alpha: 1.0, beta: 1.0 };
+            let allow: Vec<i64> = ids.iter().copied().filter(|i| i % filt_mod == 0).collect();
+            let bits = idx.allow_ids(&allow);
+            for filtered in [false, true] {
+                let top = crate::parallel::install(Some(threads), || {
+                    idx.search(&qv, &p, filtered.then_some(&bits[..]))
+                }).unwrap().unwrap();
+                for r in 0..qv.n_rows() {
+                    let keep = |i: i64| i % del_mod != 0 && (!filtered || i % filt_mod == 0);
+                    prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &keep));
+                }
+            }
+            // Compaction keeps results; re-adding a deleted id makes it live again.
+            idx.compact().unwrap();
+            let top = idx.search(&qv, &p, None).unwrap();
+            for r in 0..qv.n_rows() {
+                prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &|i| i % del_mod != 0));
+            }
+        }
+    }
+
+    #[test]
+    fn add_then_search_finds_new_docs_and_rejects_bad_input() {
+        let d = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![1.0] };
+        let mut idx = Index::build(&d.view(10).unwrap(), None, BuildParams::default()).unwrap();
+        let new = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![2.0] };
+        assert_eq!(idx.add(&new.view(10).unwrap(), None).unwrap(), vec![1]);
+        assert!(idx.add(&new.view(10).unwrap(), Some(&[1])).is_err());
+        let q = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![1.0] };
+        let top = idx.search(&q.view(10).unwrap(), &SearchParams { k: 3, alpha: 1.0, beta: 1.0 }, None).unwrap();
+        assert_eq!(top.ids, vec![1, 0, -1]);
+        let neg = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![-1.0] };
+        assert!(idx.search(&neg.view(10).unwrap(), &SearchParams { k: 1, alpha: 1.0, beta: 1.0 }, None).is_err());
+        assert!(idx.delete(&[99], false).is_err());
+        assert_eq!(idx.delete(&[99, 0], true).unwrap(), 1);
+        assert_eq!(idx.len(), 1);
+    }
+}

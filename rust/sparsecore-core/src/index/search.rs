@@ -1,0 +1,322 @@
+//! Query processing: block-max traversal of every segment with one shared top-k heap.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use super::segment::Segment;
+
+/// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
+/// document tying or beating the k-th score (bounds and scores are summed in different orders).
+const BOUND_SLACK: f32 = 1e-5;
+
+/// Dims up to this use a dense per-thread query array for scoring (4 MiB of f32); larger dims merge-join.
+const DENSE_QUERY_MAX_DIM: u64 = 1 << 20;
+
+/// How a search trades recall for speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchParams {
+    /// Results per query.
+    pub k: usize,
+    /// Bounds are multiplied by `alpha` before the stopping test: 1 is exact (safe); smaller stops earlier.
+    pub alpha: f32,
+    /// Fraction of the query's L1 mass (heaviest terms first) used for block bounds: 1 is exact.
+    pub beta: f32,
+}
+
+impl SearchParams {
+    /// Whether these parameters give exact results.
+    pub fn is_exact(&self) -> bool {
+        self.alpha >= 1.0 && self.beta >= 1.0
+    }
+}
+
+/// A candidate result: larger score first, then smaller external id.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    /// Dot product.
+    pub score: f32,
+    /// External id.
+    pub id: i64,
+}
+
+impl Hit {
+    #[inline]
+    fn better_than(&self, other: &Hit) -> bool {
+        self.cmp(other) == Ordering::Less
+    }
+}
+
+/// Heap order: the *worst* hit is the greatest, so `peek` is the k-th best.
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.score.total_cmp(&self.score).then(self.id.cmp(&other.id))
+    }
+}
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Hit {}
+
+/// Top-k accumulator.
+pub struct TopKHeap {
+    k: usize,
+    heap: BinaryHeap<Hit>,
+}
+
+impl TopKHeap {
+    /// Empty heap for `k` results.
+    pub fn new(k: usize) -> Self {
+        Self { k, heap: BinaryHeap::with_capacity(k + 1) }
+    }
+
+    /// The score to beat once full (else `-inf`).
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |h| h.score)
+        }
+    }
+
+    /// Offer a hit.
+    #[inline]
+    pub fn push(&mut self, hit: Hit) {
+        if self.heap.len() < self.k {
+            self.heap.push(hit);
+        } else if let Some(worst) = self.heap.peek() {
+            if hit.better_than(worst) {
+                self.heap.pop();
+                self.heap.push(hit);
+            }
+        }
+    }
+
+    /// Hits best first.
+    pub fn into_sorted(self) -> Vec<Hit> {
+        let mut v = self.heap.into_vec();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Per-thread scratch reused across queries.
+#[derive(Default)]
+pub struct Scratch {
+    dense_query: Vec<f32>,
+    bounds: Vec<f32>,
+    touched: Vec<u32>,
+    cand: Vec<(f32, u32)>,
+}
+
+/// What a search may return.
+pub struct Visibility<'a> {
+    /// Bitset over global internal ids of deleted documents.
+    pub deleted: &'a [u64],
+    /// Bitset over global internal ids of allowed documents (None: all).
+    pub allowed: Option<&'a [u64]>,
+    /// Global internal id -> external id.
+    pub ext_ids: &'a [i64],
+}
+
+#[inline]
+fn bit(set: &[u64], i: u32) -> bool {
+    set.get((i >> 6) as usize).is_some_and(|w| (w >> (i & 63)) & 1 == 1)
+}
+
+impl Visibility<'_> {
+    #[inline]
+    fn visible(&self, gid: u32) -> bool {
+        !bit(self.deleted, gid) && self.allowed.is_none_or(|a| bit(a, gid))
+    }
+}
+
+/// A validated query: sorted distinct term ids with positive weights.
+pub struct Query<'a> {
+    /// Term ids, increasing.
+    pub terms: &'a [u32],
+    /// Weights (> 0 for terms that matter; zeros are ignored).
+    pub vals: &'a [f32],
+}
+
+/// Score one document against the query.
+#[inline]
+fn score_doc(q: &Query<'_>, dense: Option<&[f32]>, terms: &[u32], vals: &[f32]) -> f32 {
+    if let Some(d) = dense {
+        let mut s = 0.0f32;
+        for (&t, &v) in terms.iter().zip(vals) {
+            s += d[t as usize] * v;
+        }
+        s
+    } else {
+        let (mut i, mut j, mut s) = (0, 0, 0.0f32);
+        while i < q.terms.len() && j < terms.len() {
+            match q.terms[i].cmp(&terms[j]) {
+                Ordering::Less => i += 1,
+                Ordering::Greater => j += 1,
+                Ordering::Equal => {
+                    s += q.vals[i] * vals[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Indices of the query terms used for bounds: the heaviest ones holding `beta` of the mass.
+fn bound_terms(q: &Query<'_>, beta: f32) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..q.terms.len()).filter(|&i| q.vals[i] > 0.0).collect();
+    if beta >= 1.0 {
+        return idx;
+    }
+    idx.sort_unstable_by(|&a, &b| q.vals[b].total_cmp(&q.vals[a]).then(a.cmp(&b)));
+    let total: f64 = idx.iter().map(|&i| f64::from(q.vals[i])).sum();
+    let mut cum = 0.0;
+    let mut keep = 0;
+    for &i in &idx {
+        keep += 1;
+        cum += f64::from(q.vals[i]);
+        if cum >= f64::from(beta) * total {
+            break;
+        }
+    }
+    idx.truncate(keep);
+    idx
+}
+
+/// Top-k search of one query over `segments`.
+pub fn search_query(
+    segments: &[Segment],
+    dim: u64,
+    q: &Query<'_>,
+    params: &SearchParams,
+    vis: &Visibility<'_>,
+    scratch: &mut Scratch,
+) -> Vec<Hit> {
+    let mut heap = TopKHeap::new(params.k);
+    let use_dense = dim <= DENSE_QUERY_MAX_DIM;
+    if use_dense {
+        if scratch.dense_query.len() < dim as usize {
+            scratch.dense_query.resize(dim as usize, 0.0);
+        }
+        for (&t, &v) in q.terms.iter().zip(q.vals) {
+            scratch.dense_query[t as usize] = v;
+        }
+    }
+    let bterms = bound_terms(q, params.beta);
+    for seg in segments {
+        search_segment(seg, q, &bterms, params, vis, scratch, use_dense, &mut heap);
+    }
+    if use_dense {
+        for &t in q.terms {
+            scratch.dense_query[t as usize] = 0.0;
+        }
+    }
+    heap.into_sorted()
+}
+
+#[allow(clippy::fn_params_excessive_bools)]
+fn search_segment(
+    seg: &Segment,
+    q: &Query<'_>,
+    bterms: &[usize],
+    params: &SearchParams,
+    vis: &Visibility<'_>,
+    scratch: &mut Scratch,
+    use_dense: bool,
+    heap: &mut TopKHeap,
+) {
+    let nb = seg.n_blocks();
+    if scratch.bounds.len() < nb {
+        scratch.bounds.resize(nb, 0.0);
+    }
+    let Scratch { dense_query, bounds, touched, cand } = scratch;
+    touched.clear();
+    for &i in bterms {
+        let Some((ti, rg)) = seg.term_range(q.terms[i]) else { continue };
+        let s = q.vals[i] * seg.term_scale[ti];
+        for p in rg {
+            let b = seg.bm_blocks[p] as usize;
+            if bounds[b] == 0.0 {
+                touched.push(b as u32);
+            }
+            bounds[b] += s * f32::from(seg.bm_codes[p]);
+        }
+    }
+    cand.clear();
+    cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
+    for &b in touched.iter() {
+        bounds[b as usize] = 0.0;
+    }
+    cand.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let dense = if use_dense { Some(&dense_query[..]) } else { None };
+    let slack = params.alpha * (1.0 + BOUND_SLACK);
+    for &(ub, b) in cand.iter() {
+        if ub * slack < heap.threshold() {
+            break;
+        }
+        let start = b as usize * seg.block_size;
+        let end = (start + seg.block_size).min(seg.n_docs());
+        for p in start..end {
+            let gid = seg.doc_ids[p];
+            if !vis.visible(gid) {
+                continue;
+            }
+            let (t, v) = seg.doc(p);
+            let s = score_doc(q, dense, t, v);
+            if s > 0.0 {
+                heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
+            }
+        }
+    }
+}
+
+/// Exact top-k over an explicit list of candidate documents `(segment, position)` (selective filters).
+pub fn search_candidates(
+    segments: &[Segment],
+    dim: u64,
+    q: &Query<'_>,
+    k: usize,
+    cands: &[(u32, u32)],
+    vis: &Visibility<'_>,
+    scratch: &mut Scratch,
+) -> Vec<Hit> {
+    let mut heap = TopKHeap::new(k);
+    let use_dense = dim <= DENSE_QUERY_MAX_DIM;
+    if use_dense {
+        if scratch.dense_query.len() < dim as usize {
+            scratch.dense_query.resize(dim as usize, 0.0);
+        }
+        for (&t, &v) in q.terms.iter().zip(q.vals) {
+            scratch.dense_query[t as usize] = v;
+        }
+    }
+    let dense = if use_dense { Some(&scratch.dense_query[..]) } else { None };
+    for &(si, p) in cands {
+        let seg = &segments[si as usize];
+        let gid = seg.doc_ids[p as usize];
+        if !vis.visible(gid) {
+            continue;
+        }
+        let (t, v) = seg.doc(p as usize);
+        let s = score_doc(q, dense, t, v);
+        if s > 0.0 {
+            heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
+        }
+    }
+    if use_dense {
+        for &t in q.terms {
+            scratch.dense_query[t as usize] = 0.0;
+        }
+    }
+    heap.into_sorted()
+}

@@ -1,0 +1,201 @@
+//! An immutable index segment: a forward index of its documents laid out in blocks of consecutive positions,
+//! and, per term, the blocks in which it occurs with a quantized upper bound of its weight there.
+//!
+//! Block-max pruning (after Mallia, Suel & Tonellotto, SIGIR 2024): a query's upper bound on any document of
+//! block `b` is `sum_t q_t * max_{d in b} w_{d,t}`; blocks are visited best bound first and the search stops
+//! once the bound cannot beat the current k-th score. Codes are rounded up, so the bound is safe.
+
+use rayon::prelude::*;
+
+use crate::sparse::{take_rows, CsrView};
+use crate::SparseError;
+
+/// Largest block-max code (u8 quantization of per-term block maxima).
+const CODE_MAX: f64 = 255.0;
+
+/// One immutable segment.
+#[derive(Debug, Clone, Default)]
+pub struct Segment {
+    /// Documents per block.
+    pub block_size: usize,
+    /// Position in this segment's layout -> global internal document id.
+    pub doc_ids: Vec<u32>,
+    /// Forward index: offsets (`n_docs + 1`), term ids and weights of every document, in layout order.
+    pub fwd_ptr: Vec<u64>,
+    /// Term ids of the forward index.
+    pub fwd_terms: Vec<u32>,
+    /// Weights of the forward index.
+    pub fwd_vals: Vec<f32>,
+    /// Distinct terms of the segment, sorted.
+    pub terms: Vec<u32>,
+    /// Offsets into `bm_blocks` / `bm_codes` per entry of `terms` (`terms.len() + 1`).
+    pub term_ptr: Vec<u64>,
+    /// Per term: the weight of one code step (`max weight of the term / 255`, rounded up).
+    pub term_scale: Vec<f32>,
+    /// Blocks in which each term occurs, increasing within a term.
+    pub bm_blocks: Vec<u32>,
+    /// Quantized (rounded up) maximum weight of the term in that block, 1..=255.
+    pub bm_codes: Vec<u8>,
+}
+
+impl Segment {
+    /// Number of documents.
+    pub fn n_docs(&self) -> usize {
+        self.doc_ids.len()
+    }
+
+    /// Number of blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.n_docs().div_ceil(self.block_size.max(1))
+    }
+
+    /// Bytes held by each component.
+    pub fn memory_usage(&self) -> [(&'static str, usize); 3] {
+        [
+            ("forward_index", self.fwd_ptr.len() * 8 + self.fwd_terms.len() * 4 + self.fwd_vals.len() * 4),
+            (
+                "block_max",
+                self.terms.len() * 4
+                    + self.term_ptr.len() * 8
+                    + self.term_scale.len() * 4
+                    + self.bm_blocks.len() * 4
+                    + self.bm_codes.len(),
+            ),
+            ("doc_ids", self.doc_ids.len() * 4),
+        ]
+    }
+
+    /// Range of term `t` in `bm_blocks`, if the segment has the term.
+    #[inline]
+    pub fn term_range(&self, t: u32) -> Option<(usize, std::ops::Range<usize>)> {
+        let i = self.terms.binary_search(&t).ok()?;
+        Some((i, self.term_ptr[i] as usize..self.term_ptr[i + 1] as usize))
+    }
+
+    /// Term ids and weights of the document at layout position `p`.
+    #[inline]
+    pub fn doc(&self, p: usize) -> (&[u32], &[f32]) {
+        let rg = self.fwd_ptr[p] as usize..self.fwd_ptr[p + 1] as usize;
+        (&self.fwd_terms[rg.clone()], &self.fwd_vals[rg])
+    }
+
+    /// Build a segment from `docs` laid out in `order` (`order[position] = row of docs`); row `r` gets global
+    /// id `first_id + r`. `docs` must be canonical with finite, non-negative weights (checked by the caller).
+    pub fn build(docs: &CsrView<'_>, order: &[u32], first_id: u32, block_size: usize) -> Result<Self, SparseError> {
+        if block_size == 0 {
+            return Err(SparseError::invalid("block_size", "must be >= 1"));
+        }
+        let rows: Vec<u64> = order.iter().map(|&r| u64::from(r)).collect();
+        let fwd = take_rows(docs, &rows)?;
+        let doc_ids: Vec<u32> = order.iter().map(|&r| first_id + r).collect();
+        let n = doc_ids.len();
+        let n_blocks = n.div_ceil(block_size);
+        let view = fwd.view(docs.dim())?;
+
+        // Per block: (term, max weight) sorted by term; zero maxima carry no bound and are dropped.
+        let per_block: Vec<Vec<(u32, f32)>> = (0..n_blocks)
+            .into_par_iter()
+            .map(|b| {
+                let mut pairs: Vec<(u32, f32)> = Vec::new();
+                for p in b * block_size..((b + 1) * block_size).min(n) {
+                    let (t, v) = view.row(p);
+                    pairs.extend(t.iter().copied().zip(v.iter().copied()));
+                }
+                pairs.sort_unstable_by_key(|x| x.0);
+                let mut out: Vec<(u32, f32)> = Vec::with_capacity(pairs.len());
+                for (t, v) in pairs {
+                    match out.last_mut() {
+                        Some(last) if last.0 == t => last.1 = last.1.max(v),
+                        _ => out.push((t, v)),
+                    }
+                }
+                out.retain(|x| x.1 > 0.0);
+                out
+            })
+            .collect();
+
+        // Transpose to term-major. Terms are collected sorted and distinct.
+        let mut terms: Vec<u32> = per_block.iter().flat_map(|bl| bl.iter().map(|x| x.0)).collect();
+        terms.par_sort_unstable();
+        terms.dedup();
+        let mut counts = vec![0u64; terms.len() + 1];
+        let mut term_max = vec![0f32; terms.len()];
+        for bl in &per_block {
+            for &(t, v) in bl {
+                let i = terms.binary_search(&t).map_err(|_| SparseError::invalid("docs", "internal term lookup"))?;
+                counts[i + 1] += 1;
+                term_max[i] = term_max[i].max(v);
+            }
+        }
+        for i in 0..terms.len() {
+            counts[i + 1] += counts[i];
+        }
+        let term_ptr = counts;
+        let term_scale: Vec<f32> = term_max.iter().map(|&m| code_scale(m)).collect();
+        let total = term_ptr[terms.len()] as usize;
+        let mut bm_blocks = vec![0u32; total];
+        let mut bm_codes = vec![0u8; total];
+        let mut fill: Vec<u64> = term_ptr[..terms.len()].to_vec();
+        for (b, bl) in per_block.iter().enumerate() {
+            for &(t, v) in bl {
+                let i = terms.binary_search(&t).map_err(|_| SparseError::invalid("docs", "internal term lookup"))?;
+                let p = fill[i] as usize;
+                bm_blocks[p] = b as u32;
+                bm_codes[p] = code_of(v, term_scale[i]);
+                fill[i] += 1;
+            }
+        }
+        Ok(Self {
+            block_size,
+            doc_ids,
+            fwd_ptr: fwd.indptr.iter().map(|&x| x as u64).collect(),
+            fwd_terms: fwd.indices,
+            fwd_vals: fwd.data,
+            terms,
+            term_ptr,
+            term_scale,
+            bm_blocks,
+            bm_codes,
+        })
+    }
+}
+
+/// Step of the u8 code of a term whose largest weight is `max`: `code * step >= weight` for every weight up
+/// to `max` with `code = ceil(weight / step) <= 255`.
+fn code_scale(max: f32) -> f32 {
+    let mut s = (f64::from(max) / CODE_MAX) as f32;
+    while f64::from(s) * CODE_MAX < f64::from(max) {
+        s = f32::from_bits(s.to_bits() + 1);
+    }
+    s
+}
+
+/// Smallest code whose value is at least `v` (at least 1 for a positive weight).
+fn code_of(v: f32, step: f32) -> u8 {
+    if step <= 0.0 {
+        return 1;
+    }
+    let mut c = (f64::from(v) / f64::from(step)).ceil().clamp(1.0, CODE_MAX);
+    while c < CODE_MAX && c * f64::from(step) < f64::from(v) {
+        c += 1.0;
+    }
+    c as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn codes_bound_weights_from_above(max in 1e-6f32..1e6, frac in 0.0f32..=1.0) {
+            let s = code_scale(max);
+            let v = (max * frac).max(f32::MIN_POSITIVE);
+            let c = code_of(v, s);
+            prop_assert!(f64::from(c) * f64::from(s) >= f64::from(v));
+            prop_assert!(c >= 1);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Binding of `sparsecore_core::index`: `IndexCore`, a thread-safe handle (RwLock) to an index.
+//!
+//! Concurrency: searches take a read lock and run concurrently (from several Python threads, GIL released);
+//! `add`, `delete` and `compact` take the write lock, so a search sees the index either before or after an
+//! update, never half-way. Locks are taken with the GIL released, so waiting never blocks other Python threads.
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use sparsecore_core::index::{BuildParams, Index, SearchParams};
+use sparsecore_core::SparseError;
+
+use crate::detach::run;
+use crate::errors::to_py;
+use crate::sparse::CsrArg;
+
+/// A handle to an inverted index (private; use `sparsecore.InvertedIndex`).
+#[pyclass(frozen, module = "sparsecore._core")]
+pub struct IndexCore {
+    inner: RwLock<Index>,
+}
+
+fn poisoned<T>(_: T) -> SparseError {
+    SparseError::ThreadPool("the index lock is poisoned by an earlier panic".into())
+}
+
+impl IndexCore {
+    fn read(&self) -> Result<RwLockReadGuard<'_, Index>, SparseError> {
+        self.inner.read().map_err(poisoned)
+    }
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Index>, SparseError> {
+        self.inner.write().map_err(poisoned)
+    }
+}
+
+fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| PyValueError::new_err(format!("{name}: array must be C-contiguous")))
+}
+
+/// Allowed-set bitset from either external ids or a boolean mask over external ids.
+fn allowed_bits(idx: &Index, allow_ids: Option<&[i64]>, allow_mask: Option<&[bool]>) -> Option<Vec<u64>> {
+    match (allow_ids, allow_mask) {
+        (Some(ids), _) => Some(idx.allow_ids(ids)),
+        (None, Some(mask)) => Some(idx.allow_mask(mask)),
+        (None, None) => None,
+    }
+}
+
+type HitArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+type SearchArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
+#[pymethods]
+impl IndexCore {
+    /// Build an index over CSR docs (non-negative weights) with optional int64 external ids.
+    #[staticmethod]
+    #[pyo3(signature = (docs, ids=None, block_size=32, reorder=true, num_threads=None))]
+    fn build(
+        py: Python<'_>,
+        docs: CsrArg<'_>,
+        ids: Option<PyReadonlyArray1<'_, i64>>,
+        block_size: usize,
+        reorder: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let view = docs.view("docs")?;
+        let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
+        let params = BuildParams { block_size, reorder };
+        let idx = run(py, num_threads, || Index::build(&view, ids, params))?;
+        Ok(Self { inner: RwLock::new(idx) })
+    }
+
+    /// Top-k of every query row: (ids int64 (nq, k), scores float32 (nq, k)), padded with -1 / -inf.
+    #[pyo3(signature = (queries, k, alpha=1.0, beta=1.0, allow_ids=None, allow_mask=None, num_threads=None))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        queries: CsrArg<'py>,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+        allow_ids: Option<PyReadonlyArray1<'py, i64>>,
+        allow_mask: Option<PyReadonlyArray1<'py, bool>>,
+        num_threads: Option<usize>,
+    ) -> PyResult<SearchArrays<'py>> {
+        let qv = queries.view("queries")?;
+        let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let params = SearchParams { k, alpha, beta };
+        let nq = qv.n_rows();
+        let top = run(py, num_threads, || {
+            let idx = self.read()?;
+            let bits = allowed_bits(&idx, ai, am);
+            idx.search(&qv, &params, bits.as_deref())
+        })?;
+        let ids = Array2::from_shape_vec((nq, k), top.ids).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let scores = Array2::from_shape_vec((nq, k), top.scores).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
+    }
+
+    /// Top-k of one query (sorted uint32 term ids, float32 weights) on the calling thread: 1-D (ids, scores),
+    /// only real hits (no padding).
+    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0, allow_ids=None, allow_mask=None))]
+    fn search_one<'py>(
+        &self,
+        py: Python<'py>,
+        indices: PyReadonlyArray1<'py, u32>,
+        values: PyReadonlyArray1<'py, f32>,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+        allow_ids: Option<PyReadonlyArray1<'py, i64>>,
+        allow_mask: Option<PyReadonlyArray1<'py, bool>>,
+    ) -> PyResult<HitArrays<'py>> {
+        let t = slice(&indices, "indices")?;
+        let v = slice(&values, "values")?;
+        let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let params = SearchParams { k, alpha, beta };
+        let hits = py
+            .detach(|| {
+                let idx = self.read()?;
+                let bits = allowed_bits(&idx, ai, am);
+                idx.search_one(t, v, &params, bits.as_deref())
+            })
+            .map_err(to_py)?;
+        let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+        let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+        Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
+    }
+
+    /// Add documents (new segment); returns their external ids.
+    #[pyo3(signature = (docs, ids=None, num_threads=None))]
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        docs: CsrArg<'py>,
+        ids: Option<PyReadonlyArray1<'py, i64>>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let view = docs.view("docs")?;
+        let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
+        let out = run(py, num_threads, || self.write()?.add(&view, ids))?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Delete documents by external id; returns how many were live.
+    #[pyo3(signature = (ids, ignore_missing=false))]
+    fn delete(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>, ignore_missing: bool) -> PyResult<usize> {
+        let ids = slice(&ids, "ids")?;
+        py.detach(|| self.write()?.delete(ids, ignore_missing)).map_err(to_py)
+    }
+
+    /// Fold segments and deletions into one freshly laid-out segment.
+    #[pyo3(signature = (num_threads=None))]
+    fn compact(&self, py: Python<'_>, num_threads: Option<usize>) -> PyResult<()> {
+        run(py, num_threads, || self.write()?.compact())
+    }
+
+    /// Bytes per component.
+    fn memory_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, bytes) in self.read().map_err(to_py)?.memory_usage() {
+            d.set_item(name, bytes)?;
+        }
+        Ok(d)
+    }
+
+    /// External ids of the live documents, in insertion order.
+    fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let idx = self.read().map_err(to_py)?;
+        let live: Vec<i64> = idx
+            .ext_ids
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| (idx.deleted[g >> 6] >> (g & 63)) & 1 == 0)
+            .map(|(_, &id)| id)
+            .collect();
+        Ok(live.into_pyarray(py))
+    }
+
+    /// Whether an external id is live.
+    fn contains(&self, id: i64) -> PyResult<bool> {
+        Ok(self.read().map_err(to_py)?.contains(id))
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.read().map_err(to_py)?.len())
+    }
+
+    /// Dimension.
+    #[getter]
+    fn dim(&self) -> PyResult<u64> {
+        Ok(self.read().map_err(to_py)?.dim)
+    }
+
+    /// Number of segments (1 after build or compact, +1 per add).
+    #[getter]
+    fn n_segments(&self) -> PyResult<usize> {
+        Ok(self.read().map_err(to_py)?.segments.len())
+    }
+
+    /// Documents per block.
+    #[getter]
+    fn block_size(&self) -> PyResult<usize> {
+        Ok(self.read().map_err(to_py)?.params.block_size)
+    }
+}
