@@ -19,6 +19,7 @@ __all__ = [
     "SparseFormatError",
     "SparsecoreError",
     "ThreadPoolError",
+    "UnknownIdError",
     "UnknownTokenError",
 ]
 
@@ -56,6 +57,13 @@ class UnknownTokenError(SparsecoreError, KeyError):
 
     def __str__(self) -> str:
         # KeyError quotes its argument; show the message as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownIdError(SparsecoreError, KeyError):
+    """A document id is not in the index."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

@@ -13,6 +13,7 @@ with ``-1`` / ``-inf`` when fewer than ``k`` documents match.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -281,6 +282,52 @@ class InvertedIndex:
     def compact(self, *, num_threads: int | None = None) -> None:
         """Fold added segments and deletions into one freshly laid-out segment (searches wait meanwhile)."""
         self._core.compact(num_threads=_check_threads(num_threads))
+
+    # -- persistence ----------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to ``path`` atomically (temporary file, fsync, rename).
+
+        The format is versioned and checksummed (magic ``SPCOREIX``, 64-byte-aligned arrays); see
+        ``rust/sparsecore-core/src/index/format.rs``. The search mode is not stored: pass it to :meth:`load`.
+        """
+        self._core.save(os.fspath(path))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, mmap: bool = True, mode: Mode = "approx", num_threads: int | None = None
+    ) -> InvertedIndex:
+        """Load an index written by :meth:`save`.
+
+        Parameters
+        ----------
+        path
+            The file.
+        mmap
+            Map the file instead of reading it into memory: opening costs one checksum pass through the page
+            cache and the arrays are never copied to the heap (only ids, ~33 bytes per document, are). Do not
+            modify or truncate the file while the index is in use (:meth:`save` never does: it replaces the file).
+        mode
+            Default search mode of the loaded index.
+        num_threads
+            Worker threads for checking.
+
+        Raises
+        ------
+        IndexFormatError
+            The file is not a sparsecore index, has another format version, is truncated or corrupted.
+        FileNotFoundError
+            ``path`` does not exist.
+        """
+        if mode not in ("approx", "exact"):
+            raise InvalidArgumentError(f'mode: must be "approx" or "exact", got {mode!r}')
+        core = _core.IndexCore.load(os.fspath(path), bool(mmap), num_threads=_check_threads(num_threads))
+        return cls(core, mode)
+
+    @property
+    def is_file_backed(self) -> bool:
+        """Whether the main arrays live in a loaded (possibly memory-mapped) file."""
+        return bool(self._core.is_file_backed)
 
     # -- introspection --------------------------------------------------------------------------------------------
 

@@ -98,6 +98,20 @@ pub enum SparseError {
         /// What is wrong with it.
         msg: String,
     },
+    /// A file is not a valid sparsecore index (foreign, truncated, corrupted, other version).
+    #[error("{0}")]
+    Format(String),
+    /// A file could not be read or written.
+    #[error("{msg}")]
+    Io {
+        /// The file does not exist.
+        not_found: bool,
+        /// What happened, with the path.
+        msg: String,
+    },
+    /// An id is not in the index.
+    #[error("{0}")]
+    UnknownId(String),
     /// The thread pool could not be created.
     #[error("could not start a thread pool: {0}")]
     ThreadPool(String),

@@ -12,6 +12,8 @@ import_exception!(sparsecore.exceptions, ShapeMismatchError);
 import_exception!(sparsecore.exceptions, InvalidArgumentError);
 import_exception!(sparsecore.exceptions, ResourceError);
 import_exception!(sparsecore.exceptions, ThreadPoolError);
+import_exception!(sparsecore.exceptions, IndexFormatError);
+import_exception!(sparsecore.exceptions, UnknownIdError);
 
 /// Map a core error to its Python exception, the message unchanged.
 pub fn to_py(e: SparseError) -> PyErr {
@@ -27,6 +29,10 @@ pub fn to_py(e: SparseError) -> PyErr {
         SparseError::InvalidArgument { .. } => InvalidArgumentError::new_err(msg),
         SparseError::TooLarge { .. } => ResourceError::new_err(msg),
         SparseError::ThreadPool(_) => ThreadPoolError::new_err(msg),
+        SparseError::Format(_) => IndexFormatError::new_err(msg),
+        SparseError::Io { not_found: true, .. } => pyo3::exceptions::PyFileNotFoundError::new_err(msg),
+        SparseError::Io { .. } => pyo3::exceptions::PyOSError::new_err(msg),
+        SparseError::UnknownId(_) => UnknownIdError::new_err(msg),
     }
 }
 
@@ -34,13 +40,19 @@ pub fn to_py(e: SparseError) -> PyErr {
 /// the core's `indices`/`data` could mean either operand.
 pub fn to_py_for(arg: &str, e: SparseError) -> PyErr {
     match e {
-        SparseError::ShapeMismatch(_) | SparseError::InvalidArgument { .. } | SparseError::ThreadPool(_) => to_py(e),
-        other => {
-            let err = to_py(other);
+        SparseError::Indptr(_)
+        | SparseError::LengthMismatch { .. }
+        | SparseError::NonFinite { .. }
+        | SparseError::NonFiniteDense { .. }
+        | SparseError::IndexOutOfRange { .. }
+        | SparseError::Unsorted { .. }
+        | SparseError::Duplicate { .. } => {
+            let err = to_py(e);
             pyo3::Python::attach(|py| {
                 let msg = format!("{arg}: {}", err.value(py));
                 PyErr::from_type(err.get_type(py), msg)
             })
         }
+        other => to_py(other),
     }
 }

@@ -11,7 +11,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use sparsecore_core::index::{BuildParams, Index, SearchParams};
+use sparsecore_core::index::{format, BuildParams, Index, SearchParams};
 use sparsecore_core::SparseError;
 
 use crate::detach::run;
@@ -201,6 +201,26 @@ impl IndexCore {
     #[getter]
     fn n_segments(&self) -> PyResult<usize> {
         Ok(self.read().map_err(to_py)?.segments.len())
+    }
+
+    /// Write the index to `path` atomically (see the format in sparsecore-core's index::format).
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        py.detach(|| format::save(&*self.read()?, &path)).map_err(to_py)
+    }
+
+    /// Load an index file, memory-mapped (`mmap=True`) or read into memory; checks magic, version, checksums
+    /// and structure.
+    #[staticmethod]
+    #[pyo3(signature = (path, mmap=true, num_threads=None))]
+    fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, num_threads: Option<usize>) -> PyResult<Self> {
+        let idx = run(py, num_threads, || format::load(&path, mmap))?;
+        Ok(Self { inner: RwLock::new(idx) })
+    }
+
+    /// Whether the index reads its main arrays from a memory-mapped or loaded file.
+    #[getter]
+    fn is_file_backed(&self) -> PyResult<bool> {
+        Ok(self.read().map_err(to_py)?.segments.iter().any(|s| s.fwd_terms.is_file()))
     }
 
     /// Documents per block.

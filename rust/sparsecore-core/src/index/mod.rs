@@ -6,8 +6,10 @@
 //! compaction); `compact` folds everything into one freshly ordered segment. Searches visit every segment
 //! with one shared top-k heap (see [`search`]).
 
+pub mod format;
 pub mod search;
 pub mod segment;
+pub mod storage;
 
 use std::collections::HashMap;
 
@@ -93,6 +95,46 @@ impl Index {
         Ok(idx)
     }
 
+    /// Reassemble an index from loaded parts, checking every invariant that searching relies on.
+    ///
+    /// Errors: `SparseError::Format` naming the first broken invariant.
+    pub fn from_parts(
+        dim: u64,
+        params: BuildParams,
+        segments: Vec<Segment>,
+        ext_ids: Vec<i64>,
+        deleted: Vec<u64>,
+    ) -> Result<Self, SparseError> {
+        let bad = |m: String| SparseError::Format(m);
+        let n_ext = ext_ids.len();
+        if n_ext >= u32::MAX as usize || deleted.len() != n_ext.div_ceil(64) {
+            return Err(bad(format!("{} ids with a {}-word deletion bitset", n_ext, deleted.len())));
+        }
+        for (si, s) in segments.iter().enumerate() {
+            s.validate(dim, n_ext).map_err(|m| bad(format!("segment {si}: {m}")))?;
+        }
+        let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
+        for (si, s) in segments.iter().enumerate() {
+            for (p, &g) in s.doc_ids.iter().enumerate() {
+                let slot = &mut locs[g as usize];
+                if slot.0 != u32::MAX {
+                    return Err(bad(format!("document {g} is stored twice")));
+                }
+                *slot = (si as u32, p as u32);
+            }
+        }
+        if let Some(g) = locs.iter().position(|l| l.0 == u32::MAX) {
+            return Err(bad(format!("document {g} is stored in no segment")));
+        }
+        let mut id_map = HashMap::with_capacity(n_ext);
+        for (g, &id) in ext_ids.iter().enumerate() {
+            if (deleted[g >> 6] >> (g & 63)) & 1 == 0 && id_map.insert(id, g as u32).is_some() {
+                return Err(bad(format!("id {id} is live twice")));
+            }
+        }
+        Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map })
+    }
+
     /// Number of live documents.
     pub fn len(&self) -> usize {
         self.id_map.len()
@@ -169,7 +211,7 @@ impl Index {
     pub fn delete(&mut self, ids: &[i64], ignore_missing: bool) -> Result<usize, SparseError> {
         if !ignore_missing {
             if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| !self.id_map.contains_key(id)) {
-                return Err(SparseError::invalid("ids", format!("ids[{i}] = {id} is not in the index")));
+                return Err(SparseError::UnknownId(format!("ids[{i}] = {id} is not in the index")));
             }
         }
         let mut n = 0;

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::storage::Buf;
 use crate::sparse::{take_rows, CsrView};
 use crate::SparseError;
 
@@ -19,23 +20,23 @@ pub struct Segment {
     /// Documents per block.
     pub block_size: usize,
     /// Position in this segment's layout -> global internal document id.
-    pub doc_ids: Vec<u32>,
+    pub doc_ids: Buf<u32>,
     /// Forward index: offsets (`n_docs + 1`), term ids and weights of every document, in layout order.
-    pub fwd_ptr: Vec<u64>,
+    pub fwd_ptr: Buf<u64>,
     /// Term ids of the forward index.
-    pub fwd_terms: Vec<u32>,
+    pub fwd_terms: Buf<u32>,
     /// Weights of the forward index.
-    pub fwd_vals: Vec<f32>,
+    pub fwd_vals: Buf<f32>,
     /// Distinct terms of the segment, sorted.
-    pub terms: Vec<u32>,
+    pub terms: Buf<u32>,
     /// Offsets into `bm_blocks` / `bm_codes` per entry of `terms` (`terms.len() + 1`).
-    pub term_ptr: Vec<u64>,
+    pub term_ptr: Buf<u64>,
     /// Per term: the weight of one code step (`max weight of the term / 255`, rounded up).
-    pub term_scale: Vec<f32>,
+    pub term_scale: Buf<f32>,
     /// Blocks in which each term occurs, increasing within a term.
-    pub bm_blocks: Vec<u32>,
+    pub bm_blocks: Buf<u32>,
     /// Quantized (rounded up) maximum weight of the term in that block, 1..=255.
-    pub bm_codes: Vec<u8>,
+    pub bm_codes: Buf<u8>,
 }
 
 impl Segment {
@@ -52,17 +53,64 @@ impl Segment {
     /// Bytes held by each component.
     pub fn memory_usage(&self) -> [(&'static str, usize); 3] {
         [
-            ("forward_index", self.fwd_ptr.len() * 8 + self.fwd_terms.len() * 4 + self.fwd_vals.len() * 4),
+            ("forward_index", self.fwd_ptr.nbytes() + self.fwd_terms.nbytes() + self.fwd_vals.nbytes()),
             (
                 "block_max",
-                self.terms.len() * 4
-                    + self.term_ptr.len() * 8
-                    + self.term_scale.len() * 4
-                    + self.bm_blocks.len() * 4
-                    + self.bm_codes.len(),
+                self.terms.nbytes()
+                    + self.term_ptr.nbytes()
+                    + self.term_scale.nbytes()
+                    + self.bm_blocks.nbytes()
+                    + self.bm_codes.nbytes(),
             ),
-            ("doc_ids", self.doc_ids.len() * 4),
+            ("doc_ids", self.doc_ids.nbytes()),
         ]
+    }
+
+    /// Check the invariants searching relies on (for loaded files): consistent lengths, monotone offsets,
+    /// sorted in-range term ids, finite non-negative weights, in-range blocks and document ids.
+    pub fn validate(&self, dim: u64, n_ext: usize) -> Result<(), String> {
+        let n = self.doc_ids.len();
+        let nnz = self.fwd_terms.len();
+        if self.fwd_ptr.len() != n + 1 || self.fwd_vals.len() != nnz || self.fwd_ptr.first() != Some(&0) {
+            return Err("forward index lengths disagree".into());
+        }
+        if self.fwd_ptr.last() != Some(&(nnz as u64)) || self.fwd_ptr.windows(2).any(|w| w[1] < w[0]) {
+            return Err("forward index offsets are not monotone".into());
+        }
+        let docs_ok = (0..n).into_par_iter().all(|p| {
+            let (t, v) = self.doc(p);
+            t.windows(2).all(|w| w[0] < w[1])
+                && t.last().is_none_or(|&x| u64::from(x) < dim)
+                && v.iter().all(|x| x.is_finite() && *x >= 0.0)
+        });
+        if !docs_ok {
+            return Err("a document has unsorted or out-of-range terms or invalid weights".into());
+        }
+        if self.doc_ids.par_iter().any(|&g| g as usize >= n_ext) {
+            return Err("a document id is out of range".into());
+        }
+        let nt = self.terms.len();
+        let nbm = self.bm_blocks.len();
+        if self.term_ptr.len() != nt + 1
+            || self.term_scale.len() != nt
+            || self.bm_codes.len() != nbm
+            || self.term_ptr.first() != Some(&0)
+            || self.term_ptr.last() != Some(&(nbm as u64))
+            || self.term_ptr.windows(2).any(|w| w[1] < w[0])
+        {
+            return Err("block-max lengths or offsets disagree".into());
+        }
+        if self.terms.windows(2).any(|w| w[0] >= w[1]) || self.terms.last().is_some_and(|&t| u64::from(t) >= dim) {
+            return Err("block-max terms are unsorted or out of range".into());
+        }
+        if self.term_scale.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err("invalid term scale".into());
+        }
+        let nb = self.n_blocks() as u32;
+        if self.bm_blocks.par_iter().any(|&b| b >= nb) {
+            return Err("a block id is out of range".into());
+        }
+        Ok(())
     }
 
     /// Range of term `t` in `bm_blocks`, if the segment has the term.
@@ -147,15 +195,15 @@ impl Segment {
         }
         Ok(Self {
             block_size,
-            doc_ids,
-            fwd_ptr: fwd.indptr.iter().map(|&x| x as u64).collect(),
-            fwd_terms: fwd.indices,
-            fwd_vals: fwd.data,
-            terms,
-            term_ptr,
-            term_scale,
-            bm_blocks,
-            bm_codes,
+            doc_ids: doc_ids.into(),
+            fwd_ptr: fwd.indptr.iter().map(|&x| x as u64).collect::<Vec<u64>>().into(),
+            fwd_terms: fwd.indices.into(),
+            fwd_vals: fwd.data.into(),
+            terms: terms.into(),
+            term_ptr: term_ptr.into(),
+            term_scale: term_scale.into(),
+            bm_blocks: bm_blocks.into(),
+            bm_codes: bm_codes.into(),
         })
     }
 }

@@ -1,0 +1,298 @@
+//! The index file format: versioned, checksummed, 64-byte-aligned arrays that load without copying.
+//!
+//! ```text
+//! header (64 B):  magic "SPCOREIX" | version u32 | byte-order mark u32 (0x01020304) | file length u64
+//!                 | dim u64 | block_size u32 | flags u32 (bit 0: reorder) | n_segments u64 | n_arrays u64
+//!                 | table crc32 u32 | header crc32 u32
+//! table:          n_arrays x 32 B: tag u32 | element size u32 | offset u64 | length (elements) u64 | crc32 u32 | 0 u32
+//! data:           each array at a 64-byte-aligned offset, little-endian, zero padding between arrays
+//! ```
+//! Arrays, in order: `ext_ids` (i64), `deleted` (u64 bitset), then per segment `doc_ids` u32, `fwd_ptr` u64,
+//! `fwd_terms` u32, `fwd_vals` f32, `terms` u32, `term_ptr` u64, `term_scale` f32, `bm_blocks` u32,
+//! `bm_codes` u8. Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
+//! version, byte order, length, every checksum, and every structural invariant the search relies on, so a
+//! truncated, corrupted or foreign file is an error, never a crash. Files are written to a temporary name,
+//! fsynced, and renamed over the target (atomic on POSIX).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytemuck::Pod;
+use rayon::prelude::*;
+
+use super::segment::Segment;
+use super::storage::{Backing, Buf};
+use super::{BuildParams, Index};
+use crate::SparseError;
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"SPCOREIX";
+/// Current format version.
+pub const VERSION: u32 = 1;
+const BOM: u32 = 0x0102_0304;
+const HEADER_LEN: usize = 64;
+const ENTRY_LEN: usize = 32;
+const ALIGN: usize = 64;
+const GLOBAL: u32 = 0xFFFF;
+const SEGMENT_FIELDS: u32 = 9;
+
+fn fmt_err(path: &Path, msg: impl std::fmt::Display) -> SparseError {
+    SparseError::Format(format!("{}: {msg}", path.display()))
+}
+
+fn io_err(path: &Path, e: &std::io::Error) -> SparseError {
+    SparseError::Io { not_found: e.kind() == std::io::ErrorKind::NotFound, msg: format!("{}: {e}", path.display()) }
+}
+
+/// One array to write: tag, element size and bytes.
+struct Out<'a> {
+    tag: u32,
+    elem: u32,
+    bytes: &'a [u8],
+}
+
+fn arr<T: Pod>(tag: u32, v: &[T]) -> Out<'_> {
+    Out { tag, elem: std::mem::size_of::<T>() as u32, bytes: bytemuck::cast_slice(v) }
+}
+
+fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 9] {
+    let t = |f: u32| si * 16 + f;
+    [
+        arr(t(0), &s.doc_ids),
+        arr(t(1), &s.fwd_ptr),
+        arr(t(2), &s.fwd_terms),
+        arr(t(3), &s.fwd_vals),
+        arr(t(4), &s.terms),
+        arr(t(5), &s.term_ptr),
+        arr(t(6), &s.term_scale),
+        arr(t(7), &s.bm_blocks),
+        arr(t(8), &s.bm_codes),
+    ]
+}
+
+fn pad(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Write `index` to `path` atomically (temporary file in the same directory, fsync, rename, fsync directory).
+pub fn save(index: &Index, path: &Path) -> Result<(), SparseError> {
+    if cfg!(target_endian = "big") {
+        return Err(SparseError::Io { not_found: false, msg: "saving needs a little-endian machine".into() });
+    }
+    let mut outs = vec![arr(GLOBAL * 16, &index.ext_ids), arr(GLOBAL * 16 + 1, &index.deleted)];
+    for (si, s) in index.segments.iter().enumerate() {
+        outs.extend(segment_arrays(si as u32, s));
+    }
+    let crcs: Vec<u32> = outs.par_iter().map(|o| crc32fast::hash(o.bytes)).collect();
+    let table_len = outs.len() * ENTRY_LEN;
+    let mut offset = pad(HEADER_LEN + table_len);
+    let mut table = Vec::with_capacity(table_len);
+    for (o, crc) in outs.iter().zip(&crcs) {
+        table.extend_from_slice(&o.tag.to_le_bytes());
+        table.extend_from_slice(&o.elem.to_le_bytes());
+        table.extend_from_slice(&(offset as u64).to_le_bytes());
+        table.extend_from_slice(&((o.bytes.len() / o.elem as usize) as u64).to_le_bytes());
+        table.extend_from_slice(&crc.to_le_bytes());
+        table.extend_from_slice(&0u32.to_le_bytes());
+        offset = pad(offset + o.bytes.len());
+    }
+    let file_len = offset;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&BOM.to_le_bytes());
+    header.extend_from_slice(&(file_len as u64).to_le_bytes());
+    header.extend_from_slice(&index.dim.to_le_bytes());
+    header.extend_from_slice(&(index.params.block_size as u32).to_le_bytes());
+    header.extend_from_slice(&u32::from(index.params.reorder).to_le_bytes());
+    header.extend_from_slice(&(index.segments.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(outs.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&table).to_le_bytes());
+    let hcrc = crc32fast::hash(&header);
+    header.extend_from_slice(&hcrc.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_LEN);
+
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| SparseError::Io { not_found: false, msg: format!("{}: not a file path", path.display()) })?;
+    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let f = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&header)?;
+        w.write_all(&table)?;
+        let mut at = HEADER_LEN + table_len;
+        for o in &outs {
+            let start = pad(at);
+            w.write_all(&vec![0u8; start - at])?;
+            w.write_all(o.bytes)?;
+            at = start + o.bytes.len();
+        }
+        w.write_all(&vec![0u8; file_len - at])?;
+        let f = w.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            d.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path, &e)
+    })
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+struct Entry {
+    tag: u32,
+    elem: u32,
+    offset: usize,
+    len: usize,
+    crc: u32,
+}
+
+/// Open `path` as a backing (memory-mapped, or read into aligned heap memory) and its length in bytes.
+fn open_backing(path: &Path, mmap: bool) -> Result<(Backing, usize), SparseError> {
+    let mut f = File::open(path).map_err(|e| io_err(path, &e))?;
+    if mmap {
+        // SAFETY: the map is read-only and private to this index. sparsecore never writes an existing file in
+        // place (saves go to a new file renamed over the old one, leaving mapped inodes intact); another
+        // process truncating or rewriting the file while it is mapped is documented as unsupported.
+        #[allow(unsafe_code)]
+        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err(path, &e))?;
+        let len = m.len();
+        Ok((Backing::Mapped(m), len))
+    } else {
+        let len = f.metadata().map_err(|e| io_err(path, &e))?.len() as usize;
+        let mut words = vec![0u64; len.div_ceil(8)];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        f.read_exact(&mut bytes[..len]).map_err(|e| io_err(path, &e))?;
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).map_err(|e| io_err(path, &e))?;
+        if !rest.is_empty() {
+            return Err(fmt_err(path, "file grew while being read"));
+        }
+        Ok((Backing::Heap(words), len))
+    }
+}
+
+/// A file-backed array.
+fn buf<T: Pod>(backing: &Arc<Backing>, (offset, len): (usize, usize)) -> Buf<T> {
+    Buf::File { backing: Arc::clone(backing), offset, len }
+}
+
+/// Load an index written by [`save`].
+///
+/// Errors: `SparseError::Io` when the file cannot be read; `SparseError::Format` when it is not a sparsecore
+/// index, has another version, is truncated, fails a checksum, or breaks a structural invariant.
+pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
+    let (backing, file_len) = open_backing(path, mmap)?;
+    let backing = Arc::new(backing);
+    let b = &backing.bytes()[..file_len];
+    if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+        return Err(fmt_err(path, "not a sparsecore index file (bad magic)"));
+    }
+    let version = u32_at(b, 8);
+    if version != VERSION {
+        return Err(fmt_err(path, format!("format version {version} is not supported (this build reads {VERSION})")));
+    }
+    if u32_at(b, 12) != BOM {
+        return Err(fmt_err(path, "written with another byte order"));
+    }
+    if crc32fast::hash(&b[..60]) != u32_at(b, 60) {
+        return Err(fmt_err(path, "header checksum mismatch"));
+    }
+    if u64_at(b, 16) != b.len() as u64 {
+        return Err(fmt_err(
+            path,
+            format!("truncated or extended: header says {} bytes, file has {}", u64_at(b, 16), b.len()),
+        ));
+    }
+    let dim = u64_at(b, 24);
+    let block_size = u32_at(b, 32) as usize;
+    let reorder = u32_at(b, 36) & 1 == 1;
+    let n_segments = u64_at(b, 40) as usize;
+    let n_arrays = u64_at(b, 48) as usize;
+    if dim == 0 || dim > u64::from(u32::MAX) || block_size == 0 || block_size > 1 << 16 {
+        return Err(fmt_err(path, "invalid dim or block size"));
+    }
+    if n_segments >= GLOBAL as usize || n_arrays != 2 + n_segments * SEGMENT_FIELDS as usize {
+        return Err(fmt_err(path, "inconsistent array count"));
+    }
+    let table_end = n_arrays
+        .checked_mul(ENTRY_LEN)
+        .and_then(|t| t.checked_add(HEADER_LEN))
+        .filter(|&e| e <= b.len())
+        .ok_or_else(|| fmt_err(path, "truncated table"))?;
+    let table = &b[HEADER_LEN..table_end];
+    if crc32fast::hash(table) != u32_at(b, 56) {
+        return Err(fmt_err(path, "table checksum mismatch"));
+    }
+    let entries: Vec<Entry> = (0..n_arrays)
+        .map(|i| {
+            let e = &table[i * ENTRY_LEN..(i + 1) * ENTRY_LEN];
+            Entry {
+                tag: u32_at(e, 0),
+                elem: u32_at(e, 4),
+                offset: u64_at(e, 8) as usize,
+                len: u64_at(e, 16) as usize,
+                crc: u32_at(e, 24),
+            }
+        })
+        .collect();
+    for e in &entries {
+        let end = e.len.checked_mul(e.elem as usize).and_then(|n| n.checked_add(e.offset));
+        if end.is_none_or(|end| end > b.len()) || e.offset % ALIGN != 0 || e.offset < table_end {
+            return Err(fmt_err(path, format!("array {:#x} lies outside the file", e.tag)));
+        }
+    }
+    if let Some(e) =
+        entries.par_iter().find_first(|e| crc32fast::hash(&b[e.offset..e.offset + e.len * e.elem as usize]) != e.crc)
+    {
+        return Err(fmt_err(path, format!("checksum mismatch in array {:#x}", e.tag)));
+    }
+    let mut next = entries.iter();
+    let mut take = |tag: u32, elem: usize| -> Result<(usize, usize), SparseError> {
+        match next.next() {
+            Some(e) if e.tag == tag && e.elem as usize == elem => Ok((e.offset, e.len)),
+            _ => Err(fmt_err(path, format!("expected array {tag:#x} of {elem}-byte elements"))),
+        }
+    };
+    let ext_ids: Buf<i64> = buf(&backing, take(GLOBAL * 16, 8)?);
+    let deleted: Buf<u64> = buf(&backing, take(GLOBAL * 16 + 1, 8)?);
+    let mut segments = Vec::with_capacity(n_segments);
+    for si in 0..n_segments as u32 {
+        let t = |f: u32| si * 16 + f;
+        segments.push(Segment {
+            block_size,
+            doc_ids: buf(&backing, take(t(0), 4)?),
+            fwd_ptr: buf(&backing, take(t(1), 8)?),
+            fwd_terms: buf(&backing, take(t(2), 4)?),
+            fwd_vals: buf(&backing, take(t(3), 4)?),
+            terms: buf(&backing, take(t(4), 4)?),
+            term_ptr: buf(&backing, take(t(5), 8)?),
+            term_scale: buf(&backing, take(t(6), 4)?),
+            bm_blocks: buf(&backing, take(t(7), 4)?),
+            bm_codes: buf(&backing, take(t(8), 1)?),
+        });
+    }
+    let ext_ids = ext_ids.to_vec();
+    let deleted = deleted.to_vec();
+    Index::from_parts(dim, BuildParams { block_size, reorder }, segments, ext_ids, deleted)
+        .map_err(|e| fmt_err(path, format!("invalid contents: {e}")))
+}
