@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast
 
@@ -38,6 +39,8 @@ __all__ = ["MAX_DIM", "QuantizedBatch", "SparseBatch"]
 #: Largest supported dimension: column ids are stored as uint32.
 MAX_DIM = 2**32 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
+_MAX_THREADS = 4096  # the Rust core's limit (parallel.rs)
+_MAX_COUNT = 2**63 - 1
 
 Duplicates = Literal["sum", "max"]
 
@@ -52,8 +55,8 @@ def _check_threads(num_threads: int | None) -> int | None:
         return None
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise InvalidArgumentError(f"num_threads: must be a positive int or None, got {num_threads!r}")
-    if num_threads < 1:
-        raise InvalidArgumentError(f"num_threads: must be >= 1, got {num_threads}")
+    if not 1 <= num_threads <= _MAX_THREADS:
+        raise InvalidArgumentError(f"num_threads: must be between 1 and {_MAX_THREADS}, got {num_threads}")
     return int(num_threads)
 
 
@@ -69,11 +72,14 @@ def _check_dim(dim: object) -> int:
     return d
 
 
-def _positive_int(value: object, name: str) -> int:
+def _positive_int(value: object, name: str, *, clamp: bool = False) -> int:
+    """Check a count; with ``clamp`` (where any count above the data size means "all") cap it at 2**63 - 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"{name}: must be a positive int, got {value!r}")
-    if value < 1:
-        raise InvalidArgumentError(f"{name}: must be >= 1, got {value}")
+    if clamp and value > _MAX_COUNT:
+        return _MAX_COUNT
+    if not 1 <= value <= _MAX_COUNT:
+        raise InvalidArgumentError(f"{name}: must be between 1 and 2**63 - 1, got {value}")
     return int(value)
 
 
@@ -288,9 +294,11 @@ class SparseBatch:
         Raises
         ------
         NonFiniteError
-            ``x`` holds NaN or infinity.
-        ShapeMismatchError
-            ``x`` is not 2-D or has no columns.
+            ``x`` holds NaN or infinity, or values overflowing float32.
+        SparseFormatError
+            ``x`` is not 2-D.
+        InvalidArgumentError
+            ``x`` has no columns.
         """
         a = np.asarray(x)
         if a.ndim != 2:
@@ -374,7 +382,9 @@ class SparseBatch:
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         try:
             keys = np.fromiter(itertools.chain.from_iterable(r.keys() for r in rows), dtype=np.int64)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except OverflowError:
+            raise IndexOutOfRangeError("rows: a key exceeds the largest dim 2**32 - 1") from None
+        except (TypeError, ValueError) as exc:
             raise DTypeError(
                 f"rows: keys must be integer column ids ({exc}); use from_token_dicts for token strings"
             ) from None
@@ -408,6 +418,8 @@ class SparseBatch:
         """
         if unknown not in ("error", "ignore"):
             raise InvalidArgumentError(f'unknown: must be "error" or "ignore", got {unknown!r}')
+        if not isinstance(vocab, Mapping):
+            raise DTypeError(f"vocab: must be a mapping from token to id, got {type(vocab).__name__}")
         if dim is None:
             if not vocab:
                 raise InvalidArgumentError("vocab: is empty; pass dim explicitly")
@@ -441,6 +453,8 @@ class SparseBatch:
         val_parts: list[NDArray[Any]] = []
         for i, (ix, vs) in enumerate(pairs):
             a, b = np.asarray(ix).reshape(-1), np.asarray(vs).reshape(-1)
+            if a.size == 0:  # np.asarray([]) is float64; an empty row must not turn other rows' ids into floats
+                a, b = a.astype(np.uint32), b.astype(np.float32)
             if a.shape != b.shape:
                 raise SparseFormatError(f"pairs[{i}]: indices has {a.size} entries but values has {b.size}")
             idx_parts.append(a)
@@ -524,7 +538,7 @@ class SparseBatch:
         n = self.n_rows
         j = operator.index(i)
         if not -n <= j < n:
-            raise IndexError(f"row {j} is out of range for {n} rows")
+            raise IndexOutOfRangeError(f"row {j} is out of range for {n} rows")
         j %= n
         s, e = int(self._indptr[j]), int(self._indptr[j + 1])
         return _readonly(self._indices[s:e]), _readonly(self._data[s:e])
@@ -535,7 +549,7 @@ class SparseBatch:
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             j = int(key)
             if not -n <= j < n:
-                raise IndexError(f"row {j} is out of range for {n} rows")
+                raise IndexOutOfRangeError(f"row {j} is out of range for {n} rows")
             key = slice(j % n, j % n + 1)
         if isinstance(key, slice):
             start, stop, step = key.indices(n)
@@ -550,16 +564,20 @@ class SparseBatch:
             sel = np.asarray(key)
             if sel.dtype == np.bool_:
                 if sel.shape != (n,):
-                    raise IndexError(f"boolean row mask must have shape ({n},), got {sel.shape}")
+                    raise IndexOutOfRangeError(f"boolean row mask must have shape ({n},), got {sel.shape}")
                 rows = np.flatnonzero(sel)
             elif sel.dtype.kind in "iu":
-                rows = sel.reshape(-1).astype(np.int64)
-                bad = np.flatnonzero((rows < -n) | (rows >= n))
+                flat = sel.reshape(-1)
+                # Compare before any cast so that huge uint64 ids cannot wrap around to valid rows.
+                bad = np.flatnonzero(flat >= n) if flat.dtype.kind == "u" else np.flatnonzero((flat < -n) | (flat >= n))
                 if bad.size:
-                    raise IndexError(f"rows[{int(bad[0])}] = {int(rows[bad[0]])} is out of range for {n} rows")
+                    raise IndexOutOfRangeError(
+                        f"rows[{int(bad[0])}] = {int(flat[bad[0]])} is out of range for {n} rows"
+                    )
+                rows = flat.astype(np.int64)
                 rows = np.where(rows < 0, rows + n, rows)
             else:
-                raise IndexError(f"rows must be an int, a slice, an int array or a boolean mask, got {sel.dtype}")
+                raise DTypeError(f"rows must be an int, a slice, an int array or a boolean mask, got {sel.dtype}")
         ip, idx, val = _core.take_rows(self._csr, np.ascontiguousarray(rows, dtype=np.uint64))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
@@ -616,7 +634,7 @@ class SparseBatch:
         num_threads
             Worker threads (default: ``SPARSECORE_NUM_THREADS`` or all cores). Results do not depend on it.
         """
-        k = _positive_int(k, "k")
+        k = _positive_int(k, "k", clamp=True)
         ip, idx, val = _core.top_k(self._csr, k, by_magnitude, num_threads=_check_threads(num_threads))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
@@ -706,8 +724,12 @@ class SparseBatch:
             raise SparseFormatError(f"m: must be 2-D, got shape {a.shape}")
         if a.dtype.kind not in "fiub":
             raise DTypeError(f"m: must be a real numeric array, got dtype {a.dtype}")
+        m32 = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(m32).all():
+            r, c = (int(v) for v in np.argwhere(~np.isfinite(m32))[0])
+            raise NonFiniteError(f"m[{r}, {c}] = {a[r, c]!r} is not finite in float32")
         return _core.matmul_dense(
-            self._csr, np.ascontiguousarray(a, dtype=np.float32), num_threads=_check_threads(num_threads)
+            self._csr, m32, num_threads=_check_threads(num_threads)
         )
 
     # -- quantization ---------------------------------------------------------------------------------------------
@@ -719,8 +741,8 @@ class SparseBatch:
         comes back from :meth:`QuantizedBatch.dequantize` within ``scale / 2``. Non-negative data keeps
         ``offset = 0`` so zeros stay exact.
         """
-        if bits not in (8, 16):
-            raise InvalidArgumentError(f"bits: must be 8 or 16, got {bits!r}")
+        if type(bits) is not int or bits not in (8, 16):
+            raise InvalidArgumentError(f"bits: must be the int 8 or 16, got {bits!r}")
         codes, scale, offset = _core.quantize(self._csr, bits, num_threads=_check_threads(num_threads))
         return QuantizedBatch(self._indptr, self._indices, codes, float(scale), float(offset), self._dim)
 
@@ -739,8 +761,9 @@ class SparseBatch:
     def to_scipy(self, format: Literal["csr", "csc", "coo"] = "csr") -> Any:
         """Return a ``scipy.sparse.csr_array`` (or ``csc``/``coo``) with the same entries.
 
-        scipy has no uint32 index type: indices are viewed as int32 without copying when ``dim <= 2**31 - 1``,
-        and scipy may copy ``indptr`` to a common index dtype. Values are shared with this batch for CSR.
+        scipy has no uint32 index type: indices are handed over as an int32 view when ``dim <= 2**31 - 1``, but
+        scipy converts ``indices`` and ``indptr`` to one common index dtype, which usually copies them. Values
+        are shared with this batch for CSR.
         """
         sp = require("scipy.sparse")
         if format not in ("csr", "csc", "coo"):
@@ -760,13 +783,16 @@ class SparseBatch:
         values = th.from_numpy(data)
         out: torch.Tensor
         if layout == "csr":
-            out = th.sparse_csr_tensor(
-                th.from_numpy(self._indptr.copy()),
-                th.from_numpy(self._indices.astype(np.int64)),
-                values,
-                size=self.shape,
-                check_invariants=False,  # valid by construction; checking would cost a pass over the data
-            )
+            with warnings.catch_warnings():
+                # torch flags its CSR layout as beta on every construction; that is torch's notice, not ours.
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+                out = th.sparse_csr_tensor(
+                    th.from_numpy(self._indptr.copy()),
+                    th.from_numpy(self._indices.astype(np.int64)),
+                    values,
+                    size=self.shape,
+                    check_invariants=False,  # valid by construction; checking would cost a pass over the data
+                )
             return out
         if layout == "coo":
             rows = np.repeat(np.arange(self.n_rows, dtype=np.int64), self.row_nnz)

@@ -37,8 +37,11 @@ pub fn to_py(e: SparseError) -> PyErr {
 }
 
 /// Like [`to_py`], prefixing the message with the argument it concerns (e.g. `other`), for binary ops where
-/// the core's `indices`/`data` could mean either operand.
+/// the core's `indices`/`data` could mean either operand. An empty `arg` means the batch itself (no prefix).
 pub fn to_py_for(arg: &str, e: SparseError) -> PyErr {
+    if arg.is_empty() {
+        return to_py(e);
+    }
     match e {
         SparseError::Indptr(_)
         | SparseError::LengthMismatch { .. }

@@ -54,7 +54,7 @@ pub fn default_num_threads() -> PyResult<usize> {
 #[pyfunction]
 #[pyo3(signature = (a, sorted=true, content=true, num_threads=None))]
 pub fn check(py: Python<'_>, a: CsrArg<'_>, sorted: bool, content: bool, num_threads: Option<usize>) -> PyResult<()> {
-    let v = a.view("a")?;
+    let v = a.view("")?;
     if !content {
         return Ok(());
     }
@@ -65,7 +65,7 @@ pub fn check(py: Python<'_>, a: CsrArg<'_>, sorted: bool, content: bool, num_thr
 #[pyfunction]
 #[pyo3(signature = (a, num_threads=None))]
 pub fn is_canonical(py: Python<'_>, a: CsrArg<'_>, num_threads: Option<usize>) -> PyResult<bool> {
-    let v = a.view("a")?;
+    let v = a.view("")?;
     run(py, num_threads, || Ok(core::is_canonical(&v)))
 }
 
@@ -80,7 +80,7 @@ pub fn canonicalize<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<CsrArrays<'py>> {
     let dup: Duplicates = duplicates.parse().map_err(to_py)?;
-    let v = a.view("a")?;
+    let v = a.view("")?;
     let out = run(py, num_threads, || Ok(core::canonicalize(&v, dup, drop_zeros)))?;
     Ok(csr_out(py, out))
 }
@@ -95,7 +95,7 @@ pub fn top_k<'py>(
     by_magnitude: bool,
     num_threads: Option<usize>,
 ) -> PyResult<CsrArrays<'py>> {
-    let v = a.view("a")?;
+    let v = a.view("")?;
     let out = run(py, num_threads, || core::top_k(&v, k, by_magnitude))?;
     Ok(csr_out(py, out))
 }
@@ -106,11 +106,11 @@ pub fn top_k<'py>(
 pub fn threshold<'py>(
     py: Python<'py>,
     a: CsrArg<'py>,
-    t: f32,
+    t: f64,
     by_magnitude: bool,
     num_threads: Option<usize>,
 ) -> PyResult<CsrArrays<'py>> {
-    let v = a.view("a")?;
+    let v = a.view("")?;
     let out = run(py, num_threads, || core::threshold(&v, t, by_magnitude))?;
     Ok(csr_out(py, out))
 }
@@ -124,7 +124,7 @@ pub fn prune_mass<'py>(
     fraction: f64,
     num_threads: Option<usize>,
 ) -> PyResult<CsrArrays<'py>> {
-    let v = a.view("a")?;
+    let v = a.view("")?;
     let out = run(py, num_threads, || core::prune_mass(&v, fraction))?;
     Ok(csr_out(py, out))
 }
@@ -138,7 +138,7 @@ pub fn row_dot<'py>(
     b: CsrArg<'py>,
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let (va, vb) = (a.view("a")?, b.view("other")?);
+    let (va, vb) = (a.view("")?, b.view("other")?);
     Ok(run(py, num_threads, || core::row_dot(&va, &vb))?.into_pyarray(py))
 }
 
@@ -151,7 +151,7 @@ pub fn scores_dense<'py>(
     b: CsrArg<'py>,
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let (va, vb) = (a.view("a")?, b.view("other")?);
+    let (va, vb) = (a.view("")?, b.view("other")?);
     let out = run(py, num_threads, || core::scores_dense(&va, &vb))?;
     matrix(py, va.n_rows(), vb.n_rows(), out)
 }
@@ -166,7 +166,7 @@ pub fn scores_top_k<'py>(
     k: usize,
     num_threads: Option<usize>,
 ) -> PyResult<TopKArrays<'py>> {
-    let (va, vb) = (a.view("a")?, b.view("other")?);
+    let (va, vb) = (a.view("")?, b.view("other")?);
     let top = run(py, num_threads, || core::scores_top_k(&va, &vb, k))?;
     let rows = va.n_rows();
     let ids = Array2::from_shape_vec((rows, k), top.ids)
@@ -183,12 +183,12 @@ pub fn matmul_dense<'py>(
     m: PyReadonlyArray2<'py, f32>,
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let va = a.view("a")?;
+    let va = a.view("")?;
     let shape = m.shape();
     let (rows, p) = (shape[0], shape[1]);
     if rows as u64 != va.dim() {
         return Err(to_py(SparseError::ShapeMismatch(format!(
-            "dense: has {rows} rows but this batch has dim {}",
+            "m: has {rows} rows but this batch has dim {}",
             va.dim()
         ))));
     }
@@ -205,7 +205,7 @@ pub fn to_dense<'py>(
     a: CsrArg<'py>,
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let va = a.view("a")?;
+    let va = a.view("")?;
     let out = run(py, num_threads, || core::to_dense(&va))?;
     matrix(py, va.n_rows(), va.dim() as usize, out)
 }
@@ -234,7 +234,7 @@ pub fn quantize<'py>(
     bits: u32,
     num_threads: Option<usize>,
 ) -> PyResult<(Bound<'py, PyAny>, f32, f32)> {
-    let va = a.view("a")?;
+    let va = a.view("")?;
     match bits {
         8 => {
             let q = run(py, num_threads, || core::quantize::<u8>(&va))?;
@@ -278,7 +278,7 @@ pub fn take_rows<'py>(
     rows: PyReadonlyArray1<'py, u64>,
     num_threads: Option<usize>,
 ) -> PyResult<CsrArrays<'py>> {
-    let va = a.view("a")?;
+    let va = a.view("")?;
     let rs = contiguous(&rows, "rows")?;
     let out = run(py, num_threads, || core::take_rows(&va, rs))?;
     Ok(csr_out(py, out))

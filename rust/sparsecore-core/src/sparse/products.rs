@@ -234,7 +234,7 @@ pub fn matmul_dense(a: &CsrView<'_>, m: &[f32], p: usize) -> Result<Vec<f32>, Sp
     let dim = a.dim() as usize;
     if Some(m.len()) != dim.checked_mul(p) {
         return Err(SparseError::ShapeMismatch(format!(
-            "dense: expected shape ({dim}, {p}) to match this batch's dim {dim}, got {} elements",
+            "m: expected shape ({dim}, {p}) to match this batch's dim {dim}, got {} elements",
             m.len()
         )));
     }

@@ -44,16 +44,17 @@ pub fn top_k(a: &CsrView<'_>, k: usize, by_magnitude: bool) -> Result<Csr, Spars
     }))
 }
 
-/// Keep the entries with `value >= t` (or `|value| >= t` with `by_magnitude`).
+/// Keep the entries with `value >= t` (or `|value| >= t` with `by_magnitude`), compared exactly in f64 (so a
+/// threshold between two f32 values is not rounded onto one of them).
 ///
 /// Errors: `t` is NaN.
-pub fn threshold(a: &CsrView<'_>, t: f32, by_magnitude: bool) -> Result<Csr, SparseError> {
+pub fn threshold(a: &CsrView<'_>, t: f64, by_magnitude: bool) -> Result<Csr, SparseError> {
     if t.is_nan() {
         return Err(SparseError::invalid("t", "must not be NaN"));
     }
     Ok(map_rows(a, |idx, val, oi, ov| {
         for (&c, &v) in idx.iter().zip(val) {
-            if (if by_magnitude { v.abs() } else { v }) >= t {
+            if f64::from(if by_magnitude { v.abs() } else { v }) >= t {
                 oi.push(c);
                 ov.push(v);
             }
@@ -136,13 +137,13 @@ mod tests {
         }
 
         #[test]
-        fn threshold_matches_naive(a in canonical_csr(20, 30), t in -4.0f32..4.0, mag: bool) {
+        fn threshold_matches_naive(a in canonical_csr(20, 30), t in -4.0f64..4.0, mag: bool) {
             let v = a.view(30).unwrap();
             let got = threshold(&v, t, mag).unwrap();
             for (r, row) in rows_of(&got).into_iter().enumerate() {
                 let (idx, val) = v.row(r);
                 let want: Vec<(u32, f32)> = idx.iter().copied().zip(val.iter().copied())
-                    .filter(|&(_, x)| (if mag { x.abs() } else { x }) >= t).collect();
+                    .filter(|&(_, x)| f64::from(if mag { x.abs() } else { x }) >= t).collect();
                 prop_assert_eq!(row, want);
             }
         }
@@ -180,6 +181,6 @@ mod tests {
         assert!(top_k(&v, 0, false).is_err());
         assert!(prune_mass(&v, 0.0).is_err());
         assert!(prune_mass(&v, 1.5).is_err());
-        assert!(threshold(&v, f32::NAN, false).is_err());
+        assert!(threshold(&v, f64::NAN, false).is_err());
     }
 }
