@@ -3,11 +3,14 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::segment::Segment;
+use super::segment::{Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
 const BOUND_SLACK: f32 = 1e-5;
+
+/// Blocks visited in sorted order before the rest are filtered by the heap threshold.
+const FIRST_ROUND: usize = 16;
 
 /// Dims up to this use a dense per-thread query array for scoring (4 MiB of f32); larger dims merge-join.
 const DENSE_QUERY_MAX_DIM: u64 = 1 << 20;
@@ -240,30 +243,55 @@ fn search_segment(
         scratch.bounds.resize(nb, 0.0);
     }
     let Scratch { dense_query, bounds, touched, cand } = scratch;
+    let bounds = &mut bounds[..nb];
     touched.clear();
+    let mut all_blocks = false;
     for &i in bterms {
-        let Some((ti, rg)) = seg.term_range(q.terms[i]) else { continue };
-        let s = q.vals[i] * seg.term_scale[ti];
-        for p in rg {
-            let b = seg.bm_blocks[p] as usize;
-            if bounds[b] == 0.0 {
-                touched.push(b as u32);
+        let Some((scale, blocks)) = seg.term_blocks(q.terms[i]) else { continue };
+        let s = q.vals[i] * scale;
+        match blocks {
+            TermBlocks::Sparse(bl, codes) => {
+                for (&b, &c) in bl.iter().zip(codes) {
+                    let b = b as usize;
+                    if !all_blocks && bounds[b] == 0.0 {
+                        touched.push(b as u32);
+                    }
+                    bounds[b] += s * f32::from(c);
+                }
             }
-            bounds[b] += s * f32::from(seg.bm_codes[p]);
+            TermBlocks::Dense(codes) => {
+                all_blocks = true;
+                for (u, &c) in bounds.iter_mut().zip(codes) {
+                    *u += s * f32::from(c);
+                }
+            }
         }
     }
     cand.clear();
-    cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
-    for &b in touched.iter() {
-        bounds[b as usize] = 0.0;
+    if all_blocks {
+        for (b, u) in bounds.iter_mut().enumerate() {
+            if *u > 0.0 {
+                cand.push((*u, b as u32));
+                *u = 0.0;
+            }
+        }
+    } else {
+        cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
+        for &b in touched.iter() {
+            bounds[b as usize] = 0.0;
+        }
     }
-    cand.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Visit blocks best bound first without sorting them all: the best few, then (once the heap has a
+    // threshold) only those that can still beat it.
+    let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let first = FIRST_ROUND.min(cand.len());
+    if first > 0 && first < cand.len() {
+        cand.select_nth_unstable_by(first - 1, desc);
+    }
+    cand[..first].sort_unstable_by(desc);
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
     let slack = params.alpha * (1.0 + BOUND_SLACK);
-    for &(ub, b) in cand.iter() {
-        if ub * slack < heap.threshold() {
-            break;
-        }
+    let visit = |b: u32, heap: &mut TopKHeap| {
         let start = b as usize * seg.block_size;
         let end = (start + seg.block_size).min(seg.n_docs());
         for p in start..end {
@@ -277,6 +305,21 @@ fn search_segment(
                 heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
             }
         }
+    };
+    for &(ub, b) in &cand[..first] {
+        if ub * slack < heap.threshold() {
+            return;
+        }
+        visit(b, heap);
+    }
+    let theta = heap.threshold();
+    let mut rest: Vec<(f32, u32)> = cand[first..].iter().copied().filter(|&(ub, _)| ub * slack >= theta).collect();
+    rest.sort_unstable_by(desc);
+    for &(ub, b) in &rest {
+        if ub * slack < heap.threshold() {
+            return;
+        }
+        visit(b, heap);
     }
 }
 
