@@ -240,6 +240,23 @@ class InvertedIndex:
         ai, am = _filter_args(filter)
         return self._core.search_one(idx, val, k, a, b, ai, am)
 
+    def explain(
+        self,
+        indices: ArrayLike,
+        values: ArrayLike,
+        k: int = 10,
+        *,
+        recall_target: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+    ) -> dict[str, int]:
+        """Work a single query does: blocks bounded, blocks visited, documents scored, hits returned.
+
+        Deterministic (unlike timings), so it is the right measure when tuning ``alpha``/``beta``/``block_size``.
+        """
+        a, b = _search_params(self._mode, recall_target, alpha, beta)
+        return dict(self._core.explain_one(_as_indices(indices), _as_data(values), _positive_int(k, "k"), a, b))
+
     # -- updates --------------------------------------------------------------------------------------------------
 
     def add(

@@ -132,6 +132,29 @@ impl IndexCore {
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
     }
 
+    /// Work one query does: dict with blocks_bounded, blocks_visited, docs_scored (and n_hits).
+    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0))]
+    fn explain_one<'py>(
+        &self,
+        py: Python<'py>,
+        indices: PyReadonlyArray1<'py, u32>,
+        values: PyReadonlyArray1<'py, f32>,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let t = slice(&indices, "indices")?;
+        let v = slice(&values, "values")?;
+        let params = SearchParams { k, alpha, beta };
+        let (hits, st) = py.detach(|| self.read()?.search_one_stats(t, v, &params, None)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("n_hits", hits.len())?;
+        d.set_item("blocks_bounded", st.blocks_bounded)?;
+        d.set_item("blocks_visited", st.blocks_visited)?;
+        d.set_item("docs_scored", st.docs_scored)?;
+        Ok(d)
+    }
+
     /// Add documents (new segment); returns their external ids.
     #[pyo3(signature = (docs, ids=None, num_threads=None))]
     fn add<'py>(

@@ -7,6 +7,7 @@
 //! with one shared top-k heap (see [`search`]).
 
 pub mod format;
+pub mod reorder;
 pub mod search;
 pub mod segment;
 pub mod storage;
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-pub use search::{Hit, SearchParams};
+pub use search::{Hit, SearchParams, SearchStats};
 pub use segment::Segment;
 
 use crate::sparse::{CsrView, TopK};
@@ -76,9 +77,17 @@ pub fn check_nonneg(v: &CsrView<'_>, what: &'static str) -> Result<(), SparseErr
     Ok(())
 }
 
+/// Segments smaller than this keep their input order: bisection gains little on a handful of blocks and would
+/// slow down small `add` calls.
+const MIN_REORDER_DOCS: usize = 256;
+
 fn order_for(docs: &CsrView<'_>, params: &BuildParams) -> Vec<u32> {
-    let _ = params.reorder;
-    (0..docs.n_rows() as u32).collect()
+    if params.reorder && docs.n_rows() >= MIN_REORDER_DOCS {
+        let bp = reorder::BisectParams { min_part: params.block_size, ..reorder::BisectParams::default() };
+        reorder::bisect_order(docs, &bp)
+    } else {
+        (0..docs.n_rows() as u32).collect()
+    }
 }
 
 impl Index {
@@ -291,6 +300,18 @@ impl Index {
         params: &SearchParams,
         allowed: Option<&[u64]>,
     ) -> Result<Vec<Hit>, SparseError> {
+        self.search_one_stats(terms, vals, params, allowed).map(|(h, _)| h)
+    }
+
+    /// [`Index::search_one`] that also reports the work done (superblocks bounded, blocks and documents
+    /// scored).
+    pub fn search_one_stats(
+        &self,
+        terms: &[u32],
+        vals: &[f32],
+        params: &SearchParams,
+        allowed: Option<&[u64]>,
+    ) -> Result<(Vec<Hit>, SearchStats), SparseError> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
         }
@@ -302,10 +323,12 @@ impl Index {
         let query = Query { terms, vals };
         Ok(SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
-            match &direct {
+            scratch.stats = SearchStats::default();
+            let hits = match &direct {
                 Some(c) => search_candidates(&self.segments, self.dim, &query, params.k, c, &vis, &mut scratch),
                 None => search_query(&self.segments, self.dim, &query, params, &vis, &mut scratch),
-            }
+            };
+            (hits, scratch.stats)
         }))
     }
 

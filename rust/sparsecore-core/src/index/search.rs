@@ -117,6 +117,19 @@ pub struct Scratch {
     bounds: Vec<f32>,
     touched: Vec<u32>,
     cand: Vec<(f32, u32)>,
+    /// Work counters, accumulated across queries until reset.
+    pub stats: SearchStats,
+}
+
+/// How much work searches did (for tuning and `explain`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Blocks whose bound was computed (non-zero bound).
+    pub blocks_bounded: u64,
+    /// Blocks whose documents were scored.
+    pub blocks_visited: u64,
+    /// Documents scored.
+    pub docs_scored: u64,
 }
 
 /// What a search may return.
@@ -242,7 +255,7 @@ fn search_segment(
     if scratch.bounds.len() < nb {
         scratch.bounds.resize(nb, 0.0);
     }
-    let Scratch { dense_query, bounds, touched, cand } = scratch;
+    let Scratch { dense_query, bounds, touched, cand, stats } = scratch;
     let bounds = &mut bounds[..nb];
     touched.clear();
     let mut all_blocks = false;
@@ -283,6 +296,7 @@ fn search_segment(
     }
     // Visit blocks best bound first without sorting them all: the best few, then (once the heap has a
     // threshold) only those that can still beat it.
+    stats.blocks_bounded += cand.len() as u64;
     let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     let first = FIRST_ROUND.min(cand.len());
     if first > 0 && first < cand.len() {
@@ -291,9 +305,11 @@ fn search_segment(
     cand[..first].sort_unstable_by(desc);
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
     let slack = params.alpha * (1.0 + BOUND_SLACK);
-    let visit = |b: u32, heap: &mut TopKHeap| {
+    let mut visit = |b: u32, heap: &mut TopKHeap| {
         let start = b as usize * seg.block_size;
         let end = (start + seg.block_size).min(seg.n_docs());
+        stats.blocks_visited += 1;
+        stats.docs_scored += (end - start) as u64;
         for p in start..end {
             let gid = seg.doc_ids[p];
             if !vis.visible(gid) {
@@ -351,6 +367,7 @@ pub fn search_candidates(
             continue;
         }
         let (t, v) = seg.doc(p as usize);
+        scratch.stats.docs_scored += 1;
         let s = score_doc(q, dense, t, v);
         if s > 0.0 {
             heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
