@@ -577,7 +577,9 @@ class SparseBatch:
                 rows = flat.astype(np.int64)
                 rows = np.where(rows < 0, rows + n, rows)
             else:
-                raise DTypeError(f"rows must be an int, a slice, an int array or a boolean mask, got {sel.dtype}")
+                raise IndexOutOfRangeError(
+                    f"rows must be an int, a slice, an int array or a boolean mask, got dtype {sel.dtype}"
+                )
         ip, idx, val = _core.take_rows(self._csr, np.ascontiguousarray(rows, dtype=np.uint64))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 

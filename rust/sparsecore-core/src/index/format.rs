@@ -9,7 +9,7 @@
 //! ```
 //! Arrays, in order: `ext_ids` (i64), `deleted` (u64 bitset), then per segment `doc_ids` u32, `fwd_ptr` u64,
 //! `fwd_terms` u32, `fwd_vals` f32, `terms` u32, `term_ptr` u64, `term_scale` f32, `bm_blocks` u32,
-//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8. Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
+//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8, `fwd_terms16` u16. Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
 //! version, byte order, length, every checksum, and every structural invariant the search relies on, so a
 //! truncated, corrupted or foreign file is an error, never a crash. Files are written to a temporary name,
 //! fsynced, and renamed over the target (atomic on POSIX).
@@ -36,7 +36,7 @@ const HEADER_LEN: usize = 64;
 const ENTRY_LEN: usize = 32;
 const ALIGN: usize = 64;
 const GLOBAL: u32 = 0xFFFF;
-const SEGMENT_FIELDS: u32 = 11;
+const SEGMENT_FIELDS: u32 = 12;
 
 fn fmt_err(path: &Path, msg: impl std::fmt::Display) -> SparseError {
     SparseError::Format(format!("{}: {msg}", path.display()))
@@ -57,7 +57,7 @@ fn arr<T: Pod>(tag: u32, v: &[T]) -> Out<'_> {
     Out { tag, elem: std::mem::size_of::<T>() as u32, bytes: bytemuck::cast_slice(v) }
 }
 
-fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 11] {
+fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 12] {
     let t = |f: u32| si * 16 + f;
     [
         arr(t(0), &s.doc_ids),
@@ -71,6 +71,7 @@ fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 11] {
         arr(t(8), &s.bm_codes),
         arr(t(9), &s.term_dense),
         arr(t(10), &s.dense_codes),
+        arr(t(11), &s.fwd_terms16),
     ]
 }
 
@@ -293,6 +294,7 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
             bm_codes: buf(&backing, take(t(8), 1)?),
             term_dense: buf(&backing, take(t(9), 4)?),
             dense_codes: buf(&backing, take(t(10), 1)?),
+            fwd_terms16: buf(&backing, take(t(11), 2)?),
         });
     }
     let ext_ids = ext_ids.to_vec();

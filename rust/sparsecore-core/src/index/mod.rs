@@ -242,9 +242,7 @@ impl Index {
         let (mut terms, mut vals) = (Vec::new(), Vec::new());
         for &gid in &live {
             let (si, p) = self.locs[gid as usize];
-            let (t, v) = self.segments[si as usize].doc(p as usize);
-            terms.extend_from_slice(t);
-            vals.extend_from_slice(v);
+            self.segments[si as usize].extend_doc(p as usize, &mut terms, &mut vals);
             indptr.push(terms.len() as i64);
         }
         let ids: Vec<i64> = live.iter().map(|&g| self.ext_ids[g as usize]).collect();
@@ -435,6 +433,10 @@ mod tests {
         })
     }
 
+    fn spread(a: &Csr) -> Csr {
+        Csr { indices: a.indices.iter().map(|&c| c * 100_000_007).collect(), ..a.clone() }
+    }
+
     /// Brute force: visible documents with a positive score, by (score desc, id asc).
     fn brute(docs: &Csr, ids: &[i64], q: (&[u32], &[f32]), k: usize, keep: &dyn Fn(i64) -> bool) -> Vec<(i64, f32)> {
         let mut all = Vec::new();
@@ -464,14 +466,16 @@ mod tests {
         #[test]
         fn exact_search_equals_brute_force(
             docs in nonneg_csr(80, 40), queries in nonneg_csr(6, 40), k in 1usize..12, bs in 1usize..9,
-            del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3,
+            del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3, wide: bool,
         ) {
-            let dv = docs.view(40).unwrap();
+            // `wide` spreads term ids over the whole u32 range: u32 forward index and merge-join scoring.
+            let (docs, queries, dim) = if wide { (spread(&docs), spread(&queries), u64::from(u32::MAX)) } else { (docs, queries, 40) };
+            let dv = docs.view(dim).unwrap();
             let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 1000 - 3 * i).collect();
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
             let dead: Vec<i64> = ids.iter().copied().filter(|i| i % del_mod == 0).collect();
             idx.delete(&dead, false).unwrap();
-            let qv = queries.view(40).unwrap();
+            let qv = queries.view(dim).unwrap();
             let p = SearchParams { k, alpha: 1.0, beta: 1.0 };
             let allow: Vec<i64> = ids.iter().copied().filter(|i| i % filt_mod == 0).collect();
             let bits = idx.allow_ids(&allow);

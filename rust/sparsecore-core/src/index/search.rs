@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::segment::{Segment, TermBlocks};
+use super::segment::{DocTerms, Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
@@ -162,16 +162,36 @@ pub struct Query<'a> {
     pub vals: &'a [f32],
 }
 
-/// Score one document against the query.
+/// Score the document at position `p` of `seg` against the query (dense query array when given).
 #[inline]
-fn score_doc(q: &Query<'_>, dense: Option<&[f32]>, terms: &[u32], vals: &[f32]) -> f32 {
-    if let Some(d) = dense {
-        let mut s = 0.0f32;
-        for (&t, &v) in terms.iter().zip(vals) {
-            s += d[t as usize] * v;
+fn score_at(seg: &Segment, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
+    let vals = seg.doc_vals(p);
+    match (seg.doc_terms(p), dense) {
+        (DocTerms::U16(terms), Some(d)) => {
+            let mut s = 0.0f32;
+            for (&t, &v) in terms.iter().zip(vals) {
+                s += d[usize::from(t)] * v;
+            }
+            s
         }
-        s
-    } else {
+        (DocTerms::U32(terms), Some(d)) => {
+            let mut s = 0.0f32;
+            for (&t, &v) in terms.iter().zip(vals) {
+                s += d[t as usize] * v;
+            }
+            s
+        }
+        (DocTerms::U16(terms), None) => {
+            let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
+            merge_score(q, &wide, vals)
+        }
+        (DocTerms::U32(terms), None) => merge_score(q, terms, vals),
+    }
+}
+
+/// Score by merging sorted query and document terms (for dims too large for a dense query array).
+fn merge_score(q: &Query<'_>, terms: &[u32], vals: &[f32]) -> f32 {
+    {
         let (mut i, mut j, mut s) = (0, 0, 0.0f32);
         while i < q.terms.len() && j < terms.len() {
             match q.terms[i].cmp(&terms[j]) {
@@ -315,8 +335,7 @@ fn search_segment(
             if !vis.visible(gid) {
                 continue;
             }
-            let (t, v) = seg.doc(p);
-            let s = score_doc(q, dense, t, v);
+            let s = score_at(seg, p, q, dense);
             if s > 0.0 {
                 heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
             }
@@ -366,9 +385,8 @@ pub fn search_candidates(
         if !vis.visible(gid) {
             continue;
         }
-        let (t, v) = seg.doc(p as usize);
         scratch.stats.docs_scored += 1;
-        let s = score_doc(q, dense, t, v);
+        let s = score_at(seg, p as usize, q, dense);
         if s > 0.0 {
             heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
         }
