@@ -13,13 +13,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench wheel clean
+.PHONY: help setup build test test-rust test-python lint demo bench bench-index wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo"
 	@echo "make test   - set up and run every test: cargo test, lint (fmt, clippy, ruff, mypy, stubtest), pytest"
 	@echo "make lint   - lint only"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
+	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make wheel  - build a release wheel into dist/"
 
 $(PY):
@@ -62,6 +63,17 @@ demo: build
 
 bench: build
 	$(PY) benches/bench_sparse.py --quick
+
+# Seismic (the anchor of the index benchmark) lives in its own virtualenv so it never reaches tests or CI;
+# its thread count can only be set through RAYON_NUM_THREADS before it starts, which the worker does.
+SEISMIC_VENV := .bench-venv
+$(SEISMIC_VENV)/bin/python:
+	$(PYTHON) -m venv $(SEISMIC_VENV)
+	$(SEISMIC_VENV)/bin/pip install --quiet numpy scipy "pyseismic-lsr==0.5.4"
+
+bench-index: build $(SEISMIC_VENV)/bin/python
+	$(BIN)/pip install --quiet matplotlib
+	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python $(BENCH_ARGS)
 
 wheel: $(STAMPS)/deps
 	$(BIN)/maturin build --release -o dist
