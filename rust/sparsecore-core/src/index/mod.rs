@@ -64,7 +64,12 @@ pub struct Index {
 /// Check documents or queries: canonical, finite, non-negative (bounds assume non-negative weights).
 pub fn check_nonneg(v: &CsrView<'_>, what: &'static str) -> Result<(), SparseError> {
     v.check(true)?;
-    if let Some(pos) = v.data().par_iter().position_first(|&x| x < 0.0) {
+    let negative = if v.nnz() <= crate::sparse::SEQUENTIAL_MAX_NNZ {
+        v.data().iter().position(|&x| x < 0.0)
+    } else {
+        v.data().par_iter().position_first(|&x| x < 0.0)
+    };
+    if let Some(pos) = negative {
         return Err(SparseError::invalid(
             what,
             format!(

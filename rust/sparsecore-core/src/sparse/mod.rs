@@ -25,6 +25,10 @@ use crate::SparseError;
 /// ~100 non-zeros, small enough to balance 2–16 threads on batches of a few thousand rows.
 const ROW_CHUNK: usize = 256;
 
+/// Inputs with at most this many entries are checked on the calling thread: handing a job to a rayon pool
+/// costs microseconds of wake-up and hand-back, more than checking a query of ~100 entries.
+pub const SEQUENTIAL_MAX_NNZ: usize = 1 << 14;
+
 /// An owned CSR batch, as returned by operations.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Csr {
@@ -139,6 +143,9 @@ impl<'a> CsrView<'a> {
     /// Check the content: indices `< dim`, finite values, and (with `sorted`) strictly increasing indices in
     /// every row. Reports the first problem in flat order, whatever the thread count.
     pub fn check(&self, sorted: bool) -> Result<(), SparseError> {
+        if self.nnz() <= SEQUENTIAL_MAX_NNZ {
+            return (0..self.n_rows()).try_for_each(|r| self.check_row(r, sorted));
+        }
         let first = (0..self.n_rows().div_ceil(ROW_CHUNK))
             .into_par_iter()
             .filter_map(|c| {
@@ -176,7 +183,12 @@ impl<'a> CsrView<'a> {
     /// Check only that every index is `< dim` (what column-addressing operations need to be memory-safe).
     pub fn check_bounds(&self) -> Result<(), SparseError> {
         let dim = self.dim;
-        match self.indices.par_iter().position_first(|&c| u64::from(c) >= dim) {
+        let found = if self.nnz() <= SEQUENTIAL_MAX_NNZ {
+            self.indices.iter().position(|&c| u64::from(c) >= dim)
+        } else {
+            self.indices.par_iter().position_first(|&c| u64::from(c) >= dim)
+        };
+        match found {
             None => Ok(()),
             Some(pos) => {
                 Err(SparseError::IndexOutOfRange { row: self.row_of(pos), pos, index: self.indices[pos].into(), dim })
