@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::segment::{DocTerms, Segment, TermBlocks};
+use super::segment::{DocTerms, FwdView, Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
@@ -162,11 +162,11 @@ pub struct Query<'a> {
     pub vals: &'a [f32],
 }
 
-/// Score the document at position `p` of `seg` against the query (dense query array when given).
+/// Score the document at position `p` of a forward index against the query (dense query array when given).
 #[inline]
-fn score_at(seg: &Segment, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
-    let vals = seg.doc_vals(p);
-    match (seg.doc_terms(p), dense) {
+fn score_at(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
+    let (terms, vals) = fwd.doc(p);
+    match (terms, dense) {
         (DocTerms::U16(terms), Some(d)) => dot_gather(d, terms, vals),
         (DocTerms::U32(terms), Some(d)) => dot_gather(d, terms, vals),
         (DocTerms::U16(terms), None) => {
@@ -285,24 +285,35 @@ fn search_segment(
     let Scratch { dense_query, bounds, touched, cand, stats } = scratch;
     let bounds = &mut bounds[..nb];
     touched.clear();
+    // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
+    // the touched-block bookkeeping.
     let mut all_blocks = false;
     for &i in bterms {
-        let Some((scale, blocks)) = seg.term_blocks(q.terms[i]) else { continue };
-        let s = q.vals[i] * scale;
-        match blocks {
-            TermBlocks::Sparse(bl, codes) => {
-                for (&b, &c) in bl.iter().zip(codes) {
-                    let b = b as usize;
-                    if !all_blocks && bounds[b] == 0.0 {
-                        touched.push(b as u32);
-                    }
-                    bounds[b] += s * f32::from(c);
-                }
+        if let Some((scale, TermBlocks::Dense(codes))) = seg.term_blocks(q.terms[i]) {
+            all_blocks = true;
+            let s = q.vals[i] * scale;
+            for (u, &c) in bounds.iter_mut().zip(codes) {
+                *u += s * f32::from(c);
             }
-            TermBlocks::Dense(codes) => {
-                all_blocks = true;
-                for (u, &c) in bounds.iter_mut().zip(codes) {
-                    *u += s * f32::from(c);
+        }
+    }
+    for &i in bterms {
+        if let Some((scale, TermBlocks::Sparse(bl, codes))) = seg.term_blocks(q.terms[i]) {
+            let s = q.vals[i] * scale;
+            if all_blocks {
+                for (&b, &c) in bl.iter().zip(codes) {
+                    if let Some(u) = bounds.get_mut(b as usize) {
+                        *u += s * f32::from(c);
+                    }
+                }
+            } else {
+                for (&b, &c) in bl.iter().zip(codes) {
+                    if let Some(u) = bounds.get_mut(b as usize) {
+                        if *u == 0.0 {
+                            touched.push(b);
+                        }
+                        *u += s * f32::from(c);
+                    }
                 }
             }
         }
@@ -332,17 +343,18 @@ fn search_segment(
     cand[..first].sort_unstable_by(desc);
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
     let slack = params.alpha * (1.0 + BOUND_SLACK);
+    let fwd = seg.fwd_view();
     let mut visit = |b: u32, heap: &mut TopKHeap| {
         let start = b as usize * seg.block_size;
-        let end = (start + seg.block_size).min(seg.n_docs());
+        let end = (start + seg.block_size).min(fwd.doc_ids.len());
         stats.blocks_visited += 1;
         stats.docs_scored += (end - start) as u64;
         for p in start..end {
-            let gid = seg.doc_ids[p];
+            let gid = fwd.doc_ids[p];
             if !vis.visible(gid) {
                 continue;
             }
-            let s = score_at(seg, p, q, dense);
+            let s = score_at(&fwd, p, q, dense);
             if s > 0.0 {
                 heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
             }
@@ -393,7 +405,7 @@ pub fn search_candidates(
             continue;
         }
         scratch.stats.docs_scored += 1;
-        let s = score_at(seg, p as usize, q, dense);
+        let s = score_at(&seg.fwd_view(), p as usize, q, dense);
         if s > 0.0 {
             heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
         }

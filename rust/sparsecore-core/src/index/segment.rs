@@ -50,6 +50,35 @@ pub struct Segment {
 /// than 5 bytes per listed block from a fifth of the blocks on, and its bound pass vectorizes).
 const DENSE_DIVISOR: u64 = 5;
 
+/// The forward index as plain slices, taken once per search so hot loops skip the storage indirection.
+#[derive(Clone, Copy)]
+pub struct FwdView<'a> {
+    /// Position -> global internal id.
+    pub doc_ids: &'a [u32],
+    /// Offsets.
+    pub ptr: &'a [u64],
+    /// u16 term ids (empty unless `dim <= 65536`).
+    pub terms16: &'a [u16],
+    /// u32 term ids (empty when `terms16` is used).
+    pub terms32: &'a [u32],
+    /// Weights.
+    pub vals: &'a [f32],
+}
+
+impl<'a> FwdView<'a> {
+    /// Term ids and weights of the document at position `p`.
+    #[inline]
+    pub fn doc(&self, p: usize) -> (DocTerms<'a>, &'a [f32]) {
+        let rg = self.ptr[p] as usize..self.ptr[p + 1] as usize;
+        let terms = if self.terms16.is_empty() {
+            DocTerms::U32(&self.terms32[rg.clone()])
+        } else {
+            DocTerms::U16(&self.terms16[rg.clone()])
+        };
+        (terms, &self.vals[rg])
+    }
+}
+
 /// A document's term ids in the forward index's width.
 pub enum DocTerms<'a> {
     /// `dim <= 65536`.
@@ -177,6 +206,17 @@ impl Segment {
             TermBlocks::Dense(&self.dense_codes[d as usize * nb..(d as usize + 1) * nb])
         };
         Some((self.term_scale[i], blocks))
+    }
+
+    /// The forward index as plain slices.
+    pub fn fwd_view(&self) -> FwdView<'_> {
+        FwdView {
+            doc_ids: &self.doc_ids,
+            ptr: &self.fwd_ptr,
+            terms16: &self.fwd_terms16,
+            terms32: &self.fwd_terms,
+            vals: &self.fwd_vals,
+        }
     }
 
     /// Term ids of the document at layout position `p`.
