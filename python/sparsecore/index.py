@@ -24,17 +24,22 @@ from sparsecore import _core
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _check_threads, _positive_int
 
-__all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex"]
+__all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_for"]
 
-#: ``recall_target -> (alpha, beta)``: from a grid (alpha, beta in 0.3..1), settings that reached this mean
-#: recall@10 on both the real SPLADE vectors (../shared/data/lsr-dev; block sizes 8, 16, 32) and 200k
-#: synthetic SPLADE-like documents (benches/_synthetic.py; block sizes 16, 32); 1.0 is exact.
-RECALL_PRESETS: Mapping[float, tuple[float, float]] = {
-    0.90: (0.9, 0.8),
-    0.95: (0.9, 0.9),
-    0.99: (0.95, 1.0),
-    1.0: (1.0, 1.0),
+#: ``largest block size of the tier -> {recall_target: (alpha, beta)}``. From grids (alpha, beta in 0.3..1)
+#: on the real SPLADE vectors (../shared/data/lsr-dev) and 200k synthetic SPLADE-like documents
+#: (benches/_synthetic.py): each setting reached its mean recall@10 on both sets at the tier's block sizes
+#: (small tier: 8 and 16 on lsr-dev, 16 on synthetic; large tier: 32 on both). Larger blocks have looser
+#: bounds, so the same recall needs a smaller alpha. 1.0 is exact.
+RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float]]] = {
+    16: {0.90: (0.9, 0.8), 0.95: (0.9, 0.9), 0.99: (0.95, 1.0), 1.0: (1.0, 1.0)},
+    1 << 16: {0.90: (0.6, 1.0), 0.95: (0.7, 1.0), 0.99: (0.9, 1.0), 1.0: (1.0, 1.0)},
 }
+
+
+def presets_for(block_size: int) -> Mapping[float, tuple[float, float]]:
+    """The ``recall_target -> (alpha, beta)`` presets for an index with this block size."""
+    return next(p for bs, p in sorted(RECALL_PRESETS.items()) if block_size <= bs)
 
 #: Default block size by corpus size: 8 below this many documents, 32 from it on. Measured (CPU time per
 #: query, exact search): 11.6k real SPLADE passages 465 us with blocks of 8, 786 us with 16, 1222 us with 32;
@@ -46,22 +51,24 @@ Filter = ArrayLike | None
 
 
 def _search_params(
-    mode: Mode, recall_target: float | None, alpha: float | None, beta: float | None
+    presets: Mapping[float, tuple[float, float]],
+    mode: Mode,
+    recall_target: float | None,
+    alpha: float | None,
+    beta: float | None,
 ) -> tuple[float, float]:
     """Resolve (alpha, beta) from explicit values, a recall target, or the index mode."""
     if recall_target is not None:
         if alpha is not None or beta is not None:
             raise InvalidArgumentError("recall_target: pass either recall_target or alpha/beta, not both")
-        choices = sorted(RECALL_PRESETS)
         target = float(recall_target)
         if not 0.0 < target <= 1.0:
             raise InvalidArgumentError(f"recall_target: must be in (0, 1], got {recall_target!r}")
-        preset = next((c for c in choices if c >= target), 1.0)
-        return RECALL_PRESETS[preset]
+        return presets[next((c for c in sorted(presets) if c >= target), 1.0)]
     if mode == "exact":
         a, b = 1.0, 1.0
     else:
-        a, b = RECALL_PRESETS[0.95]
+        a, b = presets[0.95]
     a = a if alpha is None else float(alpha)
     b = b if beta is None else float(beta)
     for name, v in (("alpha", a), ("beta", b)):
@@ -119,11 +126,13 @@ class InvertedIndex:
     ([[1, 0]], [[2.0, 0.5]])
     """
 
-    __slots__ = ("_core", "_mode")
+    __slots__ = ("_core", "_default", "_mode", "_presets")
 
     def __init__(self, core: _core.IndexCore, mode: Mode) -> None:
         self._core = core
         self._mode: Mode = mode
+        self._presets = presets_for(int(core.block_size))
+        self._default = (1.0, 1.0) if mode == "exact" else self._presets[0.95]
 
     @classmethod
     def build(
@@ -195,8 +204,8 @@ class InvertedIndex:
         k
             Results per query.
         recall_target
-            Pick ``alpha``/``beta`` from :data:`RECALL_PRESETS` (the smallest preset ``>=`` the target); 1.0 is
-            exact.
+            Pick ``alpha``/``beta`` from :data:`RECALL_PRESETS` for this index's block size (the smallest preset
+            ``>=`` the target); 1.0 is exact.
         alpha, beta
             Explicit approximation knobs in ``(0, 1]`` (1, 1 is exact); default from the index mode.
         filter
@@ -214,7 +223,7 @@ class InvertedIndex:
         """
         if not isinstance(queries, SparseBatch):
             raise DTypeError(f"queries: must be a SparseBatch, got {type(queries).__name__}")
-        a, b = _search_params(self._mode, recall_target, alpha, beta)
+        a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
         ai, am = _filter_args(filter)
         return self._core.search(
             queries._csr, _positive_int(k, "k"), a, b, ai, am, num_threads=_check_threads(num_threads)
@@ -241,9 +250,9 @@ class InvertedIndex:
         if type(k) is not int or k < 1:
             k = _positive_int(k, "k")
         if recall_target is None and alpha is None and beta is None:
-            a, b = (1.0, 1.0) if self._mode == "exact" else RECALL_PRESETS[0.95]
+            a, b = self._default
         else:
-            a, b = _search_params(self._mode, recall_target, alpha, beta)
+            a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
         if filter is None:
             return self._core.search_one(idx, val, k, a, b)
         ai, am = _filter_args(filter)
@@ -263,7 +272,7 @@ class InvertedIndex:
 
         Deterministic (unlike timings), so it is the right measure when tuning ``alpha``/``beta``/``block_size``.
         """
-        a, b = _search_params(self._mode, recall_target, alpha, beta)
+        a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
         return dict(self._core.explain_one(_as_indices(indices), _as_data(values), _positive_int(k, "k"), a, b))
 
     # -- updates --------------------------------------------------------------------------------------------------
