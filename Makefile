@@ -49,7 +49,7 @@ test-rust:
 lint: build
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff check python tests benches examples
 	$(BIN)/mypy
 	$(PY) -m mypy.stubtest sparsecore._core
 
