@@ -31,25 +31,7 @@ impl Postings {
         let dim = b.dim() as usize;
         // A dense offset table costs 8 B per column: use it unless it would dwarf the postings themselves.
         if dim <= 4 * nnz + (1 << 16) {
-            let mut offsets = vec![0usize; dim + 1];
-            for &t in b.indices() {
-                offsets[t as usize + 1] += 1;
-            }
-            for t in 0..dim {
-                offsets[t + 1] += offsets[t];
-            }
-            let mut fill = offsets.clone();
-            let mut rows = vec![0u32; nnz];
-            let mut vals = vec![0f32; nnz];
-            for r in 0..b.n_rows() {
-                let (idx, val) = b.row(r);
-                for (&t, &v) in idx.iter().zip(val) {
-                    let p = &mut fill[t as usize];
-                    rows[*p] = r as u32;
-                    vals[*p] = v;
-                    *p += 1;
-                }
-            }
+            let (offsets, rows, vals) = transpose_dense(b);
             Ok(Self { lookup: Lookup::Dense(offsets), rows, vals })
         } else {
             let mut triples: Vec<(u32, u32, f32)> = (0..b.n_rows())
@@ -85,6 +67,84 @@ impl Postings {
         };
         (&self.rows[rg.clone()], &self.vals[rg])
     }
+}
+
+/// Entries below which the transpose runs on one thread (the per-chunk tables would cost more than they save).
+const PARALLEL_TRANSPOSE_MIN_NNZ: usize = 1 << 17;
+
+/// Counting-sort transpose with a dense per-term offset table: (offsets, rows, values), rows increasing
+/// within each term. Large inputs are split into row chunks that are sorted in parallel and then copied,
+/// term by term and in chunk order, into their places: the same result for any thread count.
+fn transpose_dense(b: &CsrView<'_>) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    let dim = b.dim() as usize;
+    let n = b.n_rows();
+    let n_chunks = if b.nnz() < PARALLEL_TRANSPOSE_MIN_NNZ { 1 } else { rayon::current_num_threads().clamp(1, 8) };
+    let chunk_rows = n.div_ceil(n_chunks).max(1);
+    // Per chunk: local offsets (dim + 1), rows and values sorted by term.
+    let locals: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = (0..n.div_ceil(chunk_rows))
+        .into_par_iter()
+        .map(|c| {
+            let rows = c * chunk_rows..((c + 1) * chunk_rows).min(n);
+            let mut off = vec![0usize; dim + 1];
+            for r in rows.clone() {
+                for &t in b.row(r).0 {
+                    off[t as usize + 1] += 1;
+                }
+            }
+            for t in 0..dim {
+                off[t + 1] += off[t];
+            }
+            let mut fill = off.clone();
+            let mut out_rows = vec![0u32; off[dim]];
+            let mut out_vals = vec![0f32; off[dim]];
+            for r in rows {
+                let (idx, val) = b.row(r);
+                for (&t, &v) in idx.iter().zip(val) {
+                    let p = &mut fill[t as usize];
+                    out_rows[*p] = r as u32;
+                    out_vals[*p] = v;
+                    *p += 1;
+                }
+            }
+            (off, out_rows, out_vals)
+        })
+        .collect();
+    if locals.len() == 1 {
+        if let Some(only) = locals.into_iter().next() {
+            return only;
+        }
+        return (vec![0; dim + 1], Vec::new(), Vec::new());
+    }
+    let mut offsets = vec![0usize; dim + 1];
+    for t in 0..dim {
+        offsets[t + 1] = offsets[t] + locals.iter().map(|l| l.0[t + 1] - l.0[t]).sum::<usize>();
+    }
+    let mut rows = vec![0u32; offsets[dim]];
+    let mut vals = vec![0f32; offsets[dim]];
+    // One disjoint output slice per term, filled in parallel from every chunk in order.
+    let mut row_parts: Vec<&mut [u32]> = Vec::with_capacity(dim);
+    let mut val_parts: Vec<&mut [f32]> = Vec::with_capacity(dim);
+    let (mut rest_r, mut rest_v) = (&mut rows[..], &mut vals[..]);
+    for t in 0..dim {
+        let len = offsets[t + 1] - offsets[t];
+        let (hr, tr) = rest_r.split_at_mut(len);
+        let (hv, tv) = rest_v.split_at_mut(len);
+        row_parts.push(hr);
+        val_parts.push(hv);
+        rest_r = tr;
+        rest_v = tv;
+    }
+    row_parts.par_iter_mut().zip(val_parts.par_iter_mut()).enumerate().for_each(|(t, (rp, vp))| {
+        let mut at = 0;
+        for (off, lr, lv) in &locals {
+            let rg = off[t]..off[t + 1];
+            let len = rg.len();
+            rp[at..at + len].copy_from_slice(&lr[rg.clone()]);
+            vp[at..at + len].copy_from_slice(&lv[rg]);
+            at += len;
+        }
+    });
+    (offsets, rows, vals)
 }
 
 fn same_dim(a: &CsrView<'_>, b: &CsrView<'_>) -> Result<(), SparseError> {
@@ -374,6 +434,35 @@ mod tests {
             let nz = crate::sparse::canonicalize(&va, crate::sparse::Duplicates::Sum, true);
             prop_assert_eq!(back, nz);
         }
+    }
+
+    #[test]
+    fn parallel_transpose_equals_sequential() {
+        // Above PARALLEL_TRANSPOSE_MIN_NNZ: 1 thread sorts in one chunk, 3 threads in three.
+        let (mut indptr, mut idx, mut val) = (vec![0i64], Vec::new(), Vec::new());
+        let mut x = 12345u64;
+        for _ in 0..3000 {
+            let mut row: Vec<u32> = (0..60)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    ((x >> 33) % 5000) as u32
+                })
+                .collect();
+            row.sort_unstable();
+            row.dedup();
+            for t in row {
+                idx.push(t);
+                val.push(t as f32 * 0.5);
+            }
+            indptr.push(idx.len() as i64);
+        }
+        assert!(idx.len() >= PARALLEL_TRANSPOSE_MIN_NNZ);
+        let b = CsrView::new(&indptr, &idx, &val, 5000).unwrap();
+        let one = crate::parallel::install(Some(1), || transpose_dense(&b)).unwrap();
+        let three = crate::parallel::install(Some(3), || transpose_dense(&b)).unwrap();
+        assert_eq!(one, three);
+        assert_eq!(one.0[5000], idx.len());
+        assert!((0..5000).all(|t| one.1[one.0[t]..one.0[t + 1]].windows(2).all(|w| w[0] < w[1])));
     }
 
     #[test]
