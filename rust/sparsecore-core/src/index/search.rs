@@ -198,20 +198,39 @@ fn dot_gather<T: Copy + Into<u64>>(d: &[f32], terms: &[T], vals: &[f32]) -> f32 
 
 /// Score by merging sorted query and document terms (for dims too large for a dense query array).
 fn merge_score(q: &Query<'_>, terms: &[u32], vals: &[f32]) -> f32 {
-    {
-        let (mut i, mut j, mut s) = (0, 0, 0.0f32);
-        while i < q.terms.len() && j < terms.len() {
-            match q.terms[i].cmp(&terms[j]) {
-                Ordering::Less => i += 1,
-                Ordering::Greater => j += 1,
-                Ordering::Equal => {
-                    s += q.vals[i] * vals[j];
-                    i += 1;
-                    j += 1;
-                }
+    let (mut i, mut j, mut s) = (0, 0, 0.0f32);
+    while i < q.terms.len() && j < terms.len() {
+        match q.terms[i].cmp(&terms[j]) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                s += q.vals[i] * vals[j];
+                i += 1;
+                j += 1;
             }
         }
-        s
+    }
+    s
+}
+
+/// Spread the query into the per-thread dense array (when the dim allows one); returns whether it did.
+fn load_dense_query(dim: u64, q: &Query<'_>, scratch: &mut Scratch) -> bool {
+    if dim > DENSE_QUERY_MAX_DIM {
+        return false;
+    }
+    if scratch.dense_query.len() < dim as usize {
+        scratch.dense_query.resize(dim as usize, 0.0);
+    }
+    for (&t, &v) in q.terms.iter().zip(q.vals) {
+        scratch.dense_query[t as usize] = v;
+    }
+    true
+}
+
+/// Zero the query's entries of the dense array again (cheaper than clearing all `dim` entries).
+fn clear_dense_query(q: &Query<'_>, scratch: &mut Scratch) {
+    for &t in q.terms {
+        scratch.dense_query[t as usize] = 0.0;
     }
 }
 
@@ -246,28 +265,17 @@ pub fn search_query(
     scratch: &mut Scratch,
 ) -> Vec<Hit> {
     let mut heap = TopKHeap::new(params.k);
-    let use_dense = dim <= DENSE_QUERY_MAX_DIM;
-    if use_dense {
-        if scratch.dense_query.len() < dim as usize {
-            scratch.dense_query.resize(dim as usize, 0.0);
-        }
-        for (&t, &v) in q.terms.iter().zip(q.vals) {
-            scratch.dense_query[t as usize] = v;
-        }
-    }
+    let use_dense = load_dense_query(dim, q, scratch);
     let bterms = bound_terms(q, params.beta);
     for seg in segments {
         search_segment(seg, q, &bterms, params, vis, scratch, use_dense, &mut heap);
     }
     if use_dense {
-        for &t in q.terms {
-            scratch.dense_query[t as usize] = 0.0;
-        }
+        clear_dense_query(q, scratch);
     }
     heap.into_sorted()
 }
 
-#[allow(clippy::fn_params_excessive_bools)]
 fn search_segment(
     seg: &Segment,
     q: &Query<'_>,
@@ -388,15 +396,7 @@ pub fn search_candidates(
     scratch: &mut Scratch,
 ) -> Vec<Hit> {
     let mut heap = TopKHeap::new(k);
-    let use_dense = dim <= DENSE_QUERY_MAX_DIM;
-    if use_dense {
-        if scratch.dense_query.len() < dim as usize {
-            scratch.dense_query.resize(dim as usize, 0.0);
-        }
-        for (&t, &v) in q.terms.iter().zip(q.vals) {
-            scratch.dense_query[t as usize] = v;
-        }
-    }
+    let use_dense = load_dense_query(dim, q, scratch);
     let dense = if use_dense { Some(&scratch.dense_query[..]) } else { None };
     for &(si, p) in cands {
         let seg = &segments[si as usize];
@@ -411,9 +411,7 @@ pub fn search_candidates(
         }
     }
     if use_dense {
-        for &t in q.terms {
-            scratch.dense_query[t as usize] = 0.0;
-        }
+        clear_dense_query(q, scratch);
     }
     heap.into_sorted()
 }
