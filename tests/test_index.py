@@ -316,3 +316,15 @@ def test_edge_cases() -> None:
     assert set(mem) >= {"forward_index", "block_max"}
     assert all(v >= 0 for v in mem.values())
     assert "InvertedIndex(n_docs=3" in repr(idx)
+
+
+def test_progress_line_reaches_100_percent_and_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    docs, queries = clustered(2000, 10, seed=7)
+    quiet = sc.InvertedIndex.build(docs, progress=False)
+    loud = sc.InvertedIndex.build(docs, progress=True)
+    err = capsys.readouterr().err
+    assert "building index over 2,000 documents" in err
+    assert "100.0%" in err
+    got, want = loud.search(queries, 10), quiet.search(queries, 10)
+    assert np.array_equal(got[0], want[0])
+    assert np.array_equal(got[1], want[1])

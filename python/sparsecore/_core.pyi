@@ -9,6 +9,7 @@ _Csr: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float3
 _CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float32]]
 
 __all__ = [
+    "BuildProgress",
     "IndexCore",
     "__version__",
     "canonicalize",
@@ -59,6 +60,11 @@ def take_rows(a: _Csr, rows: NDArray[np.uint64], num_threads: int | None = None)
 def concat(parts: list[_Csr]) -> _CsrArrays: ...
 
 @final
+class BuildProgress:
+    def __new__(cls) -> BuildProgress: ...
+    def get(self) -> tuple[int, int]: ...
+
+@final
 class IndexCore:
     @staticmethod
     def build(
@@ -67,6 +73,7 @@ class IndexCore:
         block_size: int = 32,
         reorder: bool = True,
         num_threads: int | None = None,
+        progress: BuildProgress | None = None,
     ) -> IndexCore: ...
     def search(
         self,

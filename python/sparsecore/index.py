@@ -14,6 +14,9 @@ with ``-1`` / ``-inf`` when fewer than ``k`` documents match.
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -106,6 +109,45 @@ def _ids_arg(ids: ArrayLike | None, n: int) -> NDArray[np.int64] | None:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _build_with_progress(
+    docs: SparseBatch, ids: NDArray[np.int64] | None, block_size: int, num_threads: int | None
+) -> _core.IndexCore:
+    """Run the build on a worker thread (it releases the GIL) and draw its progress on stderr."""
+    tracker = _core.BuildProgress()
+    result: list[_core.IndexCore] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(
+                _core.IndexCore.build(docs._csr, ids, block_size, True, num_threads=num_threads, progress=tracker)
+            )
+        except BaseException as exc:  # re-raised on the calling thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="sparsecore-build", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    while True:
+        worker.join(0.25)
+        done, total = tracker.get()
+        frac = done / total if total else 0.0
+        if not worker.is_alive():
+            frac = 1.0 if result else frac
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(
+            f"\rbuilding index over {docs.n_rows:,} documents: [{bar:<30}] {100 * frac:5.1f}% "
+            f"{time.monotonic() - start:6.1f} s"
+        )
+        sys.stderr.flush()
+        if not worker.is_alive():
+            break
+    sys.stderr.write("\n")
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 class InvertedIndex:
     """Top-k retrieval by dot product over non-negative sparse vectors.
 
@@ -144,6 +186,7 @@ class InvertedIndex:
         block_size: int | None = None,
         reorder: bool = True,
         num_threads: int | None = None,
+        progress: bool | None = None,
     ) -> InvertedIndex:
         """Index ``docs``.
 
@@ -164,6 +207,9 @@ class InvertedIndex:
             slower build.
         num_threads
             Worker threads for the build.
+        progress
+            Show a progress line on stderr while documents are reordered (the bulk of a long build). Default:
+            only for at least 100,000 documents and when stderr is a terminal.
 
         Raises
         ------
@@ -177,10 +223,12 @@ class InvertedIndex:
         if block_size is None:
             block_size = 8 if docs.n_rows < AUTO_BLOCK_SIZE_SPLIT else 32
         bs = _positive_int(block_size, "block_size")
-        core = _core.IndexCore.build(
-            docs._csr, _ids_arg(ids, docs.n_rows), bs, bool(reorder), num_threads=_check_threads(num_threads)
-        )
-        return cls(core, mode)
+        ids_arr = _ids_arg(ids, docs.n_rows)
+        threads = _check_threads(num_threads)
+        show = progress if progress is not None else docs.n_rows >= 100_000 and sys.stderr.isatty()
+        if not (show and reorder):
+            return cls(_core.IndexCore.build(docs._csr, ids_arr, bs, bool(reorder), num_threads=threads), mode)
+        return cls(_build_with_progress(docs, ids_arr, bs, threads), mode)
 
     # -- search ---------------------------------------------------------------------------------------------------
 

@@ -64,6 +64,36 @@ pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send
     Ok(pool.install(f))
 }
 
+/// Progress of a long operation, readable from another thread while the work runs: `done` of `total` units.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// A fresh counter at 0 of 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the number of units the work will report.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Report `units` more units done.
+    pub fn add(&self, units: u64) {
+        self.done.fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(done, total)`, with `done` capped at `total`.
+    pub fn get(&self) -> (u64, u64) {
+        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
+        (self.done.load(std::sync::atomic::Ordering::Relaxed).min(total), total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! `add`, `delete` and `compact` take the write lock, so a search sees the index either before or after an
 //! update, never half-way. Locks are taken with the GIL released, so waiting never blocks other Python threads.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
@@ -12,11 +12,31 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sparsecore_core::index::{format, BuildParams, Index, SearchParams};
+use sparsecore_core::parallel::Progress;
 use sparsecore_core::SparseError;
 
 use crate::detach::run;
 use crate::errors::to_py;
 use crate::sparse::CsrArg;
+
+/// Progress of a running build, polled from Python while the build runs on another thread.
+#[pyclass(frozen, module = "sparsecore._core")]
+pub struct BuildProgress {
+    inner: Arc<Progress>,
+}
+
+#[pymethods]
+impl BuildProgress {
+    #[new]
+    fn new() -> Self {
+        Self { inner: Arc::new(Progress::new()) }
+    }
+
+    /// (done, total) units; total is 0 until the build has sized its work.
+    fn get(&self) -> (u64, u64) {
+        self.inner.get()
+    }
+}
 
 /// A handle to an inverted index (private; use `sparsecore.InvertedIndex`).
 #[pyclass(frozen, module = "sparsecore._core")]
@@ -57,7 +77,7 @@ type SearchArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
 impl IndexCore {
     /// Build an index over CSR docs (non-negative weights) with optional int64 external ids.
     #[staticmethod]
-    #[pyo3(signature = (docs, ids=None, block_size=32, reorder=true, num_threads=None))]
+    #[pyo3(signature = (docs, ids=None, block_size=32, reorder=true, num_threads=None, progress=None))]
     fn build(
         py: Python<'_>,
         docs: CsrArg<'_>,
@@ -65,11 +85,13 @@ impl IndexCore {
         block_size: usize,
         reorder: bool,
         num_threads: Option<usize>,
+        progress: Option<&BuildProgress>,
     ) -> PyResult<Self> {
         let view = docs.view("docs")?;
         let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
         let params = BuildParams { block_size, reorder };
-        let idx = run(py, num_threads, || Index::build(&view, ids, params))?;
+        let prog = progress.map(|p| Arc::clone(&p.inner));
+        let idx = run(py, num_threads, || Index::build_with_progress(&view, ids, params, prog.as_deref()))?;
         Ok(Self { inner: RwLock::new(idx) })
     }
 

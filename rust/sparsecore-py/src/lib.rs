@@ -24,7 +24,7 @@ mod _core {
     use crate::sparse::default_num_threads;
 
     #[pymodule_export]
-    use crate::index::IndexCore;
+    use crate::index::{BuildProgress, IndexCore};
 
     use super::{Bound, PyModule, PyModuleMethods, PyResult};
 

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 pub use search::{Hit, SearchParams, SearchStats};
 pub use segment::Segment;
 
+use crate::parallel::Progress;
 use crate::sparse::{CsrView, TopK};
 use crate::SparseError;
 use search::{search_candidates, search_query, Query, Scratch, Visibility};
@@ -86,10 +87,10 @@ pub fn check_nonneg(v: &CsrView<'_>, what: &'static str) -> Result<(), SparseErr
 /// slow down small `add` calls.
 const MIN_REORDER_DOCS: usize = 256;
 
-fn order_for(docs: &CsrView<'_>, params: &BuildParams) -> Vec<u32> {
+fn order_for(docs: &CsrView<'_>, params: &BuildParams, progress: Option<&Progress>) -> Vec<u32> {
     if params.reorder && docs.n_rows() >= MIN_REORDER_DOCS {
         let bp = reorder::BisectParams { min_part: params.block_size, ..reorder::BisectParams::default() };
-        reorder::bisect_order(docs, &bp)
+        reorder::bisect_order_with_progress(docs, &bp, progress)
     } else {
         (0..docs.n_rows() as u32).collect()
     }
@@ -101,11 +102,21 @@ impl Index {
     /// Errors: invalid or negative weights; `ids` of the wrong length or repeating an id; more than
     /// `u32::MAX - 1` documents.
     pub fn build(docs: &CsrView<'_>, ids: Option<&[i64]>, params: BuildParams) -> Result<Self, SparseError> {
+        Self::build_with_progress(docs, ids, params, None)
+    }
+
+    /// [`Index::build`] reporting progress (the reordering, which dominates long builds) to `progress`.
+    pub fn build_with_progress(
+        docs: &CsrView<'_>,
+        ids: Option<&[i64]>,
+        params: BuildParams,
+        progress: Option<&Progress>,
+    ) -> Result<Self, SparseError> {
         if params.block_size == 0 || params.block_size > 1 << 16 {
             return Err(SparseError::invalid("block_size", format!("must be in 1..=65536, got {}", params.block_size)));
         }
         let mut idx = Self { dim: docs.dim(), params, ..Self::default() };
-        idx.add(docs, ids)?;
+        idx.add_with_progress(docs, ids, progress)?;
         Ok(idx)
     }
 
@@ -170,6 +181,16 @@ impl Index {
     /// Errors: dim mismatch; invalid or negative weights; `ids` of the wrong length, repeating, or naming a live
     /// document.
     pub fn add(&mut self, docs: &CsrView<'_>, ids: Option<&[i64]>) -> Result<Vec<i64>, SparseError> {
+        self.add_with_progress(docs, ids, None)
+    }
+
+    /// [`Index::add`] reporting the reordering's progress.
+    pub fn add_with_progress(
+        &mut self,
+        docs: &CsrView<'_>,
+        ids: Option<&[i64]>,
+        progress: Option<&Progress>,
+    ) -> Result<Vec<i64>, SparseError> {
         if docs.dim() != self.dim {
             return Err(SparseError::ShapeMismatch(format!(
                 "docs: dim {} does not match the index dim {}",
@@ -204,7 +225,7 @@ impl Index {
         if n == 0 {
             return Ok(ids);
         }
-        let order = order_for(docs, &self.params);
+        let order = order_for(docs, &self.params, progress);
         let seg = Segment::build(docs, &order, first as u32, self.params.block_size)?;
         let si = self.segments.len() as u32;
         self.locs.resize(first + n, (0, 0));

@@ -39,6 +39,7 @@
 
 use rayon::prelude::*;
 
+use crate::parallel::Progress;
 use crate::sparse::CsrView;
 
 /// Parameters of recursive graph bisection.
@@ -76,6 +77,17 @@ const CHUNK: usize = 1024;
 ///
 /// If `docs` has more than `u32::MAX` rows.
 pub fn bisect_order(docs: &CsrView<'_>, params: &BisectParams) -> Vec<u32> {
+    bisect_order_with_progress(docs, params, None)
+}
+
+/// [`bisect_order`] reporting progress in document-levels: `n_rows x levels` in all, where `levels` is the
+/// depth of a full bisection down to `min_part`; each part adds its size when it is split, and a part that stops
+/// early adds its size for every level it skips.
+///
+/// # Panics
+///
+/// If `docs` has more than `u32::MAX` rows.
+pub fn bisect_order_with_progress(docs: &CsrView<'_>, params: &BisectParams, progress: Option<&Progress>) -> Vec<u32> {
     let n = docs.n_rows();
     assert!(u32::try_from(n).is_ok(), "bisect_order supports at most 2**32 - 1 rows, got {n}");
     let ctx = Ctx {
@@ -84,7 +96,12 @@ pub fn bisect_order(docs: &CsrView<'_>, params: &BisectParams) -> Vec<u32> {
         max_depth: params.max_depth,
         // log2(k) for k = 0..=n + 2 (entry 0 is never used as a logarithm).
         lg: (0..n + 3).map(|k| if k == 0 { 0.0 } else { (k as f64).log2() }).collect(),
+        levels: levels(n, params.min_part.max(1)).min(params.max_depth),
+        progress,
     };
+    if let Some(p) = progress {
+        p.set_total((n * ctx.levels) as u64);
+    }
     let mut out = vec![0u32; n];
     recurse(top_part(docs), &mut out, 0, &ctx);
     out
@@ -115,12 +132,26 @@ pub fn term_block_pairs(docs: &CsrView<'_>, order: &[u32], block_size: usize) ->
 }
 
 /// Settings shared by the whole recursion.
-struct Ctx {
+struct Ctx<'a> {
     iterations: usize,
     min_part: usize,
     max_depth: usize,
     /// `lg[k] = log2(k)`.
     lg: Vec<f64>,
+    /// Splits from `n` documents down to parts of at most `min_part` (capped at `max_depth`).
+    levels: usize,
+    progress: Option<&'a Progress>,
+}
+
+/// Levels of halving needed to bring `n` documents down to parts of at most `min_part`.
+fn levels(n: usize, min_part: usize) -> usize {
+    let mut parts = n.div_ceil(min_part).max(1);
+    let mut l = 0;
+    while parts > 1 {
+        parts = parts.div_ceil(2);
+        l += 1;
+    }
+    l
 }
 
 /// Documents of one part, in increasing row order, with their terms renumbered to `0..n_terms`.
@@ -147,14 +178,20 @@ impl Part {
 }
 
 /// Bisect `part` and write its final order into `out` (of the same length).
-fn recurse(part: Part, out: &mut [u32], depth: usize, ctx: &Ctx) {
+fn recurse(part: Part, out: &mut [u32], depth: usize, ctx: &Ctx<'_>) {
     let n = part.len();
     if n <= ctx.min_part || depth >= ctx.max_depth || part.n_terms == 0 {
         out.copy_from_slice(&part.ids);
+        if let Some(p) = ctx.progress {
+            p.add((n * ctx.levels.saturating_sub(depth)) as u64);
+        }
         return;
     }
     let n1 = n.div_ceil(ctx.min_part) / 2 * ctx.min_part;
     let split = bisect(&part, n1, ctx);
+    if let Some(p) = ctx.progress {
+        p.add(n as u64);
+    }
     let left = child(&part, &split.left, true, &split.deg_left);
     let right = child(&part, &split.left, false, &split.deg_right);
     drop(part);
@@ -188,7 +225,7 @@ fn gain_key(gain: f32, i: usize) -> u64 {
 }
 
 /// Run the swap rounds of one bisection with the first `n1` documents as initial left half.
-fn bisect(part: &Part, n1: usize, ctx: &Ctx) -> Split {
+fn bisect(part: &Part, n1: usize, ctx: &Ctx<'_>) -> Split {
     let n = part.len();
     let nt = part.n_terms;
     let par = n >= PAR_DOCS;
@@ -451,6 +488,30 @@ fn top_part(docs: &CsrView<'_>) -> Part {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_counts_every_document_at_every_level() {
+        let mut indptr = vec![0i64];
+        let mut idx = Vec::new();
+        for d in 0..1000u32 {
+            for t in 0..8u32 {
+                idx.push((d * 7 + t * 13) % 400);
+            }
+            let start = *indptr.last().unwrap() as usize;
+            idx[start..].sort_unstable();
+            idx.dedup();
+            indptr.push(idx.len() as i64);
+        }
+        let val = vec![1.0f32; idx.len()];
+        let docs = CsrView::new(&indptr, &idx, &val, 400).unwrap();
+        let progress = Progress::new();
+        let params = BisectParams { min_part: 16, ..BisectParams::default() };
+        let order = bisect_order_with_progress(&docs, &params, Some(&progress));
+        assert_eq!(order, bisect_order(&docs, &params));
+        let (done, total) = progress.get();
+        assert_eq!(total, 1000 * levels(1000, 16) as u64);
+        assert_eq!(done, total);
+    }
+
     use std::time::Instant;
 
     use proptest::prelude::*;
