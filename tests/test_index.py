@@ -328,3 +328,20 @@ def test_progress_line_reaches_100_percent_and_changes_nothing(capsys: pytest.Ca
     got, want = loud.search(queries, 10), quiet.search(queries, 10)
     assert np.array_equal(got[0], want[0])
     assert np.array_equal(got[1], want[1])
+
+
+def test_explain_counts_the_work_and_approximation_does_less() -> None:
+    docs, queries = clustered(3000, 20, seed=8)
+    idx = sc.InvertedIndex.build(docs, block_size=16)
+    exact_docs = approx_docs = 0
+    for r in range(queries.n_rows):
+        e = idx.explain(*queries.row(r), k=10, recall_target=1.0)
+        a = idx.explain(*queries.row(r), k=10, alpha=0.3, beta=0.6)
+        assert set(e) == {"n_hits", "blocks_bounded", "blocks_visited", "docs_scored"}
+        assert e["n_hits"] == len(idx.search_one(*queries.row(r), k=10, recall_target=1.0)[0])
+        assert e["blocks_visited"] <= e["blocks_bounded"]
+        assert e["docs_scored"] <= 16 * e["blocks_visited"]
+        assert e["docs_scored"] >= e["n_hits"]
+        exact_docs += e["docs_scored"]
+        approx_docs += a["docs_scored"]
+    assert approx_docs < exact_docs
