@@ -307,7 +307,7 @@ def test_edge_cases() -> None:
     assert np.all(ids == -1)
     assert np.all(scores == -np.inf)
     assert len(idx) == 0
-    assert idx.search_one([], []) [0].size == 0
+    assert idx.search_one([], [])[0].size == 0
     idx.add(sc.SparseBatch.from_dicts([{}, {1: 0.0}, {1: 2.0}], dim=10))
     got_ids, got_scores = idx.search_one([1], [1.0], k=5)
     assert got_ids.tolist() == [2]

@@ -90,8 +90,12 @@ def _one_d(arr: ArrayLike, name: str) -> NDArray[Any]:
     return a
 
 
-def _row_of(indptr: NDArray[np.int64], pos: int) -> int:
-    return int(np.searchsorted(indptr, pos, side="right")) - 1
+def _where(indptr: NDArray[np.int64] | None, pos: int) -> str:
+    """`` (row r)`` for flat position ``pos`` when the row is known, else nothing (for error messages)."""
+    if indptr is None:
+        return ""
+    row = int(np.searchsorted(indptr, pos, side="right")) - 1
+    return f" (row {row})" if row >= 0 else ""
 
 
 def _as_indptr(arr: ArrayLike) -> NDArray[np.int64]:
@@ -117,18 +121,16 @@ def _as_indices(arr: ArrayLike, indptr: NDArray[np.int64] | None = None) -> NDAr
         neg = np.flatnonzero(a < 0)
         if neg.size:
             pos = int(neg[0])
-            row = _row_of(indptr, pos) if indptr is not None else -1
-            where = f" (row {row})" if row >= 0 else ""
-            raise IndexOutOfRangeError(f"indices[{pos}]{where} = {int(a[pos])} is negative")
+            raise IndexOutOfRangeError(f"indices[{pos}]{_where(indptr, pos)} = {int(a[pos])} is negative")
     if a.dtype == np.int32:
         return np.ascontiguousarray(a).view(np.uint32)  # non-negative int32 has the same bits as uint32
     if a.size and a.dtype.itemsize > 4:
         big = np.flatnonzero(a > MAX_DIM)
         if big.size:
             pos = int(big[0])
-            row = _row_of(indptr, pos) if indptr is not None else -1
-            where = f" (row {row})" if row >= 0 else ""
-            raise IndexOutOfRangeError(f"indices[{pos}]{where} = {int(a[pos])} exceeds the largest dim 2**32 - 1")
+            raise IndexOutOfRangeError(
+                f"indices[{pos}]{_where(indptr, pos)} = {int(a[pos])} exceeds the largest dim 2**32 - 1"
+            )
     return np.ascontiguousarray(a, dtype=np.uint32)
 
 
@@ -142,9 +144,7 @@ def _as_data(arr: ArrayLike, indptr: NDArray[np.int64] | None = None) -> NDArray
         big = np.flatnonzero(np.isfinite(a) & (np.abs(a) > _F32_MAX))
         if big.size:
             pos = int(big[0])
-            row = _row_of(indptr, pos) if indptr is not None else -1
-            where = f" (row {row})" if row >= 0 else ""
-            raise NonFiniteError(f"data[{pos}]{where} = {a[pos]!r} overflows float32")
+            raise NonFiniteError(f"data[{pos}]{_where(indptr, pos)} = {a[pos]!r} overflows float32")
     return np.ascontiguousarray(a, dtype=np.float32)
 
 

@@ -144,11 +144,12 @@ impl Segment {
         if self.fwd_ptr.last() != Some(&(nnz as u64)) || self.fwd_ptr.windows(2).any(|w| w[1] < w[0]) {
             return Err("forward index offsets are not monotone".into());
         }
+        let fwd = self.fwd_view();
         let docs_ok = (0..n).into_par_iter().all(|p| {
-            let v = self.doc_vals(p);
-            let terms_ok = match self.doc_terms(p) {
-                DocTerms::U16(t) => t.windows(2).all(|w| w[0] < w[1]) && t.last().is_none_or(|&x| u64::from(x) < dim),
-                DocTerms::U32(t) => t.windows(2).all(|w| w[0] < w[1]) && t.last().is_none_or(|&x| u64::from(x) < dim),
+            let (terms, v) = fwd.doc(p);
+            let terms_ok = match terms {
+                DocTerms::U16(t) => sorted_below(t, dim),
+                DocTerms::U32(t) => sorted_below(t, dim),
             };
             terms_ok && v.iter().all(|x| x.is_finite() && *x >= 0.0)
         });
@@ -219,30 +220,14 @@ impl Segment {
         }
     }
 
-    /// Term ids of the document at layout position `p`.
-    #[inline]
-    pub fn doc_terms(&self, p: usize) -> DocTerms<'_> {
-        let rg = self.fwd_ptr[p] as usize..self.fwd_ptr[p + 1] as usize;
-        if self.fwd_terms16.is_empty() {
-            DocTerms::U32(&self.fwd_terms[rg])
-        } else {
-            DocTerms::U16(&self.fwd_terms16[rg])
-        }
-    }
-
-    /// Weights of the document at layout position `p`.
-    #[inline]
-    pub fn doc_vals(&self, p: usize) -> &[f32] {
-        &self.fwd_vals[self.fwd_ptr[p] as usize..self.fwd_ptr[p + 1] as usize]
-    }
-
     /// Term ids (as u32) and weights of the document at layout position `p`, appended to `terms` / `vals`.
     pub fn extend_doc(&self, p: usize, terms: &mut Vec<u32>, vals: &mut Vec<f32>) {
-        match self.doc_terms(p) {
+        let (t, v) = self.fwd_view().doc(p);
+        match t {
             DocTerms::U16(t) => terms.extend(t.iter().map(|&x| u32::from(x))),
             DocTerms::U32(t) => terms.extend_from_slice(t),
         }
-        vals.extend_from_slice(self.doc_vals(p));
+        vals.extend_from_slice(v);
     }
 
     /// Build a segment from `docs` laid out in `order` (`order[position] = row of docs`); row `r` gets global
@@ -280,15 +265,19 @@ impl Segment {
             })
             .collect();
 
-        // Transpose to term-major. Terms are collected sorted and distinct.
+        // Transpose to term-major. Terms are collected sorted and distinct; every block entry is then mapped
+        // once to its term's index (in parallel), which both passes below use.
         let mut terms: Vec<u32> = per_block.iter().flat_map(|bl| bl.iter().map(|x| x.0)).collect();
         terms.par_sort_unstable();
         terms.dedup();
+        let per_block: Vec<Vec<(usize, f32)>> = per_block
+            .into_par_iter()
+            .map(|bl| bl.into_iter().map(|(t, v)| (terms.partition_point(|&x| x < t), v)).collect())
+            .collect();
         let mut counts = vec![0u64; terms.len() + 1];
         let mut term_max = vec![0f32; terms.len()];
         for bl in &per_block {
-            for &(t, v) in bl {
-                let i = terms.binary_search(&t).map_err(|_| SparseError::invalid("docs", "internal term lookup"))?;
+            for &(i, v) in bl {
                 counts[i + 1] += 1;
                 term_max[i] = term_max[i].max(v);
             }
@@ -314,8 +303,7 @@ impl Segment {
         let mut dense_codes = vec![0u8; n_dense as usize * n_blocks];
         let mut fill: Vec<u64> = term_ptr[..terms.len()].to_vec();
         for (b, bl) in per_block.iter().enumerate() {
-            for &(t, v) in bl {
-                let i = terms.binary_search(&t).map_err(|_| SparseError::invalid("docs", "internal term lookup"))?;
+            for &(i, v) in bl {
                 let code = code_of(v, term_scale[i]);
                 if term_dense[i] == u32::MAX {
                     let p = fill[i] as usize;
@@ -348,6 +336,11 @@ impl Segment {
             dense_codes: dense_codes.into(),
         })
     }
+}
+
+/// Whether term ids are strictly increasing and below `dim`.
+fn sorted_below<T: Copy + Ord + Into<u64>>(t: &[T], dim: u64) -> bool {
+    t.windows(2).all(|w| w[0] < w[1]) && t.last().is_none_or(|&x| x.into() < dim)
 }
 
 /// Step of the u8 code of a term whose largest weight is `max`: `code * step >= weight` for every weight up
