@@ -7,7 +7,15 @@ from types import ModuleType
 
 from sparsecore.exceptions import MissingExtraError
 
-_EXTRA_OF = {"scipy": "scipy", "torch": "torch", "transformers": "torch", "triton": "gpu", "hypothesis": "testing"}
+_EXTRA_OF = {
+    "scipy": "scipy",
+    "torch": "torch",
+    "transformers": "torch",
+    "triton": "gpu",
+    "hypothesis": "testing",
+    "Stemmer": "text",
+    "ir_measures": "text",
+}
 
 
 def require(module: str) -> ModuleType:

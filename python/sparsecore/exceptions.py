@@ -19,6 +19,7 @@ __all__ = [
     "SparseFormatError",
     "SparsecoreError",
     "ThreadPoolError",
+    "TruncationWarning",
     "UnknownIdError",
     "UnknownTokenError",
 ]
@@ -81,3 +82,7 @@ class MissingExtraError(SparsecoreError, ImportError):
 
 class IndexFormatError(SparsecoreError, OSError):
     """A saved file is truncated, corrupted, of another version, or not a sparsecore file."""
+
+
+class TruncationWarning(UserWarning):
+    """Input was longer than a model accepts and was cut (only when truncation was asked for explicitly)."""
