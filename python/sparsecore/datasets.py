@@ -129,7 +129,7 @@ _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>", re.S | re.I)
 _TAG = re.compile(r"<[^>]+>")
 _TABLE = re.compile(r"\{\|.*?\|\}", re.S)
-_FILE_LINK = re.compile(r"\[\[(?:File|Image|Category):[^\[\]]*(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]", re.I)
+_FILE_LINK = re.compile(r"\[\[(?:File|Image|Category):", re.I)
 _LINK = re.compile(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]")
 _EXT_LINK = re.compile(r"\[https?://\S+\s*([^\]]*)\]")
 _HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
@@ -157,6 +157,32 @@ def _strip_templates(text: str) -> str:
     return "".join(out)
 
 
+def _strip_file_links(text: str) -> str:
+    """Remove ``[[File:...]]`` (Image, Category) links whole, with a depth counter: captions hold links and ``[x]``."""
+    out: list[str] = []
+    pos = 0
+    while (m := _FILE_LINK.search(text, pos)) is not None:
+        out.append(text[pos : m.start()])
+        depth = 1
+        i = m.end()
+        while depth and i < len(text):
+            if text.startswith("[[", i):
+                depth += 1
+                i += 2
+            elif text.startswith("]]", i):
+                depth -= 1
+                i += 2
+            else:
+                i += 1
+        if depth:  # never closed: keep the rest as it is
+            i = m.start()
+            out.append(text[i:])
+            i = len(text)
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def strip_wiki_markup(text: str) -> str:
     """Plain text of a MediaWiki article body: templates, tables, references, files and tags removed.
 
@@ -174,7 +200,7 @@ def strip_wiki_markup(text: str) -> str:
     text = _REF.sub("", text)
     text = _strip_templates(text)
     text = _TABLE.sub("", text)
-    text = _FILE_LINK.sub("", text)
+    text = _strip_file_links(text)
     text = _LINK.sub(r"\1", text)
     text = _EXT_LINK.sub(r"\1", text)
     text = _TAG.sub("", text)
@@ -264,7 +290,7 @@ def movie_reviews_task(*, max_queries: int | None = 1000, seed: int = 0) -> Retr
     Parameters
     ----------
     max_queries
-        Keep a reproducible random sample of this many reviews (``None``: all ~8.7k with a plot).
+        Keep a reproducible random sample of this many reviews (``None``: all 4,866 reviews of a movie with a plot).
     seed
         Seed of the sample.
 

@@ -186,11 +186,11 @@ def write_run(path: str | os.PathLike[str], run: Run, *, tag: str = "sparsecore"
         for rank, (d, s) in enumerate(ranked, start=1):
             if any(c.isspace() for c in q + d + tag) or not q or not d:
                 raise InvalidArgumentError(f"run: query {q!r} / document {d!r} / tag {tag!r} is empty or has spaces")
-            lines.append(f"{q} Q0 {d} {rank} {s:.6g} {tag}\n")
+            lines.append(f"{q} Q0 {d} {rank} {s!r} {tag}\n")  # repr: shortest text that reads back exactly
     atomic_write_bytes(path, "".join(lines).encode("utf-8"))
 
 
-def _read_lines(path: str | os.PathLike[str], n_fields: int, what: str) -> list[list[str]]:
+def _read_lines(path: str | os.PathLike[str], n_fields: int, what: str) -> list[tuple[int, list[str]]]:
     rows = []
     for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -198,7 +198,7 @@ def _read_lines(path: str | os.PathLike[str], n_fields: int, what: str) -> list[
         parts = line.split()
         if len(parts) < n_fields:
             raise SparseFormatError(f"{path}:{lineno}: a {what} line needs {n_fields} fields, got {line!r}")
-        rows.append(parts)
+        rows.append((lineno, parts))
     return rows
 
 
@@ -213,11 +213,13 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
         A line with fewer than 6 fields or a score that is not a number (the message gives the line number).
     """
     out: dict[str, dict[str, float]] = {}
-    for parts in _read_lines(path, 6, "run"):
+    for lineno, parts in _read_lines(path, 6, "run"):
         try:
             out.setdefault(parts[0], {})[parts[2]] = float(parts[4])
         except ValueError:
-            raise SparseFormatError(f"{path}: score {parts[4]!r} of query {parts[0]} is not a number") from None
+            raise SparseFormatError(
+                f"{path}:{lineno}: score {parts[4]!r} of query {parts[0]} is not a number"
+            ) from None
     return out
 
 
@@ -232,9 +234,11 @@ def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
         A line with fewer than 4 fields or a relevance that is not an integer.
     """
     out: dict[str, dict[str, int]] = {}
-    for parts in _read_lines(path, 4, "qrels"):
+    for lineno, parts in _read_lines(path, 4, "qrels"):
         try:
             out.setdefault(parts[0], {})[parts[2]] = int(parts[3])
         except ValueError:
-            raise SparseFormatError(f"{path}: relevance {parts[3]!r} of query {parts[0]} is not an integer") from None
+            raise SparseFormatError(
+                f"{path}:{lineno}: relevance {parts[3]!r} of query {parts[0]} is not an integer"
+            ) from None
     return out

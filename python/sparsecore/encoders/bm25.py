@@ -8,9 +8,9 @@ repeated term) or 1 (``"binary"``). No torch needed.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -107,8 +107,8 @@ class BM25Encoder:
         for i, item in enumerate(items):
             if isinstance(item, str):
                 out.append(self._tokenize(item))
-            elif isinstance(item, Sequence) and all(isinstance(t, str) for t in item):
-                out.append(list(item))
+            elif isinstance(item, Sequence) and set(map(type, item)) <= {str}:  # C-speed check of every token
+                out.append(item if isinstance(item, list) else list(item))
             else:
                 raise DTypeError(f"{name}[{i}]: expected str or a sequence of str tokens, got {type(item).__name__}")
         return out
@@ -134,16 +134,11 @@ class BM25Encoder:
         docs = self.tokenize(corpus, "corpus")
         if not docs:
             raise InvalidArgumentError("corpus: is empty; BM25 statistics need at least one document")
-        vocab: dict[str, int] = {}
-        df: Counter[int] = Counter()
-        total = 0
-        for toks in docs:
-            total += len(toks)
-            for t in dict.fromkeys(toks):  # first-seen order: ids are reproducible
-                tid = vocab.setdefault(t, len(vocab))
-                df[tid] += 1
-        self.vocab = vocab
-        self.doc_freq = np.array([df[i] for i in range(len(vocab))], dtype=np.int64)
+        # Ids in first-seen order (reproducible); document frequencies from the distinct (row, term) pairs.
+        self.vocab = {t: i for i, t in enumerate(dict.fromkeys(itertools.chain.from_iterable(docs)))}
+        _, ids, _ = self._counts(docs)
+        self.doc_freq = np.bincount(ids, minlength=len(self.vocab)).astype(np.int64)
+        total = int(sum(len(t) for t in docs))
         self.n_docs = len(docs)
         self.avg_doc_len = total / len(docs)
         return self
@@ -175,17 +170,16 @@ class BM25Encoder:
 
     def _counts(self, docs: list[list[str]]) -> tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.float64]]:
         """CSR of in-vocabulary term counts, rows sorted by term id."""
-        vocab = self.vocab
+        get = self.vocab.get
+        n_tokens = sum(len(t) for t in docs)
+        flat = np.fromiter(map(get, itertools.chain.from_iterable(docs), itertools.repeat(-1)), np.int64, n_tokens)
+        rows = np.repeat(np.arange(len(docs), dtype=np.int64), [len(t) for t in docs])
+        known = flat >= 0
+        # One sort of (row, term) keys gives every row's distinct terms in id order and their counts.
+        keys, tf = np.unique(rows[known] * self.dim + flat[known], return_counts=True)
         indptr = np.zeros(len(docs) + 1, np.int64)
-        ids: list[int] = []
-        tfs: list[int] = []
-        for r, toks in enumerate(docs):
-            c = Counter(vocab[t] for t in toks if t in vocab)
-            for tid in sorted(c):
-                ids.append(tid)
-                tfs.append(c[tid])
-            indptr[r + 1] = len(ids)
-        return indptr, np.asarray(ids, np.uint32), np.asarray(tfs, np.float64)
+        np.cumsum(np.bincount(keys // self.dim, minlength=len(docs)), out=indptr[1:])
+        return indptr, (keys % self.dim).astype(np.uint32), tf.astype(np.float64)
 
     def encode_documents(self, texts: Iterable[TextOrTokens]) -> SparseBatch:
         """BM25 impact vectors of documents (terms outside the fitted vocabulary are dropped: no query has them).
@@ -301,7 +295,7 @@ class BM25Encoder:
             enc.doc_freq = np.asarray(p["doc_freq"], dtype=np.int64)
             enc.n_docs = int(p["n_docs"])
             enc.avg_doc_len = float(p["avg_doc_len"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a non-dict tokenizer
             raise IndexFormatError(f"{path}: malformed BM25 encoder file ({exc!r})") from None
         if len(enc.vocab) != len(tokens) or enc.doc_freq.shape != (len(tokens),) or enc.n_docs < 1:
             raise IndexFormatError(f"{path}: malformed BM25 encoder file (inconsistent vocabulary)")
