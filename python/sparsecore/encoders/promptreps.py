@@ -9,7 +9,9 @@ No training needed (extra ``torch``).
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +24,7 @@ from sparsecore._progress import progress, want_progress
 from sparsecore.datasets import package_file
 from sparsecore.encoders._decode import decode_rows
 from sparsecore.encoders.splade import _texts
-from sparsecore.exceptions import DTypeError, InvalidArgumentError
+from sparsecore.exceptions import DTypeError, InvalidArgumentError, TruncationWarning
 from sparsecore.sparse import SparseBatch
 
 __all__ = ["PromptRepsEncoder"]
@@ -53,7 +55,8 @@ class PromptRepsEncoder:
         Sparse terms kept per text (the paper keeps 128).
     max_length
         Tokens of the text kept inside the prompt; longer texts are cut to this many tokens (a prompt must end with
-        the question, so windows cannot be pooled here), and :attr:`n_truncated` counts them.
+        the question, so windows cannot be pooled here); :attr:`n_truncated` counts them in the last call and a
+        :class:`~sparsecore.exceptions.TruncationWarning` says so.
     batch_size
         Prompts per forward pass.
     """
@@ -79,6 +82,10 @@ class PromptRepsEncoder:
         self.vocab_size = int(getattr(out_emb, "out_features", 0) or model.config.vocab_size)
         self.n_truncated = 0
         self._id_to_token: list[str] | None = None
+        try:
+            self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError, AttributeError):
+            self._takes_position_ids = False
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
 
@@ -157,7 +164,6 @@ class PromptRepsEncoder:
             The sparse vectors (``dim == self.dim``, at most ``top_k`` terms, all from the text) and the
             L2-normalised dense vectors ``(n, hidden_size)``.
         """
-        torch = self.torch
         items = _texts(texts)
         if kind not in _INSTRUCTION:
             raise InvalidArgumentError(f'kind: must be "query" or "document", got {kind!r}')
@@ -168,7 +174,33 @@ class PromptRepsEncoder:
         pairs: list[tuple[NDArray[np.uint32], NDArray[np.float32]]] = []
         dense: list[NDArray[np.float32]] = []
         device = next(self.model.parameters()).device
+        self.n_truncated = 0
+        side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"  # the answer position is then the last column of every row
+        try:
+            self._run(batches, items, kind, device, show_progress, pairs, dense)
+        finally:
+            self.tokenizer.padding_side = side  # the caller's tokenizer is left as it was
+        if self.n_truncated:
+            warnings.warn(
+                f"{self.n_truncated} of {len(items)} texts were longer than max_length={self.max_length} tokens "
+                "and were cut inside the prompt",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        return SparseBatch.from_pairs(pairs, self.dim), np.concatenate(dense).astype(np.float32)
+
+    def _run(
+        self,
+        batches: list[list[int]],
+        items: list[str],
+        kind: Kind,
+        device: Any,
+        show_progress: bool | None,
+        pairs: list[tuple[NDArray[np.uint32], NDArray[np.float32]]],
+        dense: list[NDArray[np.float32]],
+    ) -> None:
+        torch = self.torch
         with torch.inference_mode():
             for batch in progress(
                 batches, desc=f"encoding {kind}s", unit="batch", show=want_progress(show_progress, len(batches))
@@ -176,10 +208,18 @@ class PromptRepsEncoder:
                 cut = [self._cut(items[i]) for i in batch]
                 prompts = [self.prompt(t, kind) for t, _ in cut]
                 enc = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+                mask = enc["attention_mask"].to(device)
+                extra: dict[str, Any] = {}
+                if self._takes_position_ids:
+                    # Left padding must not shift the positions of the real tokens: models with learned absolute
+                    # positions (GPT-2, ...) would otherwise give a text different vectors in different batches.
+                    # Each prompt's first real token is position 0, as when it runs alone.
+                    extra["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
                 out = self.model(
                     input_ids=enc["input_ids"].to(device),
-                    attention_mask=enc["attention_mask"].to(device),
+                    attention_mask=mask,
                     output_hidden_states=True,
+                    **extra,
                 )
                 logits = out.logits[:, -1, :].float()
                 last = out.hidden_states[-1][:, -1, :].float()
@@ -193,7 +233,6 @@ class PromptRepsEncoder:
                         keep = keep[np.lexsort((ids[keep], -w[keep]))[: self.top_k]]
                     keep.sort()
                     pairs.append((ids[keep].astype(np.uint32), w[keep].astype(np.float32)))
-        return SparseBatch.from_pairs(pairs, self.dim), np.concatenate(dense).astype(np.float32)
 
     def encode_query(self, texts: Sequence[str], **kwargs: Any) -> SparseBatch:
         """Sparse vectors of queries."""

@@ -14,6 +14,7 @@ how many were cut.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -92,6 +93,22 @@ def _mlm_parts(model: Any) -> tuple[Any, Callable[[Any], Any]] | None:
     return None
 
 
+def _position_limit(model: Any) -> int | None:
+    """Longest input the model's position embeddings take (``None``: no known limit).
+
+    RoBERTa-family models (RoBERTa, XLM-R, CamemBERT, ...) number positions from ``padding_idx + 1``, so
+    ``max_position_embeddings`` 514 holds 512 tokens; their position table is the one with a ``padding_idx``.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return None
+    embeddings = getattr(getattr(model, "base_model", None), "embeddings", None)
+    pad = getattr(getattr(embeddings, "position_embeddings", None), "padding_idx", None)
+    if isinstance(pad, int) and 0 <= pad < limit:
+        limit -= pad + 1
+    return limit
+
+
 def _texts(texts: Sequence[str], name: str = "texts") -> list[str]:
     if isinstance(texts, str):
         raise DTypeError(f"{name}: expected a sequence of texts, got a single str (wrap it in a list)")
@@ -160,9 +177,8 @@ class SpladeEncoder:
             raise DTypeError(f"model: expected a transformers masked-LM, got {type(model).__name__}")
         if not callable(tokenizer) or not hasattr(tokenizer, "convert_ids_to_tokens"):
             raise DTypeError(f"tokenizer: expected a transformers tokenizer, got {type(tokenizer).__name__}")
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if not isinstance(max_length, int) or max_length < 8 or (limit and max_length > limit):
-            raise InvalidArgumentError(f"max_length: must be an int in [8, {limit}], got {max_length!r}")
+        self._position_limit = _position_limit(model)
+        self._check_max_length(max_length)
         if max_active_dims is not None and (not isinstance(max_active_dims, int) or max_active_dims < 1):
             raise InvalidArgumentError(f"max_active_dims: must be a positive int or None, got {max_active_dims!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -185,6 +201,9 @@ class SpladeEncoder:
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self.vocab_size = int(getattr(out_emb, "out_features", 0) or model.config.vocab_size)
         self._parts = _mlm_parts(model)
+        encoder = self._parts[0] if self._parts is not None else model
+        # DistilBERT, ModernBERT, ... have no segment embeddings; a BERT tokenizer would still return the ids.
+        self._takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         special = [i for i in getattr(tokenizer, "all_special_ids", []) if 0 <= i < self.vocab_size]
         self.special_ids: list[int] = sorted(set(special))
         self._id_to_token: list[str] | None = None
@@ -235,6 +254,16 @@ class SpladeEncoder:
             self._id_to_token = [t if isinstance(t, str) else f"<id {i}>" for i, t in enumerate(toks)]
         return self._id_to_token
 
+    def _check_max_length(self, max_length: object) -> None:
+        limit = self._position_limit
+        if (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int)
+            or max_length < 8
+            or (limit and max_length > limit)
+        ):
+            raise InvalidArgumentError(f"max_length: must be an int in [8, {limit}], got {max_length!r}")
+
     def _chunk_len(self, rows: int) -> int:
         per_position = rows * self.vocab_size * 4
         return max(1, int(self.memory_budget_mb * 2**20) // max(per_position, 1))
@@ -283,7 +312,7 @@ class SpladeEncoder:
         owner = enc.pop("overflow_to_sample_mapping", None)
         enc.pop("num_truncated_tokens", None)
         enc.pop("overflowing_tokens", None)
-        extra = {k: v.to(device) for k, v in enc.items() if k in ("token_type_ids",)}
+        extra = {k: v.to(device) for k, v in enc.items() if k == "token_type_ids" and self._takes_token_types}
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         n_cut = 0
         if not windows:
@@ -337,8 +366,9 @@ class SpladeEncoder:
         items = _texts(texts)
         bs = self.batch_size if batch_size is None else batch_size
         ml = self.max_length if max_length is None else max_length
-        if not isinstance(bs, int) or bs < 1:
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise InvalidArgumentError(f"batch_size: must be a positive int, got {bs!r}")
+        self._check_max_length(ml)  # a per-call override gets the constructor's checks
         if not items:
             return SparseBatch.empty(0, self.dim)
         # Similar lengths in one batch waste less padding; the original order is restored at the end.
@@ -492,9 +522,14 @@ class InferenceFreeEncoder:
         return self.doc_encoder.decode(batch, top_k=top_k)
 
     def save_idf(self, path: str | os.PathLike[str]) -> None:
-        """Write the table as ``idf.json`` (``{token: weight}``, the OpenSearch layout), atomically."""
+        """Write the table as ``idf.json`` (``{token: weight}``, the OpenSearch layout), atomically.
+
+        Ids without a token of their own (a model vocabulary padded beyond the tokenizer's) are left out: no query
+        contains them, and :meth:`load_idf` could not map them back.
+        """
         toks = self.doc_encoder.id_to_token
-        table = {toks[i]: float(w) for i, w in enumerate(self._idf.tolist()) if w != self.default_idf}
+        back = self.doc_encoder.tokenizer.convert_tokens_to_ids(list(toks))
+        table = {toks[i]: float(w) for i, w in enumerate(self._idf.tolist()) if w != self.default_idf and back[i] == i}
         atomic_write_bytes(path, json.dumps(table, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
     def load_idf(self, path: str | os.PathLike[str]) -> InferenceFreeEncoder:
