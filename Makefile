@@ -70,6 +70,8 @@ demo: build
 
 bench: build
 	$(PY) benches/bench_sparse.py --quick
+	$(PY) benches/bench_text.py --quick
+	$(PY) benches/bench_encoders.py --quick
 
 # Seismic (the anchor of the index benchmark) lives in its own virtualenv so it never reaches tests or CI;
 # its thread count can only be set through RAYON_NUM_THREADS before it starts, which the worker does.
