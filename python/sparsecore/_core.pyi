@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension ``sparsecore._core`` (private API; use :mod:`sparsecore`)."""
 
-from typing import TypeAlias, final
+from typing import Any, TypeAlias, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,9 @@ __all__ = [
     "is_canonical",
     "matmul_dense",
     "prune_mass",
+    "pursuit_greedy",
+    "pursuit_lasso",
+    "pursuit_threshold",
     "quantize",
     "row_dot",
     "scores_dense",
@@ -58,6 +61,42 @@ def dequantize(
 ) -> NDArray[np.float32]: ...
 def take_rows(a: _Csr, rows: NDArray[np.uint64], num_threads: int | None = None) -> _CsrArrays: ...
 def concat(parts: list[_Csr]) -> _CsrArrays: ...
+
+# Sparse coding: codes come back dense (n_signals, n_atoms) or as CSR (indptr, indices, data, n_atoms).
+def pursuit_greedy(
+    method: str,
+    x: NDArray[np.floating],
+    d: NDArray[np.floating],
+    k: int,
+    tol: float | None = None,
+    gram: NDArray[np.floating] | None = None,
+    nonneg: bool = False,
+    dense: bool = False,
+    *,
+    num_threads: int | None = None,
+) -> Any: ...
+def pursuit_lasso(
+    x: NDArray[np.floating],
+    d: NDArray[np.floating],
+    alpha: float,
+    method: str,
+    max_iter: int,
+    tol: float,
+    gram: NDArray[np.floating] | None = None,
+    nonneg: bool = False,
+    dense: bool = False,
+    *,
+    num_threads: int | None = None,
+) -> tuple[Any, int, int]: ...
+def pursuit_threshold(
+    x: NDArray[np.floating],
+    d: NDArray[np.floating],
+    alpha: float,
+    nonneg: bool = False,
+    dense: bool = False,
+    *,
+    num_threads: int | None = None,
+) -> Any: ...
 
 @final
 class BuildProgress:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidArgumentError",
     "MissingExtraError",
     "NonFiniteError",
+    "NotFittedError",
     "ResourceError",
     "ShapeMismatchError",
     "SparseFormatError",
@@ -78,6 +79,10 @@ class ThreadPoolError(SparsecoreError, RuntimeError):
 
 class MissingExtraError(SparsecoreError, ImportError):
     """An optional dependency is not installed; the message names the extra that provides it."""
+
+
+class NotFittedError(SparsecoreError, ValueError, AttributeError):
+    """An estimator was used before ``fit`` (same bases as scikit-learn's ``NotFittedError``)."""
 
 
 class IndexFormatError(SparsecoreError, OSError):

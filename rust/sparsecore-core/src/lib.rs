@@ -7,6 +7,7 @@
 pub mod error;
 pub mod index;
 pub mod parallel;
+pub mod pursuit;
 pub mod sparse;
 
 pub use error::SparseError;

@@ -7,6 +7,7 @@
 mod detach;
 mod errors;
 mod index;
+mod pursuit;
 mod sparse;
 
 use pyo3::prelude::*;
@@ -25,6 +26,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::index::{BuildProgress, IndexCore};
+
+    #[pymodule_export]
+    use crate::pursuit::{pursuit_greedy, pursuit_lasso, pursuit_threshold};
 
     use super::{Bound, PyModule, PyModuleMethods, PyResult};
 

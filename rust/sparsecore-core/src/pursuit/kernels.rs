@@ -1,0 +1,240 @@
+//! Inner loops of the pursuits, compiled twice: once for the baseline target and once with AVX2 + FMA, chosen at
+//! run time (`is_x86_feature_detected!`, cached by std). The wheel stays runnable on any x86-64 CPU while recent
+//! CPUs get 4-wide fused multiply-adds (measured 1.6-2x on OMP, benches/bench_pursuit.py).
+//!
+//! This is the crate's one exception to `unsafe_code = "deny"`: calling a `#[target_feature]` function is
+//! `unsafe` because it is undefined behaviour on a CPU without those features; every call below sits right
+//! behind the run-time check of exactly the features the function enables. The bodies are plain safe Rust.
+#![allow(unsafe_code)]
+
+/// `y -= a * x` (element-wise over the shorter length).
+#[inline]
+pub fn axpy_neg_f64(y: &mut [f64], a: f64, x: &[f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { axpy_neg_f64_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi -= a * xi;
+    }
+}
+
+/// `y -= a * x` (element-wise over the shorter length).
+#[inline]
+pub fn axpy_neg_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { axpy_neg_f32_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi -= a * xi;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_neg_f64_fma(y: &mut [f64], a: f64, x: &[f64]) {
+    let na = -a;
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = na.mul_add(xi, *yi);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_neg_f32_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    let na = -a;
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = na.mul_add(xi, *yi);
+    }
+}
+
+/// Largest `|v_i|` (or `v_i` when `signed`), at least 0.
+#[inline]
+pub fn max_key_f64(v: &[f64], signed: bool) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only feature the function enables.
+            return unsafe { max_key_f64_avx2(v, signed) };
+        }
+    }
+    max_key_f64_any(v, signed)
+}
+
+/// Largest `|v_i|` (or `v_i` when `signed`), at least 0.
+#[inline]
+pub fn max_key_f32(v: &[f32], signed: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only feature the function enables.
+            return unsafe { max_key_f32_avx2(v, signed) };
+        }
+    }
+    max_key_f32_any(v, signed)
+}
+
+macro_rules! max_key_body {
+    ($t:ty, $v:expr, $signed:expr) => {{
+        const LANES: usize = 16;
+        let mut lanes = [0.0 as $t; LANES];
+        let chunks = $v.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for ch in chunks {
+            for l in 0..LANES {
+                let a = if $signed { ch[l] } else { ch[l].abs() };
+                lanes[l] = if a > lanes[l] { a } else { lanes[l] };
+            }
+        }
+        let mut best = 0.0 as $t;
+        for a in lanes.iter().copied().chain(tail.iter().map(|&a| if $signed { a } else { a.abs() })) {
+            if a > best {
+                best = a;
+            }
+        }
+        best
+    }};
+}
+
+fn max_key_f64_any(v: &[f64], signed: bool) -> f64 {
+    max_key_body!(f64, v, signed)
+}
+
+fn max_key_f32_any(v: &[f32], signed: bool) -> f32 {
+    max_key_body!(f32, v, signed)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_key_f64_avx2(v: &[f64], signed: bool) -> f64 {
+    max_key_body!(f64, v, signed)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_key_f32_avx2(v: &[f32], signed: bool) -> f32 {
+    max_key_body!(f32, v, signed)
+}
+
+macro_rules! sub_rows_body {
+    ($t:ty, $y:expr, $coefs:expr, $rows:expr, $fma:expr) => {{
+        let n = $y.len();
+        let mut s = 0;
+        while s + 4 <= $coefs.len() {
+            let (a, b, c, d) = ($coefs[s], $coefs[s + 1], $coefs[s + 2], $coefs[s + 3]);
+            let r0 = &$rows[s * n..(s + 1) * n];
+            let r1 = &$rows[(s + 1) * n..(s + 2) * n];
+            let r2 = &$rows[(s + 2) * n..(s + 3) * n];
+            let r3 = &$rows[(s + 3) * n..(s + 4) * n];
+            for ((((yi, &x0), &x1), &x2), &x3) in $y.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *yi = if $fma {
+                    (-d).mul_add(x3, (-c).mul_add(x2, (-b).mul_add(x1, (-a).mul_add(x0, *yi))))
+                } else {
+                    *yi - a * x0 - b * x1 - c * x2 - d * x3
+                };
+            }
+            s += 4;
+        }
+        while s < $coefs.len() {
+            let a = $coefs[s];
+            for (yi, &x0) in $y.iter_mut().zip(&$rows[s * n..(s + 1) * n]) {
+                *yi = if $fma { (-a).mul_add(x0, *yi) } else { *yi - a * x0 };
+            }
+            s += 1;
+        }
+    }};
+}
+
+/// `y -= Σ_s coefs[s] · rows[s]`, where `rows` holds `coefs.len()` rows of `y.len()` values (4 rows per pass).
+#[inline]
+pub fn sub_rows_f64(y: &mut [f64], coefs: &[f64], rows: &[f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { sub_rows_f64_fma(y, coefs, rows) };
+            return;
+        }
+    }
+    sub_rows_body!(f64, y, coefs, rows, false);
+}
+
+/// `y -= Σ_s coefs[s] · rows[s]`, where `rows` holds `coefs.len()` rows of `y.len()` values (4 rows per pass).
+#[inline]
+pub fn sub_rows_f32(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { sub_rows_f32_fma(y, coefs, rows) };
+            return;
+        }
+    }
+    sub_rows_body!(f32, y, coefs, rows, false);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sub_rows_f64_fma(y: &mut [f64], coefs: &[f64], rows: &[f64]) {
+    sub_rows_body!(f64, y, coefs, rows, true);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sub_rows_f32_fma(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
+    sub_rows_body!(f32, y, coefs, rows, true);
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // maxima are exact: they are elements of the input
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_match_plain_loops() {
+        let x: Vec<f64> = (0..37).map(|i| (f64::from(i) * 0.7).sin()).collect();
+        let mut y: Vec<f64> = (0..37).map(|i| (f64::from(i) * 1.3).cos()).collect();
+        let want: Vec<f64> = y.iter().zip(&x).map(|(a, b)| a - 0.25 * b).collect();
+        axpy_neg_f64(&mut y, 0.25, &x);
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-15);
+        }
+        let mut y32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let want32: Vec<f32> = y32.iter().zip(&x32).map(|(a, b)| a - 2.0 * b).collect();
+        axpy_neg_f32(&mut y32, 2.0, &x32);
+        for (a, b) in y32.iter().zip(&want32) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let m = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_eq!(max_key_f64(&x, false), m);
+        let ms = x.iter().fold(0.0f64, |m, &v| m.max(v));
+        assert_eq!(max_key_f64(&x, true), ms);
+        assert_eq!(max_key_f32(&x32, false), x32.iter().fold(0.0f32, |m, v| m.max(v.abs())));
+        assert_eq!(max_key_f64(&[-1.0, -2.0], true), 0.0);
+        for m in 0..7 {
+            let rows: Vec<f64> = (0..m * 37).map(|i| (f64::from(i as u32) * 0.11).sin()).collect();
+            let coefs: Vec<f64> = (0..m).map(|i| 0.5 - f64::from(i as u32) * 0.3).collect();
+            let mut y: Vec<f64> = x.clone();
+            let mut want = x.clone();
+            for s in 0..m {
+                for i in 0..37 {
+                    want[i] -= coefs[s] * rows[s * 37 + i];
+                }
+            }
+            sub_rows_f64(&mut y, &coefs, &rows);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-12);
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Sparse coding over a dictionary: matching pursuit, orthogonal matching pursuit, gradient pursuit, the Lasso
+//! (coordinate descent, ISTA, FISTA) and thresholding.
+//!
+//! Layout follows scikit-learn: signals `x` are the rows of an `(n_signals, n_features)` array and the dictionary
+//! `d` holds one atom per row, `(n_atoms, n_features)`. Every solver works in "Gram form": the correlations
+//! `c = D x` of a chunk of signals come from one matrix product, the Gram matrix `G = D Dᵀ` is computed once per
+//! call (or passed in), and the per-signal iterations touch only `c`, rows of `G` and small buffers allocated
+//! once per chunk (Batch-OMP, Rubinstein, Zibulevsky & Elad 2008). Signals are independent, so chunks run in
+//! parallel and the codes never depend on the thread count.
+//!
+//! Generic over `f32` and `f64` ([`Real`]); no conversion between them happens here.
+
+pub mod greedy;
+mod kernels;
+pub mod lasso;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use num_traits::Float;
+use rayon::prelude::*;
+
+use crate::SparseError;
+
+/// Signals per chunk: one `(chunk, n_atoms)` product of correlations, then the per-signal solvers.
+const CHUNK: usize = 64;
+
+/// The float types the solvers run on natively.
+pub trait Real:
+    Float + ndarray::LinalgScalar + Send + Sync + Default + std::fmt::Debug + std::fmt::Display + std::iter::Sum
+{
+    /// Conversion from an `f64` constant or user parameter.
+    fn of(v: f64) -> Self;
+    /// Conversion to `f64` for messages and accumulations.
+    fn to_f64_lossy(self) -> f64;
+    /// `y -= a * x`, with FMA where the CPU has it.
+    fn axpy_neg_k(y: &mut [Self], a: Self, x: &[Self]);
+    /// Largest `|v_i|` (or `v_i` when `signed`), at least 0.
+    fn max_key_k(v: &[Self], signed: bool) -> Self;
+    /// `y -= Σ_s coefs[s] · rows[s]` over `coefs.len()` rows of `y.len()` values.
+    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]);
+}
+
+impl Real for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64_lossy(self) -> f64 {
+        f64::from(self)
+    }
+    fn axpy_neg_k(y: &mut [Self], a: Self, x: &[Self]) {
+        kernels::axpy_neg_f32(y, a, x);
+    }
+    fn max_key_k(v: &[Self], signed: bool) -> Self {
+        kernels::max_key_f32(v, signed)
+    }
+    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
+        kernels::sub_rows_f32(y, coefs, rows);
+    }
+}
+
+impl Real for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn to_f64_lossy(self) -> f64 {
+        self
+    }
+    fn axpy_neg_k(y: &mut [Self], a: Self, x: &[Self]) {
+        kernels::axpy_neg_f64(y, a, x);
+    }
+    fn max_key_k(v: &[Self], signed: bool) -> Self {
+        kernels::max_key_f64(v, signed)
+    }
+    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
+        kernels::sub_rows_f64(y, coefs, rows);
+    }
+}
+
+/// Sparse codes in CSR form: row `i` holds the non-zero coefficients of signal `i`, atoms in increasing order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codes<T> {
+    /// `n_signals + 1` offsets.
+    pub indptr: Vec<i64>,
+    /// Atom ids.
+    pub indices: Vec<u32>,
+    /// Coefficients.
+    pub data: Vec<T>,
+    /// Number of atoms (the codes' dimension).
+    pub n_atoms: usize,
+}
+
+impl<T: Real> Codes<T> {
+    /// Number of signals.
+    pub fn n_rows(&self) -> usize {
+        self.indptr.len().saturating_sub(1)
+    }
+
+    /// The codes as a dense `(n_signals, n_atoms)` array.
+    pub fn to_dense(&self) -> Result<Array2<T>, SparseError> {
+        let n = self.n_rows();
+        SparseError::checked_area("dense codes", n, self.n_atoms)?;
+        let mut out = Array2::zeros((n, self.n_atoms));
+        for r in 0..n {
+            for p in self.indptr[r] as usize..self.indptr[r + 1] as usize {
+                out[[r, self.indices[p] as usize]] = self.data[p];
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Check that `x` and `d` are finite, agree in `n_features`, and that no atom has zero norm.
+pub fn validate<T: Real>(x: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(), SparseError> {
+    if d.nrows() == 0 {
+        return Err(SparseError::invalid("D", "has no atoms"));
+    }
+    if d.nrows() > u32::MAX as usize {
+        return Err(SparseError::invalid("D", "has more than 2**32 - 1 atoms"));
+    }
+    if x.ncols() != d.ncols() {
+        return Err(SparseError::ShapeMismatch(format!(
+            "X has {} features per signal but D's atoms have {} (X is (n_signals, n_features), \
+             D is (n_atoms, n_features))",
+            x.ncols(),
+            d.ncols()
+        )));
+    }
+    if let Some(((r, c), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(SparseError::invalid("X", format!("X[{r}, {c}] = {v} is not finite")));
+    }
+    if let Some(((r, c), v)) = d.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(SparseError::invalid("D", format!("D[{r}, {c}] = {v} is not finite")));
+    }
+    for (a, row) in d.outer_iter().enumerate() {
+        if row.iter().all(|v| *v == T::zero()) {
+            return Err(SparseError::invalid("D", format!("atom {a} has zero norm; remove it or pass normalize=True")));
+        }
+    }
+    Ok(())
+}
+
+/// Gram matrix `G = D Dᵀ` (row blocks in parallel).
+pub fn gram<T: Real>(d: ArrayView2<'_, T>) -> Result<Array2<T>, SparseError> {
+    let n = d.nrows();
+    let area = SparseError::checked_area("Gram matrix", n, n)?;
+    let mut g = SparseError::try_zeroed::<T>("Gram matrix", area)?;
+    g.par_chunks_mut(CHUNK * n).enumerate().try_for_each(|(b, block)| {
+        let lo = b * CHUNK;
+        let rows = block.len() / n;
+        let mut out = ndarray::ArrayViewMut2::from_shape((rows, n), block)
+            .map_err(|e| SparseError::ShapeMismatch(e.to_string()))?;
+        general_mat_mul(T::one(), &d.slice(s![lo..lo + rows, ..]), &d.t(), T::zero(), &mut out);
+        Ok::<(), SparseError>(())
+    })?;
+    Array2::from_shape_vec((n, n), g).map_err(|e| SparseError::ShapeMismatch(e.to_string()))
+}
+
+/// Check a user-supplied Gram matrix against the dictionary (shape, symmetry and diagonal within tolerance).
+pub fn check_gram<T: Real>(g: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(), SparseError> {
+    let n = d.nrows();
+    if g.dim() != (n, n) {
+        return Err(SparseError::ShapeMismatch(format!(
+            "gram has shape {:?} but the dictionary has {n} atoms, so it must be ({n}, {n})",
+            g.dim()
+        )));
+    }
+    let tol = T::of(1e-4);
+    if let Some(((r, c), v)) = g.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(SparseError::invalid("gram", format!("gram[{r}, {c}] = {v} is not finite")));
+    }
+    for r in 0..n {
+        for c in 0..r {
+            let (a, b) = (g[[r, c]], g[[c, r]]);
+            if (a - b).abs() > tol * (T::one() + a.abs().max(b.abs())) {
+                return Err(SparseError::invalid(
+                    "gram",
+                    format!("is not symmetric: gram[{r}, {c}] = {a} but gram[{c}, {r}] = {b}; pass gram = D @ D.T"),
+                ));
+            }
+        }
+    }
+    for a in 0..n {
+        let row = d.row(a);
+        let diag: T = row.iter().map(|&v| v * v).sum();
+        let got = g[[a, a]];
+        if !got.is_finite() || (got - diag).abs() > tol * (T::one() + diag) {
+            return Err(SparseError::invalid(
+                "gram",
+                format!("gram[{a}, {a}] = {got} but the atom's squared norm is {diag}; pass gram = D @ D.T"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Scratch output of one chunk: per-row counts, atom ids, coefficients.
+struct ChunkOut<T> {
+    counts: Vec<i64>,
+    indices: Vec<u32>,
+    data: Vec<T>,
+}
+
+/// Run `solve` on every signal: `solve(ws, c, xx, out)` gets the correlations `c = D x`, the squared norm of
+/// `x`, and pushes `(atom, coefficient)` pairs (any order, zeros allowed) into `out`.
+pub(crate) fn run_batched<T, W, M, F>(
+    x: ArrayView2<'_, T>,
+    d: ArrayView2<'_, T>,
+    make_ws: M,
+    solve: F,
+) -> Result<Codes<T>, SparseError>
+where
+    T: Real,
+    M: Fn() -> W + Sync,
+    F: Fn(&mut W, ArrayView1<'_, T>, T, &mut Vec<(u32, T)>) + Sync,
+{
+    let n = x.nrows();
+    let n_atoms = d.nrows();
+    SparseError::checked_area("correlations", CHUNK, n_atoms)?;
+    let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
+    let parts: Vec<ChunkOut<T>> = starts
+        .par_iter()
+        .map(|&lo| {
+            let hi = (lo + CHUNK).min(n);
+            let xs = x.slice(s![lo..hi, ..]);
+            let mut c = Array2::<T>::zeros((hi - lo, n_atoms));
+            general_mat_mul(T::one(), &xs, &d.t(), T::zero(), &mut c);
+            let mut ws = make_ws();
+            let mut pairs: Vec<(u32, T)> = Vec::new();
+            let mut out = ChunkOut { counts: Vec::with_capacity(hi - lo), indices: Vec::new(), data: Vec::new() };
+            for (r, xr) in xs.outer_iter().enumerate() {
+                let xx: T = xr.iter().map(|&v| v * v).sum();
+                pairs.clear();
+                solve(&mut ws, c.row(r), xx, &mut pairs);
+                pairs.retain(|&(_, v)| v != T::zero());
+                pairs.sort_unstable_by_key(|&(a, _)| a);
+                out.counts.push(pairs.len() as i64);
+                out.indices.extend(pairs.iter().map(|&(a, _)| a));
+                out.data.extend(pairs.iter().map(|&(_, v)| v));
+            }
+            out
+        })
+        .collect();
+    let total: usize = parts.iter().map(|p| p.indices.len()).sum();
+    let mut codes = Codes {
+        indptr: Vec::with_capacity(n + 1),
+        indices: Vec::with_capacity(total),
+        data: Vec::with_capacity(total),
+        n_atoms,
+    };
+    codes.indptr.push(0);
+    let mut acc = 0i64;
+    for p in parts {
+        for cnt in p.counts {
+            acc += cnt;
+            codes.indptr.push(acc);
+        }
+        codes.indices.extend(p.indices);
+        codes.data.extend(p.data);
+    }
+    Ok(codes)
+}
+
+/// Index of the largest `|v|` (or largest `v` when `nonneg`), first on ties; `None` when that value is not
+/// positive (nothing left to explain). Two passes: a lane-parallel maximum, then the first position holding it.
+#[inline]
+pub(crate) fn argmax<T: Real>(v: &[T], nonneg: bool) -> Option<usize> {
+    let best = T::max_key_k(v, nonneg);
+    if best <= T::zero() {
+        return None;
+    }
+    // The first block of 16 holding the maximum (branch-free test per block), then the position inside it.
+    let key = |a: T| if nonneg { a } else { a.abs() };
+    let block = v.chunks(16).position(|ch| ch.iter().fold(false, |hit, &a| hit | (key(a) == best)))?;
+    v[block * 16..].iter().position(|&a| key(a) == best).map(|p| block * 16 + p)
+}
+
+/// `y -= a * x` over equal-length slices.
+#[inline]
+pub(crate) fn axpy_neg<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    T::axpy_neg_k(y, a, x);
+}
+
+/// Soft thresholding `sign(v) max(|v| - t, 0)`, one-sided when `nonneg`.
+#[inline]
+pub(crate) fn soft<T: Real>(v: T, t: T, nonneg: bool) -> T {
+    if v > t {
+        v - t
+    } else if !nonneg && v < -t {
+        v + t
+    } else {
+        T::zero()
+    }
+}
+
+/// The thresholding encoder: `soft(D x, alpha)` for every signal (scikit-learn's `SparseCoder` "threshold").
+pub fn threshold<T: Real>(
+    x: ArrayView2<'_, T>,
+    d: ArrayView2<'_, T>,
+    alpha: T,
+    nonneg: bool,
+) -> Result<Codes<T>, SparseError> {
+    validate(x, d)?;
+    if alpha.is_nan() || alpha < T::zero() || !alpha.is_finite() {
+        return Err(SparseError::invalid("alpha", format!("must be a finite number >= 0, got {alpha}")));
+    }
+    run_batched(
+        x,
+        d,
+        || (),
+        |(), c, _xx, out| {
+            for (a, &v) in c.iter().enumerate() {
+                let z = soft(v, alpha, nonneg);
+                if z != T::zero() {
+                    out.push((a as u32, z));
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn gram_matches_naive_product() {
+        let d = Array2::from_shape_fn((130, 7), |(i, j)| ((i * 7 + j) as f64 * 0.37).sin());
+        let g = gram(d.view()).unwrap();
+        for i in 0..130 {
+            for j in 0..130 {
+                let want: f64 = (0..7).map(|f| d[[i, f]] * d[[j, f]]).sum();
+                assert!((g[[i, j]] - want).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn threshold_is_soft_thresholded_correlations() {
+        let d = array![[1.0f32, 0.0], [0.0, 1.0], [0.6, 0.8]];
+        let x = array![[2.0f32, -0.5], [0.1, 0.1]];
+        let codes = threshold(x.view(), d.view(), 0.6, false).unwrap();
+        let dense = codes.to_dense().unwrap();
+        // c = [2, -0.5, 0.8], [0.1, 0.1, 0.14]
+        assert!((dense[[0, 0]] - 1.4).abs() < 1e-6);
+        assert!(dense[[0, 1]].abs() < f32::MIN_POSITIVE); // thresholded to exactly zero
+        assert!((dense[[0, 2]] - 0.2).abs() < 1e-6);
+        assert_eq!(codes.indptr, vec![0, 2, 2]);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let d = array![[1.0f64, 0.0], [0.0, 0.0]];
+        let x = array![[1.0f64, 2.0]];
+        let e = validate(x.view(), d.view()).unwrap_err();
+        assert!(e.to_string().contains("atom 1 has zero norm"));
+        let x3 = array![[1.0f64, 2.0, 3.0]];
+        assert!(matches!(validate(x3.view(), array![[1.0, 0.0, 0.0]].view()), Ok(())));
+        assert!(matches!(validate(x3.view(), d.view()), Err(SparseError::ShapeMismatch(_))));
+        let xn = array![[f64::NAN, 0.0]];
+        assert!(validate(xn.view(), array![[1.0, 0.0]].view()).unwrap_err().to_string().contains("X[0, 0]"));
+    }
+}
