@@ -244,7 +244,8 @@ def omp(
 
     Same support and coefficients as ``sklearn.linear_model.orthogonal_mp_gram`` (``n_nonzero_coefs=k``,
     ``tol`` the squared residual norm). With ``nonneg`` the coefficients solve a non-negative least squares on
-    the support.
+    the support: free while the least-squares solution stays non-negative, an active-set solve of cost
+    ``O(k³)`` per step once it does not, so keep ``k`` moderate (tens of atoms) for non-negative codes.
     """
     return _greedy("omp", X, D, k, tol, gram, nonneg, normalize, output, num_threads)
 

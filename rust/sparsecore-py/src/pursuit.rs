@@ -15,7 +15,7 @@ use sparsecore_core::SparseError;
 
 use crate::detach::run;
 
-fn codes_out<'py, T: Real + Element>(py: Python<'py>, codes: Codes<T>, dense: bool) -> PyResult<Bound<'py, PyAny>> {
+fn codes_out<T: Real + Element>(py: Python<'_>, codes: Codes<T>, dense: bool) -> PyResult<Bound<'_, PyAny>> {
     if dense {
         let arr = codes.to_dense().map_err(crate::errors::to_py)?;
         return arr.into_pyarray(py).into_bound_py_any(py);
@@ -66,12 +66,12 @@ pub fn pursuit_greedy<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(x64) = x.extract::<PyReadonlyArray2<'py, f64>>() {
         let d64 = d.extract::<PyReadonlyArray2<'py, f64>>()?;
-        let g64 = gram.map(|g| g.extract::<PyReadonlyArray2<'py, f64>>()).transpose()?;
+        let g64 = gram.map(PyAnyMethods::extract::<PyReadonlyArray2<'py, f64>>).transpose()?;
         return greedy_typed(py, method, x64, d64, g64, k, tol, nonneg, dense, num_threads);
     }
     if let Ok(x32) = x.extract::<PyReadonlyArray2<'py, f32>>() {
         let d32 = d.extract::<PyReadonlyArray2<'py, f32>>()?;
-        let g32 = gram.map(|g| g.extract::<PyReadonlyArray2<'py, f32>>()).transpose()?;
+        let g32 = gram.map(PyAnyMethods::extract::<PyReadonlyArray2<'py, f32>>).transpose()?;
         return greedy_typed(py, method, x32, d32, g32, k, tol, nonneg, dense, num_threads);
     }
     Err(PyTypeError::new_err("X: expected a 2-D float32 or float64 array"))
@@ -123,13 +123,13 @@ pub fn pursuit_lasso<'py>(
     let m = lasso_method(method)?;
     if let Ok(x64) = x.extract::<PyReadonlyArray2<'py, f64>>() {
         let d64 = d.extract::<PyReadonlyArray2<'py, f64>>()?;
-        let g64 = gram.map(|g| g.extract::<PyReadonlyArray2<'py, f64>>()).transpose()?;
+        let g64 = gram.map(PyAnyMethods::extract::<PyReadonlyArray2<'py, f64>>).transpose()?;
         let p = LassoParams { alpha, method: m, max_iter, tol, nonneg };
         return lasso_typed(py, x64, d64, g64, p, dense, num_threads);
     }
     if let Ok(x32) = x.extract::<PyReadonlyArray2<'py, f32>>() {
         let d32 = d.extract::<PyReadonlyArray2<'py, f32>>()?;
-        let g32 = gram.map(|g| g.extract::<PyReadonlyArray2<'py, f32>>()).transpose()?;
+        let g32 = gram.map(PyAnyMethods::extract::<PyReadonlyArray2<'py, f32>>).transpose()?;
         let p = LassoParams { alpha: alpha as f32, method: m, max_iter, tol: tol as f32, nonneg };
         return lasso_typed(py, x32, d32, g32, p, dense, num_threads);
     }

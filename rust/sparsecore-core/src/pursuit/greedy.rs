@@ -188,12 +188,8 @@ fn omp_ls_one<T: Real>(
         }
         let ltt = dsq.sqrt();
         ws.chol[m * k + m] = ltt;
-        wt.copy_from_slice(grow(g, n, j));
-        T::sub_rows_k(wt, &ws.chol[m * k..m * k + m], &done[..m * n]);
         let inv = T::one() / ltt;
-        for v in wt.iter_mut() {
-            *v = *v * inv;
-        }
+        T::fused_sub_scale_k(wt, grow(g, n, j), &ws.chol[m * k..m * k + m], &done[..m * n], inv);
         let vt = ws.alpha[j] * inv;
         ws.v[m] = vt;
         axpy_neg(&mut ws.alpha, vt, wt);
@@ -282,22 +278,25 @@ fn omp_nonneg_loop<T: Real>(
         }
         ws.sel.push(j);
         let m = t + 1;
-        if p.nonneg {
-            nnls_support(ws, g, n, k, c, m);
+        // Least squares on the support from the growing Cholesky factor: forward substitution gains one entry,
+        // v_t = (c_j − Σ L[t, q] v_q) / L[t, t], then one back substitution into `w`.
+        let mut s = c[j];
+        for q in 0..t {
+            s = s - ws.chol[t * k + q] * ws.v[q];
+        }
+        ws.v[t] = s / ws.chol[t * k + t];
+        for i in (0..m).rev() {
+            let mut s = ws.v[i];
+            for q in i + 1..m {
+                s = s - ws.chol[q * k + i] * ws.w[q];
+            }
+            ws.w[i] = s / ws.chol[i * k + i];
+        }
+        if ws.w[..m].iter().all(|&v| v >= T::zero()) {
+            // A feasible least-squares solution is also the non-negative one.
+            ws.gamma[..m].copy_from_slice(&ws.w[..m]);
         } else {
-            // Forward substitution grows by one entry: v_t = (c_j − Σ L[t, q] v_q) / L[t, t].
-            let mut s = c[j];
-            for q in 0..t {
-                s = s - ws.chol[t * k + q] * ws.v[q];
-            }
-            ws.v[t] = s / ws.chol[t * k + t];
-            for i in (0..m).rev() {
-                let mut s = ws.v[i];
-                for q in i + 1..m {
-                    s = s - ws.chol[q * k + i] * ws.gamma[q];
-                }
-                ws.gamma[i] = s / ws.chol[i * k + i];
-            }
+            nnls_support(ws, g, n, k, c, m); // warm-started from the previous (feasible) coefficients
         }
         ws.alpha.copy_from_slice(c);
         for i in 0..m {

@@ -194,6 +194,69 @@ fn sub_rows_f32_fma(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
     sub_rows_body!(f32, y, coefs, rows, true);
 }
 
+macro_rules! fused_body {
+    ($t:ty, $out:expr, $base:expr, $coefs:expr, $rows:expr, $scale:expr, $fma:expr) => {{
+        let n = $out.len();
+        let first = $coefs.len().min(4);
+        let coef = |s: usize| if s < first { $coefs[s] } else { 0.0 as $t };
+        let row = |s: usize| if s < first { &$rows[s * n..(s + 1) * n] } else { $base };
+        let (a, b, c, d) = (coef(0), coef(1), coef(2), coef(3));
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        for (((((o, &x), &x0), &x1), &x2), &x3) in $out.iter_mut().zip($base).zip(r0).zip(r1).zip(r2).zip(r3) {
+            *o = if $fma {
+                (-d).mul_add(x3, (-c).mul_add(x2, (-b).mul_add(x1, (-a).mul_add(x0, x))))
+            } else {
+                x - a * x0 - b * x1 - c * x2 - d * x3
+            };
+        }
+        let rest = &$coefs[first..];
+        sub_rows_body!($t, $out, rest, &$rows[first * n..], $fma);
+        for o in $out.iter_mut() {
+            *o *= $scale;
+        }
+    }};
+}
+
+/// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, reading `base` in the first pass (no separate copy).
+#[inline]
+pub fn fused_sub_scale_f64(out: &mut [f64], base: &[f64], coefs: &[f64], rows: &[f64], scale: f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { fused_sub_scale_f64_fma(out, base, coefs, rows, scale) };
+            return;
+        }
+    }
+    fused_body!(f64, out, base, coefs, rows, scale, false);
+}
+
+/// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, reading `base` in the first pass (no separate copy).
+#[inline]
+pub fn fused_sub_scale_f32(out: &mut [f32], base: &[f32], coefs: &[f32], rows: &[f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { fused_sub_scale_f32_fma(out, base, coefs, rows, scale) };
+            return;
+        }
+    }
+    fused_body!(f32, out, base, coefs, rows, scale, false);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fused_sub_scale_f64_fma(out: &mut [f64], base: &[f64], coefs: &[f64], rows: &[f64], scale: f64) {
+    fused_body!(f64, out, base, coefs, rows, scale, true);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fused_sub_scale_f32_fma(out: &mut [f32], base: &[f32], coefs: &[f32], rows: &[f32], scale: f32) {
+    fused_body!(f32, out, base, coefs, rows, scale, true);
+}
+
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // maxima are exact: they are elements of the input
 mod tests {
@@ -234,6 +297,11 @@ mod tests {
             sub_rows_f64(&mut y, &coefs, &rows);
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-12);
+            }
+            let mut fused = vec![0.0; 37];
+            fused_sub_scale_f64(&mut fused, &x, &coefs, &rows, 0.5);
+            for (a, b) in fused.iter().zip(&want) {
+                assert!((a - 0.5 * b).abs() < 1e-12);
             }
         }
     }

@@ -189,7 +189,9 @@ fn top_eigenvalue<T: Real>(a: &[T], n: usize) -> T {
         if norm == T::zero() {
             break;
         }
-        v.iter_mut().for_each(|vi| *vi = *vi / norm);
+        for vi in &mut v {
+            *vi = *vi / norm;
+        }
         w.par_iter_mut().zip(a.par_chunks(n)).for_each(|(wi, row)| *wi = dot(row, &v));
         estimate = dot(&v, &w);
         std::mem::swap(&mut v, &mut w);
@@ -293,7 +295,7 @@ impl<T: Real> Problem<'_, T> {
             return (0, true);
         }
         let xx = xx.to_f64_lossy();
-        let tol_gap = self.tol * xx * 1e4;
+        let tol_gap = self.tol * xx / 2.0;
         let res = match method {
             LassoMethod::Cd => self.cd(ws, c, xx, tol_gap),
             LassoMethod::Ista => self.ista(ws, c, xx, tol_gap),
@@ -509,10 +511,9 @@ mod tests {
                 assert_eq!(out.n_not_converged, 0, "{method:?} nonneg={nonneg}");
                 let z = out.codes.to_dense().unwrap();
                 let mut worst = 0.0f64;
-                for i in 0..x.nrows() {
+                for (i, &scale) in amax.iter().enumerate() {
                     let r = &x.row(i) - &d.t().dot(&z.row(i));
                     let dr = d.dot(&r) / m;
-                    let scale = amax[i];
                     assert!(z.row(i).iter().any(|&v| v != 0.0));
                     for (j, &zj) in z.row(i).iter().enumerate() {
                         let v = if zj != 0.0 {
