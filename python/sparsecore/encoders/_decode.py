@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sparsecore.exceptions import InvalidArgumentError, UnknownTokenError
 from sparsecore.sparse import SparseBatch
 
-__all__ = ["decode_rows"]
+__all__ = ["decode_rows", "vocabulary_tokens"]
 
 
 def decode_rows(batch: SparseBatch, id_to_token: Sequence[str], top_k: int | None) -> list[list[tuple[str, float]]]:
@@ -38,3 +39,9 @@ def decode_rows(batch: SparseBatch, id_to_token: Sequence[str], top_k: int | Non
             order = order[:top_k]
         out.append([(id_to_token[int(idx[j])], float(val[j])) for j in order])
     return out
+
+
+def vocabulary_tokens(tokenizer: Any, size: int) -> list[str]:
+    """Token string of every id below ``size`` (``"<id N>"`` where the tokenizer has none, e.g. padded vocabularies)."""
+    toks = tokenizer.convert_ids_to_tokens(list(range(size)))
+    return [t if isinstance(t, str) else f"<id {i}>" for i, t in enumerate(toks)]

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from sparsecore._optional import require
 from sparsecore._progress import progress, want_progress
 from sparsecore.datasets import package_file
-from sparsecore.encoders._decode import decode_rows
+from sparsecore.encoders._decode import decode_rows, vocabulary_tokens
 from sparsecore.encoders.splade import _texts
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, TruncationWarning
 from sparsecore.sparse import SparseBatch
@@ -118,8 +118,7 @@ class PromptRepsEncoder:
     def id_to_token(self) -> list[str]:
         """Token string of each column id."""
         if self._id_to_token is None:
-            toks = self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-            self._id_to_token = [t if isinstance(t, str) else f"<id {i}>" for i, t in enumerate(toks)]
+            self._id_to_token = vocabulary_tokens(self.tokenizer, self.vocab_size)
         return self._id_to_token
 
     def prompt(self, text: str, kind: Kind) -> str:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from sparsecore._io import atomic_write_bytes
 from sparsecore._optional import require
 from sparsecore._progress import progress, want_progress
-from sparsecore.encoders._decode import decode_rows
+from sparsecore.encoders._decode import decode_rows, vocabulary_tokens
 from sparsecore.exceptions import (
     DTypeError,
     IndexFormatError,
@@ -250,8 +250,7 @@ class SpladeEncoder:
     def id_to_token(self) -> list[str]:
         """Token string of each column id."""
         if self._id_to_token is None:
-            toks = self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-            self._id_to_token = [t if isinstance(t, str) else f"<id {i}>" for i, t in enumerate(toks)]
+            self._id_to_token = vocabulary_tokens(self.tokenizer, self.vocab_size)
         return self._id_to_token
 
     def _check_max_length(self, max_length: object) -> None:

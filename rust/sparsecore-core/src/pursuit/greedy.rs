@@ -477,13 +477,19 @@ fn step_ws<T: Real>(n: usize, k: usize) -> StepWs<T> {
     }
 }
 
-/// Matching pursuit: `k` steps, each adding `alpha_j / G_jj` to the most correlated atom `j`.
-pub fn mp<T: Real>(
+/// Shared driver of MP and GP: `k` times, pick the most correlated atom `j` and let `step` update the
+/// coefficients and correlations; `step` returns the decrease of the squared residual, or `None` to stop.
+fn stepwise<T, S>(
     x: ArrayView2<'_, T>,
     d: ArrayView2<'_, T>,
     gram_in: Option<ArrayView2<'_, T>>,
     p: &GreedyParams<T>,
-) -> Result<Codes<T>, SparseError> {
+    step: S,
+) -> Result<Codes<T>, SparseError>
+where
+    T: Real,
+    S: Fn(&mut StepWs<T>, &[T], usize, usize, &GreedyParams<T>) -> Option<T> + Sync,
+{
     let g_arr = prepare(x, d, gram_in, p)?;
     let g = as_slice(&g_arr)?;
     let n = d.nrows();
@@ -501,14 +507,8 @@ pub fn mp<T: Real>(
             }
             for _ in 0..p.k {
                 let Some(j) = argmax(&ws.alpha, p.nonneg) else { break };
-                let gj = grow(g, n, j);
-                let a = ws.alpha[j] / gj[j];
-                if ws.z[j] == T::zero() {
-                    ws.sel.push(j);
-                }
-                ws.z[j] = ws.z[j] + a;
-                err = err - a * ws.alpha[j];
-                axpy_neg(&mut ws.alpha, a, gj);
+                let Some(decrease) = step(ws, g, n, j, &p) else { break };
+                err = err - decrease;
                 if p.tol.is_some_and(|t| err <= t) {
                     break;
                 }
@@ -521,6 +521,26 @@ pub fn mp<T: Real>(
     )
 }
 
+/// Matching pursuit: `k` steps, each adding `alpha_j / G_jj` to the most correlated atom `j`.
+pub fn mp<T: Real>(
+    x: ArrayView2<'_, T>,
+    d: ArrayView2<'_, T>,
+    gram_in: Option<ArrayView2<'_, T>>,
+    p: &GreedyParams<T>,
+) -> Result<Codes<T>, SparseError> {
+    stepwise(x, d, gram_in, p, |ws, g, n, j, _p| {
+        let gj = grow(g, n, j);
+        let a = ws.alpha[j] / gj[j];
+        if ws.z[j] == T::zero() {
+            ws.sel.push(j);
+        }
+        ws.z[j] = ws.z[j] + a;
+        let decrease = a * ws.alpha[j];
+        axpy_neg(&mut ws.alpha, a, gj);
+        Some(decrease)
+    })
+}
+
 /// Gradient pursuit: `k` steps, each adding the most correlated atom to the support and moving all support
 /// coefficients along the restricted gradient with the exact line-search step.
 pub fn gradient_pursuit<T: Real>(
@@ -529,81 +549,59 @@ pub fn gradient_pursuit<T: Real>(
     gram_in: Option<ArrayView2<'_, T>>,
     p: &GreedyParams<T>,
 ) -> Result<Codes<T>, SparseError> {
-    let g_arr = prepare(x, d, gram_in, p)?;
-    let g = as_slice(&g_arr)?;
-    let n = d.nrows();
-    let p = *p;
-    run_batched(
-        x,
-        d,
-        || step_ws::<T>(n, p.k),
-        |ws, c, xx, out| {
-            ws.alpha.iter_mut().zip(c.iter()).for_each(|(a, &v)| *a = v);
-            ws.sel.clear();
-            let mut err = xx;
-            if p.tol.is_some_and(|t| err <= t) {
-                return;
-            }
-            for _ in 0..p.k {
-                let Some(j) = argmax(&ws.alpha, p.nonneg) else { break };
-                if !ws.sel.contains(&j) {
-                    ws.sel.push(j);
-                }
-                let m = ws.sel.len();
-                // Direction: the gradient restricted to the support (for nonneg, never push a zero below 0).
-                let mut gg = T::zero();
-                for i in 0..m {
-                    let a = ws.sel[i];
-                    let mut gi = ws.alpha[a];
-                    if p.nonneg && ws.z[a] <= T::zero() && gi < T::zero() {
-                        gi = T::zero();
-                    }
-                    ws.dir[i] = gi;
-                    gg = gg + gi * gi;
-                }
-                if gg <= T::zero() {
-                    break;
-                }
-                ws.gdir.iter_mut().for_each(|v| *v = T::zero());
-                for i in 0..m {
-                    if ws.dir[i] != T::zero() {
-                        axpy_neg(&mut ws.gdir, -ws.dir[i], grow(g, n, ws.sel[i]));
-                    }
-                }
-                let denom: T = (0..m).map(|i| ws.dir[i] * ws.gdir[ws.sel[i]]).sum();
-                if denom <= T::zero() {
-                    break;
-                }
-                let mut step = gg / denom;
-                if p.nonneg {
-                    for i in 0..m {
-                        if ws.dir[i] < T::zero() {
-                            let limit = -ws.z[ws.sel[i]] / ws.dir[i];
-                            if limit < step {
-                                step = limit;
-                            }
-                        }
-                    }
-                }
-                for i in 0..m {
-                    let a = ws.sel[i];
-                    ws.z[a] = ws.z[a] + step * ws.dir[i];
-                    if p.nonneg && ws.z[a] < T::zero() {
-                        ws.z[a] = T::zero();
-                    }
-                }
-                axpy_neg(&mut ws.alpha, step, &ws.gdir);
-                err = err - step * (T::of(2.0) * gg - step * denom);
-                if p.tol.is_some_and(|t| err <= t) {
-                    break;
+    stepwise(x, d, gram_in, p, gp_step)
+}
+
+/// One gradient-pursuit step after selecting atom `j`; the squared-residual decrease, `None` when stuck.
+fn gp_step<T: Real>(ws: &mut StepWs<T>, g: &[T], n: usize, j: usize, p: &GreedyParams<T>) -> Option<T> {
+    if !ws.sel.contains(&j) {
+        ws.sel.push(j);
+    }
+    let m = ws.sel.len();
+    // Direction: the gradient restricted to the support (for nonneg, never push a zero below 0).
+    let mut gg = T::zero();
+    for i in 0..m {
+        let a = ws.sel[i];
+        let mut gi = ws.alpha[a];
+        if p.nonneg && ws.z[a] <= T::zero() && gi < T::zero() {
+            gi = T::zero();
+        }
+        ws.dir[i] = gi;
+        gg = gg + gi * gi;
+    }
+    if gg <= T::zero() {
+        return None;
+    }
+    ws.gdir.iter_mut().for_each(|v| *v = T::zero());
+    for i in 0..m {
+        if ws.dir[i] != T::zero() {
+            axpy_neg(&mut ws.gdir, -ws.dir[i], grow(g, n, ws.sel[i]));
+        }
+    }
+    let denom: T = (0..m).map(|i| ws.dir[i] * ws.gdir[ws.sel[i]]).sum();
+    if denom <= T::zero() {
+        return None;
+    }
+    let mut step = gg / denom;
+    if p.nonneg {
+        for i in 0..m {
+            if ws.dir[i] < T::zero() {
+                let limit = -ws.z[ws.sel[i]] / ws.dir[i];
+                if limit < step {
+                    step = limit;
                 }
             }
-            for &j in &ws.sel {
-                out.push((j as u32, ws.z[j]));
-                ws.z[j] = T::zero();
-            }
-        },
-    )
+        }
+    }
+    for i in 0..m {
+        let a = ws.sel[i];
+        ws.z[a] = ws.z[a] + step * ws.dir[i];
+        if p.nonneg && ws.z[a] < T::zero() {
+            ws.z[a] = T::zero();
+        }
+    }
+    axpy_neg(&mut ws.alpha, step, &ws.gdir);
+    Some(step * (T::of(2.0) * gg - step * denom))
 }
 
 #[cfg(test)]
