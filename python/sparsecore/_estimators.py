@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -117,7 +118,7 @@ def _rng(random_state: object) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _Estimator:
+class _Estimator(ABC):
     """``get_params`` / ``set_params`` / ``repr`` / tags over the constructor arguments in ``_PARAMS``."""
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
@@ -197,8 +198,9 @@ class _Estimator:
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(n)], dtype=object)
 
-    def _n_outputs(self) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _n_outputs(self) -> int:
+        """Number of output features (atoms)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
