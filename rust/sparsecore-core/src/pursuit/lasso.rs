@@ -386,7 +386,7 @@ impl<T: Real> Problem<'_, T> {
     }
 
     /// FISTA: the proximal step from the momentum point `y = z + β (z − z_prev)`, with `G y` formed from `G z`
-    /// and `G z_prev` (no extra product).
+    /// and `G z_prev` (no extra product), and adaptive restart of the momentum.
     fn fista(&self, ws: &mut Workspace<T>, c: &[T], xx: f64, tol_gap: f64) -> (usize, bool) {
         let n = self.n;
         let (inv_l, thr) = (self.inv_l, self.lam * self.inv_l);
@@ -410,6 +410,12 @@ impl<T: Real> Problem<'_, T> {
             self.gram_times_sparse(&z[..n], support, &mut gz[..n]);
             if (it % GAP_EVERY == 0 || it == self.max_iter) && self.gap(c, &z[..n], &gz[..n], xx) <= tol_gap {
                 return (it, true);
+            }
+            // Adaptive restart (O'Donoghue & Candès 2015, gradient scheme): when the step from y went against
+            // the last move, (y − z)·(z − z_prev) > 0, momentum is hurting; drop it.
+            let against: T = (0..n).map(|j| (y[j] - z[j]) * (z[j] - z_prev[j])).sum();
+            if against > T::zero() {
+                t = T::one();
             }
             let t_next = half * (T::one() + (T::one() + four * t * t).sqrt());
             let beta = (t - T::one()) / t_next;
