@@ -325,7 +325,7 @@ def lasso(
     alpha
         Regularisation strength, ``> 0``.
     method
-        ``"cd"`` (coordinate descent with covariance updates, the default: 6-7x faster than FISTA to the same
+        ``"cd"`` (coordinate descent with covariance updates, the default: about 4x faster than FISTA to the same
         objective in ``benches/bench_pursuit.py``), ``"fista"`` (accelerated proximal gradient) or ``"ista"``.
     max_iter
         Iteration cap per signal (sweeps for ``"cd"``).
