@@ -94,7 +94,6 @@ struct OmpWs<T> {
     v: Vec<T>,
     gamma: Vec<T>,
     w: Vec<T>,
-    sub: Vec<T>,
     b: Vec<T>,
 }
 
@@ -125,7 +124,6 @@ pub fn omp<T: Real>(
             v: vec![T::zero(); k],
             gamma: vec![T::zero(); k],
             w: vec![T::zero(); k],
-            sub: vec![T::zero(); k * k],
             b: vec![T::zero(); k],
         },
         |ws, c, xx, out| {
@@ -296,7 +294,7 @@ fn omp_nonneg_loop<T: Real>(
             // A feasible least-squares solution is also the non-negative one.
             ws.gamma[..m].copy_from_slice(&ws.w[..m]);
         } else {
-            nnls_support(ws, g, n, k, c, m); // warm-started from the previous (feasible) coefficients
+            nnls_support(ws, g, n, c, m); // warm-started from the previous (feasible) coefficients
         }
         ws.alpha.copy_from_slice(c);
         for i in 0..m {
@@ -321,7 +319,7 @@ fn omp_nonneg_loop<T: Real>(
 
 /// Non-negative least squares on the support `sel[..m]` (Lawson & Hanson 1974, active set), in Gram form:
 /// minimise ½γᵀG_IIγ − c_Iᵀγ subject to γ ≥ 0. Writes `gamma[..m]`.
-fn nnls_support<T: Real>(ws: &mut OmpWs<T>, g: &[T], n: usize, k: usize, c: &[T], m: usize) {
+fn nnls_support<T: Real>(ws: &mut OmpWs<T>, g: &[T], n: usize, c: &[T], m: usize) {
     let sel = &ws.sel;
     let gamma = &mut ws.gamma;
     // Warm start from the previous solution (the new atom starts at 0), then run the active-set loop.
@@ -352,7 +350,7 @@ fn nnls_support<T: Real>(ws: &mut OmpWs<T>, g: &[T], n: usize, k: usize, c: &[T]
         let Some(e) = enter else {
             if passive.iter().all(|&p| p) || (0..m).all(|i| passive[i] || gamma[i] == T::zero()) {
                 // Also make sure the passive set is solved exactly (first pass may start warm).
-                if solve_passive(&ws.sub, &mut ws.b, g, n, k, sel, c, &passive, m).is_some() {
+                if solve_passive(&mut ws.b, g, n, sel, c, &passive, m).is_some() {
                     let z = &ws.b;
                     if (0..m).all(|i| !passive[i] || z[i] > T::zero()) {
                         for i in 0..m {
@@ -365,7 +363,7 @@ fn nnls_support<T: Real>(ws: &mut OmpWs<T>, g: &[T], n: usize, k: usize, c: &[T]
         };
         passive[e] = true;
         loop {
-            let Some(()) = solve_passive(&ws.sub, &mut ws.b, g, n, k, sel, c, &passive, m) else {
+            let Some(()) = solve_passive(&mut ws.b, g, n, sel, c, &passive, m) else {
                 passive[e] = false;
                 return;
             };
@@ -403,11 +401,9 @@ fn nnls_support<T: Real>(ws: &mut OmpWs<T>, g: &[T], n: usize, k: usize, c: &[T]
 /// `None` when the block is singular.
 #[allow(clippy::needless_range_loop)]
 fn solve_passive<T: Real>(
-    _scratch: &[T],
     b: &mut [T],
     g: &[T],
     n: usize,
-    _k: usize,
     sel: &[usize],
     c: &[T],
     passive: &[bool],
