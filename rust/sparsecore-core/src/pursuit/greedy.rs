@@ -72,6 +72,15 @@ fn as_slice<'b, T: Real>(g: &'b CowArray<'_, T, Ix2>) -> Result<&'b [T], SparseE
     g.as_slice().ok_or_else(|| SparseError::invalid("gram", "must be C-contiguous"))
 }
 
+/// Copy a signal's correlations (a row view, contiguous in practice) into a work buffer.
+#[inline]
+fn copy_row<T: Real>(dst: &mut [T], c: ArrayView1<'_, T>) {
+    match c.as_slice() {
+        Some(cs) => dst.copy_from_slice(cs),
+        None => dst.iter_mut().zip(c.iter()).for_each(|(a, &v)| *a = v),
+    }
+}
+
 /// Row `j` of a row-major Gram matrix as a slice.
 #[inline]
 fn grow<T: Real>(g: &[T], n: usize, j: usize) -> &[T] {
@@ -153,10 +162,7 @@ fn omp_ls_one<T: Real>(
     xx: T,
     out: &mut Vec<(u32, T)>,
 ) {
-    match c.as_slice() {
-        Some(cs) => ws.alpha.copy_from_slice(cs),
-        None => ws.alpha.iter_mut().zip(c.iter()).for_each(|(a, &v)| *a = v),
-    }
+    copy_row(&mut ws.alpha, c);
     ws.sel.clear();
     if p.tol.is_some_and(|tol| xx <= tol) {
         return;
@@ -222,10 +228,7 @@ fn omp_one<T: Real>(
     xx: T,
     out: &mut Vec<(u32, T)>,
 ) {
-    match c.as_slice() {
-        Some(cs) => ws.cbuf.copy_from_slice(cs),
-        None => ws.cbuf.iter_mut().zip(c.iter()).for_each(|(a, &v)| *a = v),
-    }
+    copy_row(&mut ws.cbuf, c);
     let c = std::mem::take(&mut ws.cbuf);
     ws.alpha.copy_from_slice(&c);
     ws.sel.clear();
@@ -495,7 +498,7 @@ where
         d,
         || step_ws::<T>(n, p.k),
         |ws, c, xx, out| {
-            ws.alpha.iter_mut().zip(c.iter()).for_each(|(a, &v)| *a = v);
+            copy_row(&mut ws.alpha, c);
             ws.sel.clear();
             let mut err = xx;
             if p.tol.is_some_and(|t| err <= t) {
