@@ -11,6 +11,7 @@ _CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.
 __all__ = [
     "BuildProgress",
     "IndexCore",
+    "OnlineRidgeCore",
     "__version__",
     "canonicalize",
     "check",
@@ -19,6 +20,7 @@ __all__ = [
     "dequantize",
     "from_dense",
     "is_canonical",
+    "lsse_encode",
     "matmul_dense",
     "prune_mass",
     "pursuit_greedy",
@@ -157,3 +159,53 @@ class IndexCore:
     def n_segments(self) -> int: ...
     @property
     def block_size(self) -> int: ...
+
+def lsse_encode(
+    x: NDArray[np.float32] | NDArray[np.float64],
+    proj: NDArray[np.float64],
+    num_groups: int,
+    bin_dim: int,
+    num_bins: int,
+    *,
+    num_threads: int | None = None,
+) -> _CsrArrays: ...
+@final
+class OnlineRidgeCore:
+    def __new__(cls, dim: int, n_outputs: int, ridge: float, update: str = "block") -> OnlineRidgeCore: ...
+    def partial_fit(self, phi: _Csr, y: NDArray[np.float64], num_threads: int | None = None) -> None: ...
+    def predict(self, phi: _Csr, num_threads: int | None = None) -> NDArray[np.float64]: ...
+    def solve_exact(
+        self, tol: float = 1e-10, max_iter: int = 10_000, num_threads: int | None = None
+    ) -> tuple[int, float]: ...
+    def set_ridge(self, ridge: float) -> None: ...
+    def copy(self) -> OnlineRidgeCore: ...
+    def state(self) -> dict[str, Any]: ...
+    @staticmethod
+    def from_state(
+        dim: int,
+        n_outputs: int,
+        ridge: float,
+        update: str,
+        n_seen: int,
+        features: NDArray[np.uint32],
+        a_indptr: NDArray[np.int64],
+        a_indices: NDArray[np.uint32],
+        a_data: NDArray[np.float64],
+        b: NDArray[np.float64],
+        w: NDArray[np.float64],
+    ) -> OnlineRidgeCore: ...
+    def memory_usage(self) -> list[tuple[str, int]]: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def ridge(self) -> float: ...
+    @property
+    def update(self) -> str: ...
+    @property
+    def n_seen(self) -> int: ...
+    @property
+    def n_active_features(self) -> int: ...
+    @property
+    def nnz(self) -> int: ...

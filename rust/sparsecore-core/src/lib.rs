@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod index;
+pub mod lsse;
 pub mod parallel;
 pub mod pursuit;
 pub mod sparse;

@@ -7,6 +7,7 @@
 mod detach;
 mod errors;
 mod index;
+mod lsse;
 mod pursuit;
 mod sparse;
 
@@ -26,6 +27,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::index::{BuildProgress, IndexCore};
+
+    #[pymodule_export]
+    use crate::lsse::{lsse_encode, OnlineRidgeCore};
 
     #[pymodule_export]
     use crate::pursuit::{pursuit_greedy, pursuit_lasso, pursuit_threshold};

@@ -1,0 +1,849 @@
+//! Follow-the-leader ridge regression on sparse features, storing only co-active pairs.
+//!
+//! The model after `t` samples is the ridge solution on all of them, `W = (A + λI)⁻¹ B` with `A = Σ φφᵀ` and
+//! `B = Σ φ yᵀ` (`λ` = `ridge`). `A` is kept as one hash row per feature that has ever been active, holding only
+//! the features it was active together with, so memory grows with the number of co-active pairs, not with
+//! `dim²` (the paper's reference keeps `A` dense). Features never seen have weight 0 and cost nothing.
+//!
+//! Two update rules:
+//! - [`UpdateRule::Block`] (the paper's): a sample with active set `S` adds its outer product to `A_SS` and
+//!   `φ_S yᵀ` to `B_S`, then re-solves the active weights exactly with the rest fixed,
+//!   `W_S = (A_SS + λI)⁻¹ (B_S − A_{S,S̄} W_S̄)` — one block Gauss–Seidel step, by a dense Cholesky of the
+//!   `|S| × |S|` block. The cost depends on `|S|` and on how many features the active ones were ever co-active
+//!   with, never on `dim`.
+//! - [`UpdateRule::Exact`]: after the block step, conjugate gradients on the whole system (Jacobi
+//!   preconditioner, warm start) down to a relative residual of `tol`, so predictions after every step are
+//!   the follow-the-leader solution. Its cost grows with the number of stored pairs; it is the oracle.
+//!
+//! [`OnlineRidge::solve_exact`] runs the same conjugate gradients on demand.
+
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+use crate::sparse::CsrView;
+use crate::SparseError;
+
+/// Marks an empty slot of a [`Table`]; feature ids are `< dim <= u32::MAX`, so they never collide with it.
+const EMPTY: u32 = u32::MAX;
+
+/// Rows at or above this count run the conjugate-gradient products on the rayon pool; below it the hand-off
+/// costs more than the work (a row has tens to thousands of entries).
+const PAR_ROWS: usize = 4096;
+
+/// Relative residual `‖B − (A + λI)W‖ / ‖B‖` at which [`UpdateRule::Exact`] stops its conjugate gradients.
+pub const EXACT_TOL: f64 = 1e-10;
+
+/// An open-addressing hash table from `u32` keys to values (linear probing, at most half full).
+#[derive(Debug, Clone, Default)]
+struct Table<V> {
+    keys: Vec<u32>,
+    vals: Vec<V>,
+    len: usize,
+}
+
+impl<V: Copy + Default> Table<V> {
+    fn bits(&self) -> u32 {
+        self.keys.len().trailing_zeros()
+    }
+
+    fn home(&self, key: u32) -> usize {
+        // Fibonacci hashing: the top bits of key · 2^64/φ.
+        (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits())) as usize
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go. The table must have a slot.
+    fn probe(&self, key: u32) -> usize {
+        let mask = self.keys.len() - 1;
+        let mut s = self.home(key);
+        while self.keys[s] != key && self.keys[s] != EMPTY {
+            s = (s + 1) & mask;
+        }
+        s
+    }
+
+    fn get(&self, key: u32) -> Option<V> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let s = self.probe(key);
+        (self.keys[s] == key).then(|| self.vals[s])
+    }
+
+    /// The value slot of `key`, inserting `V::default()` first if it is absent (then the flag is true).
+    fn entry(&mut self, key: u32) -> (&mut V, bool) {
+        if (self.len + 1) * 2 > self.keys.len() {
+            self.grow();
+        }
+        let s = self.probe(key);
+        let inserted = self.keys[s] == EMPTY;
+        if inserted {
+            self.keys[s] = key;
+            self.vals[s] = V::default();
+            self.len += 1;
+        }
+        (&mut self.vals[s], inserted)
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.keys.len() * 2).max(8);
+        let old_keys = std::mem::replace(&mut self.keys, vec![EMPTY; cap]);
+        let old_vals = std::mem::replace(&mut self.vals, vec![V::default(); cap]);
+        for (k, v) in old_keys.into_iter().zip(old_vals) {
+            if k != EMPTY {
+                let s = self.probe(k);
+                self.keys[s] = k;
+                self.vals[s] = v;
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, V)> + '_ {
+        self.keys.iter().zip(&self.vals).filter(|(k, _)| **k != EMPTY).map(|(k, v)| (*k, *v))
+    }
+
+    fn bytes(&self) -> usize {
+        self.keys.capacity() * 4 + self.vals.capacity() * std::mem::size_of::<V>()
+    }
+}
+
+/// How [`OnlineRidge::partial_fit`] updates the weights after each sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRule {
+    /// Re-solve the active block exactly (block Gauss–Seidel); cost independent of `dim`.
+    Block,
+    /// Block step, then conjugate gradients on the whole system: the follow-the-leader solution every step.
+    Exact,
+}
+
+/// What a conjugate-gradient solve did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SolveReport {
+    /// Iterations, the most over outputs.
+    pub iterations: usize,
+    /// Final `‖B − (A + λI)W‖ / ‖B‖`, the largest over outputs (0 when `B = 0`).
+    pub rel_residual: f64,
+}
+
+/// The whole state of an [`OnlineRidge`], in a canonical order (rows by increasing feature id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RidgeState {
+    /// Feature dimension.
+    pub dim: u64,
+    /// Outputs per sample.
+    pub n_outputs: usize,
+    /// Ridge penalty `λ > 0`.
+    pub ridge: f64,
+    /// Update rule.
+    pub rule: UpdateRule,
+    /// Samples seen.
+    pub n_seen: u64,
+    /// Features ever active, strictly increasing (`n_rows` of them).
+    pub features: Vec<u32>,
+    /// CSR offsets of `A` over `features` (`n_rows + 1`).
+    pub a_indptr: Vec<i64>,
+    /// Column feature ids of `A`, strictly increasing within a row, each one of `features`.
+    pub a_indices: Vec<u32>,
+    /// Values of `A` (symmetric).
+    pub a_data: Vec<f64>,
+    /// `B`, `n_rows × n_outputs` row-major.
+    pub b: Vec<f64>,
+    /// Weights, `n_rows × n_outputs` row-major.
+    pub w: Vec<f64>,
+}
+
+/// Online ridge regression on sparse features with co-active-pair storage (see the module docs).
+#[derive(Debug, Clone)]
+pub struct OnlineRidge {
+    dim: u64,
+    n_out: usize,
+    ridge: f64,
+    rule: UpdateRule,
+    n_seen: u64,
+    /// Feature id → compact row id.
+    index: Table<u32>,
+    /// Compact row id → feature id.
+    features: Vec<u32>,
+    /// Row `r` of `A`: compact column id → value.
+    rows: Vec<Table<f64>>,
+    b: Vec<f64>,
+    w: Vec<f64>,
+    /// Per compact row: the update stamp at which it was last active.
+    mark: Vec<u64>,
+    stamp: u64,
+    scratch: Scratch,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    act: Vec<u32>,
+    val: Vec<f64>,
+    m: Vec<f64>,
+    rhs: Vec<f64>,
+}
+
+fn check_ridge(ridge: f64) -> Result<(), SparseError> {
+    if ridge.is_finite() && ridge > 0.0 {
+        Ok(())
+    } else {
+        Err(SparseError::invalid("ridge", format!("must be a finite number > 0, got {ridge}")))
+    }
+}
+
+impl OnlineRidge {
+    /// An empty model: no samples, all weights 0.
+    ///
+    /// Errors: `dim` outside `1..=2**32 - 1`, `n_outputs == 0`, `ridge` not finite and positive.
+    pub fn new(dim: u64, n_outputs: usize, ridge: f64, rule: UpdateRule) -> Result<Self, SparseError> {
+        if dim == 0 || dim > u64::from(u32::MAX) {
+            return Err(SparseError::invalid("dim", format!("must be between 1 and 2**32 - 1, got {dim}")));
+        }
+        if n_outputs == 0 {
+            return Err(SparseError::invalid("n_outputs", "must be >= 1, got 0"));
+        }
+        check_ridge(ridge)?;
+        Ok(Self {
+            dim,
+            n_out: n_outputs,
+            ridge,
+            rule,
+            n_seen: 0,
+            index: Table::default(),
+            features: Vec::new(),
+            rows: Vec::new(),
+            b: Vec::new(),
+            w: Vec::new(),
+            mark: Vec::new(),
+            stamp: 0,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Feature dimension.
+    pub fn dim(&self) -> u64 {
+        self.dim
+    }
+
+    /// Outputs per sample.
+    pub fn n_outputs(&self) -> usize {
+        self.n_out
+    }
+
+    /// Ridge penalty.
+    pub fn ridge(&self) -> f64 {
+        self.ridge
+    }
+
+    /// Update rule.
+    pub fn rule(&self) -> UpdateRule {
+        self.rule
+    }
+
+    /// Samples seen.
+    pub fn n_seen(&self) -> u64 {
+        self.n_seen
+    }
+
+    /// Features that have been active at least once.
+    pub fn n_active_features(&self) -> usize {
+        self.features.len()
+    }
+
+    /// Stored entries of `A` (co-active ordered pairs, the diagonal included).
+    pub fn nnz(&self) -> usize {
+        self.rows.iter().map(|r| r.len).sum()
+    }
+
+    /// Bytes held, by component: `index` (feature → row), `A`, `B`, `W`, `scratch`.
+    pub fn memory_usage(&self) -> Vec<(&'static str, usize)> {
+        let rows: usize = self.rows.iter().map(Table::bytes).sum::<usize>()
+            + self.rows.capacity() * std::mem::size_of::<Table<f64>>();
+        let s = &self.scratch;
+        vec![
+            ("index", self.index.bytes() + self.features.capacity() * 4 + self.mark.capacity() * 8),
+            ("A", rows),
+            ("B", self.b.capacity() * 8),
+            ("W", self.w.capacity() * 8),
+            ("scratch", s.act.capacity() * 4 + (s.val.capacity() + s.m.capacity() + s.rhs.capacity()) * 8),
+        ]
+    }
+
+    /// Change the ridge penalty; the weights are stale until the next update or [`Self::solve_exact`].
+    pub fn set_ridge(&mut self, ridge: f64) -> Result<(), SparseError> {
+        check_ridge(ridge)?;
+        self.ridge = ridge;
+        Ok(())
+    }
+
+    fn row_id(&mut self, feature: u32) -> u32 {
+        let next = self.features.len() as u32;
+        let (slot, inserted) = self.index.entry(feature);
+        if !inserted {
+            return *slot;
+        }
+        *slot = next;
+        self.features.push(feature);
+        self.rows.push(Table::default());
+        self.b.resize(self.b.len() + self.n_out, 0.0);
+        self.w.resize(self.w.len() + self.n_out, 0.0);
+        self.mark.push(0);
+        next
+    }
+
+    /// Learn from a batch: samples in row order, each one update (follow-the-leader is sequential).
+    ///
+    /// Errors: `phi` of another dimension, out-of-range/unsorted/duplicate/non-finite entries; `y` not
+    /// `(n_rows, n_outputs)` or not finite. Nothing is learned from a batch that fails validation.
+    pub fn partial_fit(&mut self, phi: &CsrView<'_>, y: ArrayView2<'_, f64>) -> Result<(), SparseError> {
+        self.check_batch(phi)?;
+        if y.dim() != (phi.n_rows(), self.n_out) {
+            return Err(SparseError::ShapeMismatch(format!(
+                "Y must have shape (n_samples, n_outputs) = ({}, {}), got {:?}",
+                phi.n_rows(),
+                self.n_out,
+                y.dim()
+            )));
+        }
+        if let Some(((row, col), v)) = y.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(SparseError::NonFiniteDense { row, col, value: *v as f32 });
+        }
+        let mut yrow = vec![0.0; self.n_out];
+        for r in 0..phi.n_rows() {
+            let (idx, val) = phi.row(r);
+            yrow.iter_mut().zip(y.row(r)).for_each(|(d, s)| *d = *s);
+            self.update_one(idx, val, &yrow)?;
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, phi: &CsrView<'_>) -> Result<(), SparseError> {
+        if phi.dim() != self.dim {
+            return Err(SparseError::ShapeMismatch(format!(
+                "phi has dim {} but the model has dim {}",
+                phi.dim(),
+                self.dim
+            )));
+        }
+        phi.check(true)
+    }
+
+    fn update_one(&mut self, idx: &[u32], val: &[f32], y: &[f64]) -> Result<(), SparseError> {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut sc = std::mem::take(&mut self.scratch);
+        sc.act.clear();
+        sc.val.clear();
+        for (&f, &v) in idx.iter().zip(val) {
+            if v != 0.0 {
+                let r = self.row_id(f);
+                sc.act.push(r);
+                sc.val.push(f64::from(v));
+            }
+        }
+        let s = sc.act.len();
+        let no = self.n_out;
+        self.n_seen += 1;
+        if s == 0 {
+            self.scratch = sc;
+            return Ok(());
+        }
+        for &r in &sc.act {
+            self.mark[r as usize] = stamp;
+        }
+        // A_SS += φφᵀ (read back into the dense block), B_S += φ yᵀ.
+        sc.m.clear();
+        sc.m.resize(s * s, 0.0);
+        for a in 0..s {
+            let ra = sc.act[a] as usize;
+            let va = sc.val[a];
+            let row = &mut self.rows[ra];
+            for c in 0..s {
+                let (e, _) = row.entry(sc.act[c]);
+                *e += va * sc.val[c];
+                sc.m[a * s + c] = *e;
+            }
+            sc.m[a * s + a] += self.ridge;
+            for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
+                *bo += va * yo;
+            }
+        }
+        // rhs = B_S − A_{S,S̄} W_S̄.
+        sc.rhs.clear();
+        sc.rhs.resize(s * no, 0.0);
+        for a in 0..s {
+            let ra = sc.act[a] as usize;
+            let out = &mut sc.rhs[a * no..(a + 1) * no];
+            out.copy_from_slice(&self.b[ra * no..(ra + 1) * no]);
+            for (k, v) in self.rows[ra].iter() {
+                let k = k as usize;
+                if self.mark[k] != stamp {
+                    for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+                        *o -= v * wk;
+                    }
+                }
+            }
+        }
+        cholesky(&mut sc.m, s)?;
+        for o in 0..no {
+            solve_cholesky(&sc.m, s, &mut sc.rhs, o, no);
+        }
+        for a in 0..s {
+            let ra = sc.act[a] as usize;
+            self.w[ra * no..(ra + 1) * no].copy_from_slice(&sc.rhs[a * no..(a + 1) * no]);
+        }
+        self.scratch = sc;
+        if self.rule == UpdateRule::Exact {
+            self.solve_exact(EXACT_TOL, 10 * self.features.len().max(10))?;
+        }
+        Ok(())
+    }
+
+    /// Predictions `φ W` for a batch, `n_rows × n_outputs` row-major; features never seen contribute 0.
+    ///
+    /// Errors: as [`Self::partial_fit`] for `phi` (duplicates and unsorted rows are allowed here).
+    pub fn predict(&self, phi: &CsrView<'_>) -> Result<Vec<f64>, SparseError> {
+        if phi.dim() != self.dim {
+            return Err(SparseError::ShapeMismatch(format!(
+                "phi has dim {} but the model has dim {}",
+                phi.dim(),
+                self.dim
+            )));
+        }
+        phi.check(false)?;
+        let no = self.n_out;
+        let mut out = vec![0.0; phi.n_rows() * no];
+        let one = |r: usize, o: &mut [f64]| {
+            let (idx, val) = phi.row(r);
+            for (&f, &v) in idx.iter().zip(val) {
+                if let Some(k) = self.index.get(f) {
+                    let k = k as usize;
+                    for (oo, wk) in o.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+                        *oo += f64::from(v) * wk;
+                    }
+                }
+            }
+        };
+        if phi.nnz() <= crate::sparse::SEQUENTIAL_MAX_NNZ {
+            out.chunks_mut(no).enumerate().for_each(|(r, o)| one(r, o));
+        } else {
+            out.par_chunks_mut(no).enumerate().for_each(|(r, o)| one(r, o));
+        }
+        Ok(out)
+    }
+
+    /// Solve `(A + λI) W = B` by Jacobi-preconditioned conjugate gradients from the current weights, until the
+    /// relative residual is `<= tol` or `max_iter` iterations (per output). The follow-the-leader oracle.
+    ///
+    /// Errors: `tol` not finite and positive, `max_iter == 0`.
+    pub fn solve_exact(&mut self, tol: f64, max_iter: usize) -> Result<SolveReport, SparseError> {
+        if !(tol.is_finite() && tol > 0.0) {
+            return Err(SparseError::invalid("tol", format!("must be a finite number > 0, got {tol}")));
+        }
+        if max_iter == 0 {
+            return Err(SparseError::invalid("max_iter", "must be >= 1, got 0"));
+        }
+        let n = self.features.len();
+        let no = self.n_out;
+        let diag: Vec<f64> =
+            self.rows.iter().enumerate().map(|(r, row)| row.get(r as u32).unwrap_or(0.0) + self.ridge).collect();
+        let mut report = SolveReport { iterations: 0, rel_residual: 0.0 };
+        let (mut x, mut bcol) = (vec![0.0; n], vec![0.0; n]);
+        for o in 0..no {
+            for (r, (xr, br)) in x.iter_mut().zip(bcol.iter_mut()).enumerate() {
+                *xr = self.w[r * no + o];
+                *br = self.b[r * no + o];
+            }
+            let (it, res) = self.cg(&diag, &bcol, &mut x, tol, max_iter);
+            for (r, xr) in x.iter().enumerate() {
+                self.w[r * no + o] = *xr;
+            }
+            report.iterations = report.iterations.max(it);
+            report.rel_residual = report.rel_residual.max(res);
+        }
+        Ok(report)
+    }
+
+    /// `out = (A + λI) p`.
+    fn matvec(&self, p: &[f64], out: &mut [f64]) {
+        let one = |(r, o): (usize, &mut f64)| {
+            let mut acc = self.ridge * p[r];
+            for (k, v) in self.rows[r].iter() {
+                acc += v * p[k as usize];
+            }
+            *o = acc;
+        };
+        if out.len() >= PAR_ROWS {
+            out.par_iter_mut().enumerate().for_each(one);
+        } else {
+            out.iter_mut().enumerate().for_each(one);
+        }
+    }
+
+    fn cg(&self, diag: &[f64], b: &[f64], x: &mut [f64], tol: f64, max_iter: usize) -> (usize, f64) {
+        let n = b.len();
+        let bnorm = dot(b, b).sqrt();
+        if bnorm == 0.0 {
+            x.fill(0.0);
+            return (0, 0.0);
+        }
+        let mut q = vec![0.0; n];
+        self.matvec(x, &mut q);
+        let mut r: Vec<f64> = b.iter().zip(&q).map(|(b, q)| b - q).collect();
+        let mut rnorm = dot(&r, &r).sqrt();
+        if rnorm <= tol * bnorm {
+            return (0, rnorm / bnorm);
+        }
+        let mut z: Vec<f64> = r.iter().zip(diag).map(|(r, d)| r / d).collect();
+        let mut p = z.clone();
+        let mut rz = dot(&r, &z);
+        for it in 1..=max_iter {
+            self.matvec(&p, &mut q);
+            let pq = dot(&p, &q);
+            if pq <= 0.0 {
+                return (it, rnorm / bnorm);
+            }
+            let alpha = rz / pq;
+            for i in 0..n {
+                x[i] += alpha * p[i];
+                r[i] -= alpha * q[i];
+            }
+            rnorm = dot(&r, &r).sqrt();
+            if rnorm <= tol * bnorm {
+                return (it, rnorm / bnorm);
+            }
+            for i in 0..n {
+                z[i] = r[i] / diag[i];
+            }
+            let rz_new = dot(&r, &z);
+            let beta = rz_new / rz;
+            rz = rz_new;
+            for i in 0..n {
+                p[i] = z[i] + beta * p[i];
+            }
+        }
+        (max_iter, rnorm / bnorm)
+    }
+
+    /// The state in canonical order (rows and columns by increasing feature id).
+    pub fn state(&self) -> RidgeState {
+        let n = self.features.len();
+        let no = self.n_out;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by_key(|&r| self.features[r as usize]);
+        let mut a_indptr = Vec::with_capacity(n + 1);
+        a_indptr.push(0i64);
+        let (mut a_indices, mut a_data) = (Vec::with_capacity(self.nnz()), Vec::with_capacity(self.nnz()));
+        let (mut b, mut w) = (Vec::with_capacity(n * no), Vec::with_capacity(n * no));
+        let mut entries: Vec<(u32, f64)> = Vec::new();
+        for &r in &order {
+            let r = r as usize;
+            entries.clear();
+            entries.extend(self.rows[r].iter().map(|(k, v)| (self.features[k as usize], v)));
+            entries.sort_unstable_by_key(|e| e.0);
+            a_indices.extend(entries.iter().map(|e| e.0));
+            a_data.extend(entries.iter().map(|e| e.1));
+            a_indptr.push(a_indices.len() as i64);
+            b.extend_from_slice(&self.b[r * no..(r + 1) * no]);
+            w.extend_from_slice(&self.w[r * no..(r + 1) * no]);
+        }
+        RidgeState {
+            dim: self.dim,
+            n_outputs: no,
+            ridge: self.ridge,
+            rule: self.rule,
+            n_seen: self.n_seen,
+            features: order.iter().map(|&r| self.features[r as usize]).collect(),
+            a_indptr,
+            a_indices,
+            a_data,
+            b,
+            w,
+        }
+    }
+
+    /// Rebuild a model from a [`RidgeState`], checking everything (a corrupted checkpoint is an error, never
+    /// a wrong model).
+    ///
+    /// Errors: `InvalidArgument` naming `state` and the problem (lengths, order, ranges, finiteness, asymmetry).
+    pub fn from_state(st: &RidgeState) -> Result<Self, SparseError> {
+        let bad = |msg: String| SparseError::invalid("state", msg);
+        let mut m = Self::new(st.dim, st.n_outputs, st.ridge, st.rule)?;
+        let n = st.features.len();
+        let no = st.n_outputs;
+        if st.features.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad("features must be strictly increasing".into()));
+        }
+        if let Some(&f) = st.features.last() {
+            if u64::from(f) >= st.dim {
+                return Err(bad(format!("feature {f} is out of range for dim {}", st.dim)));
+            }
+        }
+        if st.a_indptr.len() != n + 1 || st.a_indptr.first() != Some(&0) {
+            return Err(bad(format!("A's indptr must have {} entries starting at 0", n + 1)));
+        }
+        if st.a_indptr.windows(2).any(|w| w[1] < w[0])
+            || usize::try_from(st.a_indptr[n]).ok() != Some(st.a_indices.len())
+            || st.a_indices.len() != st.a_data.len()
+        {
+            return Err(bad("A's indptr, indices and data are inconsistent".into()));
+        }
+        if st.b.len() != n * no || st.w.len() != n * no {
+            return Err(bad(format!("B and W must each hold n_features * n_outputs = {} values", n * no)));
+        }
+        if st.a_data.iter().chain(&st.b).chain(&st.w).any(|v| !v.is_finite()) {
+            return Err(bad("A, B and W must be finite".into()));
+        }
+        for (r, &f) in st.features.iter().enumerate() {
+            *m.index.entry(f).0 = r as u32;
+        }
+        m.features.clone_from(&st.features);
+        m.rows = Vec::with_capacity(n);
+        for r in 0..n {
+            let (lo, hi) = (st.a_indptr[r] as usize, st.a_indptr[r + 1] as usize);
+            let cols = &st.a_indices[lo..hi];
+            if cols.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad(format!("row {r} of A is not strictly increasing")));
+            }
+            let mut row = Table::default();
+            for (&c, &v) in cols.iter().zip(&st.a_data[lo..hi]) {
+                let Some(k) = m.index.get(c) else {
+                    return Err(bad(format!("A has an entry in column {c}, which is not one of the features")));
+                };
+                *row.entry(k).0 = v;
+            }
+            m.rows.push(row);
+        }
+        for r in 0..n {
+            for (k, v) in m.rows[r].iter() {
+                if m.rows[k as usize].get(r as u32) != Some(v) {
+                    return Err(bad(format!(
+                        "A is not symmetric at features ({}, {})",
+                        m.features[r], m.features[k as usize]
+                    )));
+                }
+            }
+        }
+        m.b.clone_from(&st.b);
+        m.w.clone_from(&st.w);
+        m.mark = vec![0; n];
+        m.n_seen = st.n_seen;
+        Ok(m)
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// In-place lower Cholesky factor of the `s × s` row-major SPD matrix `m` (upper triangle left as is).
+fn cholesky(m: &mut [f64], s: usize) -> Result<(), SparseError> {
+    for j in 0..s {
+        let (head, tail) = m.split_at_mut(j * s);
+        let rowj = &mut tail[..s];
+        // Row j: L[j,k] for k < j, then the diagonal.
+        for k in 0..j {
+            let rowk = &head[k * s..k * s + k];
+            let v = (rowj[k] - dot(&rowj[..k], rowk)) / head[k * s + k];
+            rowj[k] = v;
+        }
+        let d = rowj[j] - dot(&rowj[..j], &rowj[..j]);
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(SparseError::invalid(
+                "ridge",
+                format!("the active block is not positive definite (pivot {d:e}); increase ridge"),
+            ));
+        }
+        rowj[j] = d.sqrt();
+    }
+    Ok(())
+}
+
+/// Solve `L Lᵀ x = rhs[:, o]` in place for column `o` of the `s × no` row-major `rhs`.
+fn solve_cholesky(l: &[f64], s: usize, rhs: &mut [f64], o: usize, no: usize) {
+    for i in 0..s {
+        let mut v = rhs[i * no + o];
+        for k in 0..i {
+            v -= l[i * s + k] * rhs[k * no + o];
+        }
+        rhs[i * no + o] = v / l[i * s + i];
+    }
+    for i in (0..s).rev() {
+        let mut v = rhs[i * no + o];
+        for k in i + 1..s {
+            v -= l[k * s + i] * rhs[k * no + o];
+        }
+        rhs[i * no + o] = v / l[i * s + i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sparse::Csr;
+    use ndarray::Array2;
+    use proptest::prelude::*;
+
+    /// Dense ridge by Gauss–Jordan elimination with partial pivoting: W = (ΦᵀΦ + λI)⁻¹ ΦᵀY.
+    fn dense_ridge(phi: &[Vec<f64>], y: &[Vec<f64>], dim: usize, no: usize, lam: f64) -> Vec<Vec<f64>> {
+        let mut a = vec![vec![0.0; dim + no]; dim];
+        for (p, yy) in phi.iter().zip(y) {
+            for i in 0..dim {
+                for j in 0..dim {
+                    a[i][j] += p[i] * p[j];
+                }
+                for o in 0..no {
+                    a[i][dim + o] += p[i] * yy[o];
+                }
+            }
+        }
+        for (i, row) in a.iter_mut().enumerate() {
+            row[i] += lam;
+        }
+        for c in 0..dim {
+            let piv = (c..dim).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
+            a.swap(c, piv);
+            for r in 0..dim {
+                if r != c {
+                    let f = a[r][c] / a[c][c];
+                    let pivot_row = a[c].clone();
+                    for (v, p) in a[r].iter_mut().zip(&pivot_row).skip(c) {
+                        *v -= f * p;
+                    }
+                }
+            }
+        }
+        (0..dim).map(|i| (0..no).map(|o| a[i][dim + o] / a[i][i]).collect()).collect()
+    }
+
+    fn batch(rows: &[Vec<(u32, f32)>]) -> Csr {
+        let mut c = Csr { indptr: vec![0], ..Csr::default() };
+        for r in rows {
+            c.indices.extend(r.iter().map(|e| e.0));
+            c.data.extend(r.iter().map(|e| e.1));
+            c.indptr.push(c.indices.len() as i64);
+        }
+        c
+    }
+
+    fn rows_strategy(dim: u32) -> impl Strategy<Value = Vec<Vec<(u32, f32)>>> {
+        proptest::collection::vec(
+            proptest::collection::btree_map(0..dim, 0.05f32..1.0, 0..6).prop_map(|m| m.into_iter().collect()),
+            1..12,
+        )
+    }
+
+    fn dense_rows(rows: &[Vec<(u32, f32)>], dim: usize) -> Vec<Vec<f64>> {
+        rows.iter()
+            .map(|r| {
+                let mut d = vec![0.0; dim];
+                for &(i, v) in r {
+                    d[i as usize] = f64::from(v);
+                }
+                d
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn exact_rule_is_follow_the_leader_every_step(
+            rows in rows_strategy(10), ys in proptest::collection::vec(-2.0f64..2.0, 24), lam in 0.05f64..2.0,
+        ) {
+            let dim = 10usize;
+            let mut m = OnlineRidge::new(dim as u64, 2, lam, UpdateRule::Exact).expect("new");
+            let dense = dense_rows(&rows, dim);
+            let y: Vec<Vec<f64>> = (0..rows.len()).map(|i| vec![ys[2 * i], ys[2 * i + 1]]).collect();
+            for t in 0..rows.len() {
+                let one = batch(&rows[t..=t]);
+                let yt = Array2::from_shape_vec((1, 2), y[t].clone()).expect("shape");
+                m.partial_fit(&one.view(dim as u64).expect("view"), yt.view()).expect("fit");
+                let want = dense_ridge(&dense[..=t], &y[..=t], dim, 2, lam);
+                let probe = batch(&(0..dim as u32).map(|i| vec![(i, 1.0)]).collect::<Vec<_>>());
+                let got = m.predict(&probe.view(dim as u64).expect("view")).expect("predict");
+                for i in 0..dim {
+                    for o in 0..2 {
+                        prop_assert!((got[i * 2 + o] - want[i][o]).abs() <= 1e-7 * (1.0 + want[i][o].abs()),
+                            "step {} w[{}][{}] = {} vs {}", t, i, o, got[i * 2 + o], want[i][o]);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn block_rule_then_solve_exact_is_ridge(
+            rows in rows_strategy(12), ys in proptest::collection::vec(-2.0f64..2.0, 12), lam in 0.05f64..2.0,
+        ) {
+            let dim = 12usize;
+            let mut m = OnlineRidge::new(dim as u64, 1, lam, UpdateRule::Block).expect("new");
+            let c = batch(&rows);
+            let y = Array2::from_shape_vec((rows.len(), 1), ys[..rows.len()].to_vec()).expect("shape");
+            m.partial_fit(&c.view(dim as u64).expect("view"), y.view()).expect("fit");
+            let rep = m.solve_exact(1e-12, 1000).expect("solve");
+            prop_assert!(rep.rel_residual <= 1e-12);
+            let yv: Vec<Vec<f64>> = ys[..rows.len()].iter().map(|&v| vec![v]).collect();
+            let want = dense_ridge(&dense_rows(&rows, dim), &yv, dim, 1, lam);
+            let st = m.state();
+            for (r, &f) in st.features.iter().enumerate() {
+                prop_assert!((st.w[r] - want[f as usize][0]).abs() <= 1e-8 * (1.0 + want[f as usize][0].abs()));
+            }
+            // Round trip through the state.
+            let back = OnlineRidge::from_state(&st).expect("from_state");
+            prop_assert_eq!(back.state(), st);
+        }
+    }
+
+    #[test]
+    fn single_sample_block_step_is_exact() {
+        // With one sample, the block step solves the whole (active) system.
+        let mut m = OnlineRidge::new(5, 1, 0.5, UpdateRule::Block).expect("new");
+        let c = batch(&[vec![(1, 1.0), (3, 2.0)]]);
+        let y = Array2::from_elem((1, 1), 3.0);
+        m.partial_fit(&c.view(5).expect("view"), y.view()).expect("fit");
+        // W = φ y / (|φ|² + λ) along φ: w1 = 3/(5.5), w3 = 6/5.5.
+        let st = m.state();
+        assert_eq!(st.features, vec![1, 3]);
+        assert!((st.w[0] - 3.0 / 5.5).abs() < 1e-12 && (st.w[1] - 6.0 / 5.5).abs() < 1e-12);
+        assert_eq!(m.nnz(), 4);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_and_learns_nothing() {
+        let mut m = OnlineRidge::new(5, 1, 1.0, UpdateRule::Block).expect("new");
+        let y = Array2::from_elem((1, 1), 1.0);
+        let oob = batch(&[vec![(7, 1.0)]]);
+        assert!(matches!(
+            m.partial_fit(&oob.view(5).expect("view"), y.view()),
+            Err(SparseError::IndexOutOfRange { .. })
+        ));
+        let c = batch(&[vec![(1, 1.0)]]);
+        let y2 = Array2::from_elem((2, 1), 1.0);
+        assert!(matches!(m.partial_fit(&c.view(5).expect("view"), y2.view()), Err(SparseError::ShapeMismatch(_))));
+        let ynan = Array2::from_elem((1, 1), f64::NAN);
+        assert!(m.partial_fit(&c.view(5).expect("view"), ynan.view()).is_err());
+        assert_eq!(m.n_seen(), 0);
+        assert!(OnlineRidge::new(5, 1, 0.0, UpdateRule::Block).is_err());
+        assert!(OnlineRidge::new(0, 1, 1.0, UpdateRule::Block).is_err());
+        let mut st = m.state();
+        st.features = vec![3, 1];
+        st.a_indptr = vec![0, 0, 0];
+        assert!(OnlineRidge::from_state(&st).is_err());
+    }
+
+    #[test]
+    fn asymmetric_state_is_rejected() {
+        let mut m = OnlineRidge::new(5, 1, 1.0, UpdateRule::Block).expect("new");
+        let c = batch(&[vec![(1, 1.0), (2, 0.5)]]);
+        m.partial_fit(&c.view(5).expect("view"), Array2::from_elem((1, 1), 1.0).view()).expect("fit");
+        let mut st = m.state();
+        st.a_data[1] += 1.0;
+        assert!(matches!(OnlineRidge::from_state(&st), Err(SparseError::InvalidArgument { arg: "state", .. })));
+    }
+}
