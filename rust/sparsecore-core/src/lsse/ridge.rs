@@ -97,12 +97,44 @@ impl<V: Copy + Default> Table<V> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (u32, V)> + '_ {
-        self.keys.iter().zip(&self.vals).filter(|(k, _)| **k != EMPTY).map(|(k, v)| (*k, *v))
+    fn bytes(&self) -> usize {
+        self.keys.capacity() * 4 + self.vals.capacity() * std::mem::size_of::<V>()
+    }
+}
+
+/// One row of `A`: entries in insertion order (dense, for fast sweeps) plus a hash from column to position.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    cols: Vec<u32>,
+    vals: Vec<f64>,
+    pos: Table<u32>,
+}
+
+impl Row {
+    fn entry(&mut self, col: u32) -> &mut f64 {
+        let (p, inserted) = self.pos.entry(col);
+        if inserted {
+            *p = self.cols.len() as u32;
+            self.cols.push(col);
+            self.vals.push(0.0);
+        }
+        &mut self.vals[*p as usize]
+    }
+
+    fn get(&self, col: u32) -> Option<f64> {
+        self.pos.get(col).map(|p| self.vals[p as usize])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
+        self.cols.iter().copied().zip(self.vals.iter().copied())
+    }
+
+    fn len(&self) -> usize {
+        self.cols.len()
     }
 
     fn bytes(&self) -> usize {
-        self.keys.capacity() * 4 + self.vals.capacity() * std::mem::size_of::<V>()
+        self.cols.capacity() * 4 + self.vals.capacity() * 8 + self.pos.bytes()
     }
 }
 
@@ -164,12 +196,9 @@ pub struct OnlineRidge {
     /// Compact row id → feature id.
     features: Vec<u32>,
     /// Row `r` of `A`: compact column id → value.
-    rows: Vec<Table<f64>>,
+    rows: Vec<Row>,
     b: Vec<f64>,
     w: Vec<f64>,
-    /// Per compact row: the update stamp at which it was last active.
-    mark: Vec<u64>,
-    stamp: u64,
     scratch: Scratch,
 }
 
@@ -212,8 +241,6 @@ impl OnlineRidge {
             rows: Vec::new(),
             b: Vec::new(),
             w: Vec::new(),
-            mark: Vec::new(),
-            stamp: 0,
             scratch: Scratch::default(),
         })
     }
@@ -250,16 +277,16 @@ impl OnlineRidge {
 
     /// Stored entries of `A` (co-active ordered pairs, the diagonal included).
     pub fn nnz(&self) -> usize {
-        self.rows.iter().map(|r| r.len).sum()
+        self.rows.iter().map(Row::len).sum()
     }
 
     /// Bytes held, by component: `index` (feature → row), `A`, `B`, `W`, `scratch`.
     pub fn memory_usage(&self) -> Vec<(&'static str, usize)> {
-        let rows: usize = self.rows.iter().map(Table::bytes).sum::<usize>()
-            + self.rows.capacity() * std::mem::size_of::<Table<f64>>();
+        let rows: usize =
+            self.rows.iter().map(Row::bytes).sum::<usize>() + self.rows.capacity() * std::mem::size_of::<Row>();
         let s = &self.scratch;
         vec![
-            ("index", self.index.bytes() + self.features.capacity() * 4 + self.mark.capacity() * 8),
+            ("index", self.index.bytes() + self.features.capacity() * 4),
             ("A", rows),
             ("B", self.b.capacity() * 8),
             ("W", self.w.capacity() * 8),
@@ -282,10 +309,9 @@ impl OnlineRidge {
         }
         *slot = next;
         self.features.push(feature);
-        self.rows.push(Table::default());
+        self.rows.push(Row::default());
         self.b.resize(self.b.len() + self.n_out, 0.0);
         self.w.resize(self.w.len() + self.n_out, 0.0);
-        self.mark.push(0);
         next
     }
 
@@ -327,8 +353,6 @@ impl OnlineRidge {
     }
 
     fn update_one(&mut self, idx: &[u32], val: &[f32], y: &[f64]) -> Result<(), SparseError> {
-        self.stamp += 1;
-        let stamp = self.stamp;
         let mut sc = std::mem::take(&mut self.scratch);
         sc.act.clear();
         sc.val.clear();
@@ -346,9 +370,6 @@ impl OnlineRidge {
             self.scratch = sc;
             return Ok(());
         }
-        for &r in &sc.act {
-            self.mark[r as usize] = stamp;
-        }
         // A_SS += φφᵀ (read back into the dense block), B_S += φ yᵀ.
         sc.m.clear();
         sc.m.resize(s * s, 0.0);
@@ -357,30 +378,50 @@ impl OnlineRidge {
             let va = sc.val[a];
             let row = &mut self.rows[ra];
             for c in 0..s {
-                let (e, _) = row.entry(sc.act[c]);
+                let e = row.entry(sc.act[c]);
                 *e += va * sc.val[c];
                 sc.m[a * s + c] = *e;
             }
-            sc.m[a * s + a] += self.ridge;
             for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
                 *bo += va * yo;
             }
         }
-        // rhs = B_S − A_{S,S̄} W_S̄.
+        // rhs = B_S − A_{S,S̄} W_S̄ = B_S − A_{S,:} W + A_SS W_S: one branch-free sweep over each active row,
+        // then the block's own part added back from the dense block (before the ridge goes on its diagonal).
         sc.rhs.clear();
         sc.rhs.resize(s * no, 0.0);
         for a in 0..s {
             let ra = sc.act[a] as usize;
             let out = &mut sc.rhs[a * no..(a + 1) * no];
             out.copy_from_slice(&self.b[ra * no..(ra + 1) * no]);
-            for (k, v) in self.rows[ra].iter() {
-                let k = k as usize;
-                if self.mark[k] != stamp {
+            let row = &self.rows[ra];
+            if no == 1 {
+                let mut acc = 0.0;
+                for (&k, &v) in row.cols.iter().zip(&row.vals) {
+                    acc += v * self.w[k as usize];
+                }
+                for c in 0..s {
+                    acc -= sc.m[a * s + c] * self.w[sc.act[c] as usize];
+                }
+                out[0] -= acc;
+            } else {
+                for (k, v) in row.iter() {
+                    let k = k as usize;
                     for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
                         *o -= v * wk;
                     }
                 }
+                for c in 0..s {
+                    let k = sc.act[c] as usize;
+                    let v = sc.m[a * s + c];
+                    for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+                        *o += v * wk;
+                    }
+                }
             }
+        }
+        for a in 0..s {
+            sc.m[a * s + a] += self.ridge;
         }
         cholesky(&mut sc.m, s)?;
         for o in 0..no {
@@ -603,12 +644,12 @@ impl OnlineRidge {
             if cols.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(bad(format!("row {r} of A is not strictly increasing")));
             }
-            let mut row = Table::default();
+            let mut row = Row::default();
             for (&c, &v) in cols.iter().zip(&st.a_data[lo..hi]) {
                 let Some(k) = m.index.get(c) else {
                     return Err(bad(format!("A has an entry in column {c}, which is not one of the features")));
                 };
-                *row.entry(k).0 = v;
+                *row.entry(k) = v;
             }
             m.rows.push(row);
         }
@@ -624,7 +665,6 @@ impl OnlineRidge {
         }
         m.b.clone_from(&st.b);
         m.w.clone_from(&st.w);
-        m.mark = vec![0; n];
         m.n_seen = st.n_seen;
         Ok(m)
     }
