@@ -33,108 +33,208 @@ const PAR_ROWS: usize = 4096;
 /// Relative residual `‖B − (A + λI)W‖ / ‖B‖` at which [`UpdateRule::Exact`] stops its conjugate gradients.
 pub const EXACT_TOL: f64 = 1e-10;
 
-/// An open-addressing hash table from `u32` keys to values (linear probing, at most half full).
+/// An open-addressing hash table from `u32` keys to values (linear probing, at most half full). Key and value
+/// share a slot, so a lookup touches one cache line.
 #[derive(Debug, Clone, Default)]
 struct Table<V> {
-    keys: Vec<u32>,
-    vals: Vec<V>,
+    slots: Vec<(u32, V)>,
     len: usize,
 }
 
 impl<V: Copy + Default> Table<V> {
-    fn bits(&self) -> u32 {
-        self.keys.len().trailing_zeros()
-    }
-
     fn home(&self, key: u32) -> usize {
         // Fibonacci hashing: the top bits of key · 2^64/φ.
-        (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits())) as usize
+        let bits = self.slots.len().trailing_zeros();
+        (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
     }
 
     /// The slot holding `key`, or the empty slot where it would go. The table must have a slot.
     fn probe(&self, key: u32) -> usize {
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut s = self.home(key);
-        while self.keys[s] != key && self.keys[s] != EMPTY {
+        loop {
+            let k = self.slots[s].0;
+            if k == key || k == EMPTY {
+                return s;
+            }
             s = (s + 1) & mask;
         }
-        s
     }
 
     fn get(&self, key: u32) -> Option<V> {
-        if self.keys.is_empty() {
+        if self.slots.is_empty() {
             return None;
         }
-        let s = self.probe(key);
-        (self.keys[s] == key).then(|| self.vals[s])
+        let slot = self.slots[self.probe(key)];
+        (slot.0 == key).then_some(slot.1)
     }
 
     /// The value slot of `key`, inserting `V::default()` first if it is absent (then the flag is true).
     fn entry(&mut self, key: u32) -> (&mut V, bool) {
-        if (self.len + 1) * 2 > self.keys.len() {
+        if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let s = self.probe(key);
-        let inserted = self.keys[s] == EMPTY;
+        let inserted = self.slots[s].0 == EMPTY;
         if inserted {
-            self.keys[s] = key;
-            self.vals[s] = V::default();
+            self.slots[s] = (key, V::default());
             self.len += 1;
         }
-        (&mut self.vals[s], inserted)
+        (&mut self.slots[s].1, inserted)
     }
 
     fn grow(&mut self) {
-        let cap = (self.keys.len() * 2).max(8);
-        let old_keys = std::mem::replace(&mut self.keys, vec![EMPTY; cap]);
-        let old_vals = std::mem::replace(&mut self.vals, vec![V::default(); cap]);
-        for (k, v) in old_keys.into_iter().zip(old_vals) {
-            if k != EMPTY {
-                let s = self.probe(k);
-                self.keys[s] = k;
-                self.vals[s] = v;
+        let cap = (self.slots.len() * 2).max(8);
+        let old = std::mem::replace(&mut self.slots, vec![(EMPTY, V::default()); cap]);
+        for slot in old {
+            if slot.0 != EMPTY {
+                let s = self.probe(slot.0);
+                self.slots[s] = slot;
             }
         }
     }
 
     fn bytes(&self) -> usize {
-        self.keys.capacity() * 4 + self.vals.capacity() * std::mem::size_of::<V>()
+        self.slots.capacity() * std::mem::size_of::<(u32, V)>()
     }
 }
 
-/// One row of `A`: entries in insertion order (dense, for fast sweeps) plus a hash from column to position.
-#[derive(Debug, Clone, Default)]
-struct Row {
-    cols: Vec<u32>,
-    vals: Vec<f64>,
-    pos: Table<u32>,
+/// A sparse row turns dense once it holds at least `1/DENSIFY` of all rows' columns: a dense entry costs 8 bytes
+/// and one direct access, a sparse one ~30 bytes (value, column, hash slot) and a hashed access.
+const DENSIFY: usize = 3;
+/// A dense row that must grow turns sparse again if it holds fewer than `1/SPARSIFY` of the columns (the gap
+/// between the two thresholds keeps rows from flipping back and forth).
+const SPARSIFY: usize = 6;
+
+/// One row of `A`, in one of two layouts chosen by its density.
+#[derive(Debug, Clone)]
+enum Row {
+    /// Entries in insertion order (dense arrays, for fast sweeps) plus a hash from column to position.
+    Sparse { cols: Vec<u32>, vals: Vec<f64>, pos: Table<u32> },
+    /// Values indexed by column (`vals.len()` may lag behind the number of rows: missing columns are 0); `nnz`
+    /// counts the entries that became non-zero.
+    Dense { vals: Vec<f64>, nnz: usize },
+}
+
+impl Default for Row {
+    fn default() -> Self {
+        Row::Sparse { cols: Vec::new(), vals: Vec::new(), pos: Table::default() }
+    }
 }
 
 impl Row {
-    fn entry(&mut self, col: u32) -> &mut f64 {
-        let (p, inserted) = self.pos.entry(col);
-        if inserted {
-            *p = self.cols.len() as u32;
-            self.cols.push(col);
-            self.vals.push(0.0);
+    /// `A[row, col] += delta`, returning the new value; `n_rows` is the current number of rows (columns).
+    fn add(&mut self, col: u32, delta: f64, n_rows: usize) -> f64 {
+        let c = col as usize;
+        match self {
+            Row::Dense { vals, nnz } => {
+                if c >= vals.len() {
+                    if *nnz * SPARSIFY < n_rows {
+                        self.sparsify();
+                        return self.add(col, delta, n_rows);
+                    }
+                    vals.resize(n_rows.max(c + 1), 0.0);
+                }
+                let old = vals[c];
+                vals[c] = old + delta;
+                if old == 0.0 && vals[c] != 0.0 {
+                    *nnz += 1;
+                }
+                vals[c]
+            }
+            Row::Sparse { cols, vals, pos } => {
+                let (p, inserted) = pos.entry(col);
+                if inserted {
+                    *p = cols.len() as u32;
+                    cols.push(col);
+                    vals.push(0.0);
+                }
+                let p = *p as usize;
+                vals[p] += delta;
+                let v = vals[p];
+                if inserted && cols.len() * DENSIFY >= n_rows {
+                    self.densify(n_rows);
+                }
+                v
+            }
         }
-        &mut self.vals[*p as usize]
+    }
+
+    fn densify(&mut self, n_rows: usize) {
+        if let Row::Sparse { cols, vals, .. } = self {
+            let mut dense = vec![0.0; n_rows];
+            let mut nnz = 0;
+            for (&c, &v) in cols.iter().zip(vals.iter()) {
+                dense[c as usize] = v;
+                nnz += usize::from(v != 0.0);
+            }
+            *self = Row::Dense { vals: dense, nnz };
+        }
+    }
+
+    fn sparsify(&mut self) {
+        if let Row::Dense { vals, .. } = self {
+            let mut row = Row::default();
+            if let Row::Sparse { cols, vals: sv, pos } = &mut row {
+                for (c, &v) in vals.iter().enumerate() {
+                    if v != 0.0 {
+                        *pos.entry(c as u32).0 = cols.len() as u32;
+                        cols.push(c as u32);
+                        sv.push(v);
+                    }
+                }
+            }
+            *self = row;
+        }
     }
 
     fn get(&self, col: u32) -> Option<f64> {
-        self.pos.get(col).map(|p| self.vals[p as usize])
+        match self {
+            Row::Sparse { vals, pos, .. } => pos.get(col).map(|p| vals[p as usize]),
+            Row::Dense { vals, .. } => vals.get(col as usize).copied().filter(|v| *v != 0.0),
+        }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
-        self.cols.iter().copied().zip(self.vals.iter().copied())
+    /// Stored entries (a dense row's zeros are not entries).
+    fn for_each(&self, mut f: impl FnMut(u32, f64)) {
+        match self {
+            Row::Sparse { cols, vals, .. } => cols.iter().zip(vals).for_each(|(&c, &v)| f(c, v)),
+            Row::Dense { vals, .. } => {
+                for (c, &v) in vals.iter().enumerate() {
+                    if v != 0.0 {
+                        f(c as u32, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Σ_k A[row, k] p[k]` for a vector `p` with one entry per row.
+    fn dot(&self, p: &[f64]) -> f64 {
+        match self {
+            Row::Sparse { cols, vals, .. } => {
+                let mut acc = 0.0;
+                for (&k, &v) in cols.iter().zip(vals) {
+                    acc += v * p[k as usize];
+                }
+                acc
+            }
+            Row::Dense { vals, .. } => dot(vals, &p[..vals.len()]),
+        }
     }
 
     fn len(&self) -> usize {
-        self.cols.len()
+        match self {
+            Row::Sparse { cols, .. } => cols.len(),
+            Row::Dense { nnz, .. } => *nnz,
+        }
     }
 
     fn bytes(&self) -> usize {
-        self.cols.capacity() * 4 + self.vals.capacity() * 8 + self.pos.bytes()
+        match self {
+            Row::Sparse { cols, vals, pos } => cols.capacity() * 4 + vals.capacity() * 8 + pos.bytes(),
+            Row::Dense { vals, .. } => vals.capacity() * 8,
+        }
     }
 }
 
@@ -371,6 +471,7 @@ impl OnlineRidge {
             return Ok(());
         }
         // A_SS += φφᵀ (read back into the dense block), B_S += φ yᵀ.
+        let n_rows = self.features.len();
         sc.m.clear();
         sc.m.resize(s * s, 0.0);
         for a in 0..s {
@@ -378,9 +479,7 @@ impl OnlineRidge {
             let va = sc.val[a];
             let row = &mut self.rows[ra];
             for c in 0..s {
-                let e = row.entry(sc.act[c]);
-                *e += va * sc.val[c];
-                sc.m[a * s + c] = *e;
+                sc.m[a * s + c] = row.add(sc.act[c], va * sc.val[c], n_rows);
             }
             for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
                 *bo += va * yo;
@@ -396,21 +495,18 @@ impl OnlineRidge {
             out.copy_from_slice(&self.b[ra * no..(ra + 1) * no]);
             let row = &self.rows[ra];
             if no == 1 {
-                let mut acc = 0.0;
-                for (&k, &v) in row.cols.iter().zip(&row.vals) {
-                    acc += v * self.w[k as usize];
-                }
+                let mut acc = row.dot(&self.w);
                 for c in 0..s {
                     acc -= sc.m[a * s + c] * self.w[sc.act[c] as usize];
                 }
                 out[0] -= acc;
             } else {
-                for (k, v) in row.iter() {
+                row.for_each(|k, v| {
                     let k = k as usize;
                     for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
                         *o -= v * wk;
                     }
-                }
+                });
                 for c in 0..s {
                     let k = sc.act[c] as usize;
                     let v = sc.m[a * s + c];
@@ -506,11 +602,7 @@ impl OnlineRidge {
     /// `out = (A + λI) p`.
     fn matvec(&self, p: &[f64], out: &mut [f64]) {
         let one = |(r, o): (usize, &mut f64)| {
-            let mut acc = self.ridge * p[r];
-            for (k, v) in self.rows[r].iter() {
-                acc += v * p[k as usize];
-            }
-            *o = acc;
+            *o = self.ridge * p[r] + self.rows[r].dot(p);
         };
         if out.len() >= PAR_ROWS {
             out.par_iter_mut().enumerate().for_each(one);
@@ -578,7 +670,7 @@ impl OnlineRidge {
         for &r in &order {
             let r = r as usize;
             entries.clear();
-            entries.extend(self.rows[r].iter().map(|(k, v)| (self.features[k as usize], v)));
+            self.rows[r].for_each(|k, v| entries.push((self.features[k as usize], v)));
             entries.sort_unstable_by_key(|e| e.0);
             a_indices.extend(entries.iter().map(|e| e.0));
             a_data.extend(entries.iter().map(|e| e.1));
@@ -649,18 +741,22 @@ impl OnlineRidge {
                 let Some(k) = m.index.get(c) else {
                     return Err(bad(format!("A has an entry in column {c}, which is not one of the features")));
                 };
-                *row.entry(k) = v;
+                row.add(k, v, n);
             }
             m.rows.push(row);
         }
         for r in 0..n {
-            for (k, v) in m.rows[r].iter() {
-                if m.rows[k as usize].get(r as u32) != Some(v) {
-                    return Err(bad(format!(
-                        "A is not symmetric at features ({}, {})",
-                        m.features[r], m.features[k as usize]
-                    )));
+            let mut asym = None;
+            m.rows[r].for_each(|k, v| {
+                if asym.is_none() && m.rows[k as usize].get(r as u32).unwrap_or(0.0).to_bits() != v.to_bits() {
+                    asym = Some(k);
                 }
+            });
+            if let Some(k) = asym {
+                return Err(bad(format!(
+                    "A is not symmetric at features ({}, {})",
+                    m.features[r], m.features[k as usize]
+                )));
             }
         }
         m.b.clone_from(&st.b);
