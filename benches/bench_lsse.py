@@ -14,7 +14,7 @@ old regions, where networks trained online with SGD forget. Three parts, all in 
    open loop for 30 steps from held-out states of all energies against the true simulator.
 3. **Speed.** Per-update time of OnlineRidge at a fixed 200 active features (50 groups, bin_dim 2) as ``dim`` grows
    from ~10³ to ~10⁶, single-threaded; batched predictions per second on 1 and 2 threads; memory against the dense
-   ``dim²`` matrix. Anchor: dense recursive least squares (Sherman–Morrison on ``(A + λI)⁻¹``, numpy, exploiting
+   ``dim²`` matrix. Anchor: dense recursive least squares (Sherman-Morrison on ``(A + λI)⁻¹``, numpy, exploiting
    the sparse input for ``Pφ``) at the ``dim`` it can hold; it computes the same follow-the-leader solution.
 
 Writes ``benches/results/lsse.json``, ``benches/results/lsse.png`` and regenerates ``benches/RESULTS.md``.
@@ -23,6 +23,7 @@ Writes ``benches/results/lsse.json``, ``benches/results/lsse.png`` and regenerat
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -45,7 +46,6 @@ from _common import (
     regenerate_results_md,
     write_results,
 )
-
 from sparsecore.lsse import LsseEncoder, LsseRegressor, OnlineRidge
 
 F64 = NDArray[np.float64]
@@ -154,7 +154,7 @@ def wave(x: F64) -> F64:
 def covariate_shift(n_per_region: int, batch: int) -> dict[str, Any]:
     rng = np.random.default_rng(SEED)
     edges = np.linspace(-1, 1, 6)
-    regions = list(zip(edges[:-1], edges[1:], strict=True))
+    regions = list(itertools.pairwise(edges))
     train = [rng.uniform([lo, -1], [hi, 1], size=(n_per_region, 2)) for lo, hi in regions]
     test = [rng.uniform([lo, -1], [hi, 1], size=(1000, 2)) for lo, hi in regions]
     lsse_params = {"num_groups": 50, "bin_dim": 2, "num_bins": 10, "ridge": RIDGE, "input_scale": 0.4, "seed": SEED}
@@ -191,7 +191,7 @@ def covariate_shift(n_per_region: int, batch: int) -> dict[str, Any]:
             "mse_current_region": current_mse,
             "learn_s": t_learn,
         }
-        log(f"shift {name}: MSE over seen regions {['%.4f' % e for e in seen_mse]}, learn {t_learn:.1f} s")
+        log(f"shift {name}: MSE over seen regions {[round(e, 4) for e in seen_mse]}, learn {t_learn:.1f} s")
     return out
 
 
@@ -283,7 +283,7 @@ def pendulum(n_episodes: int, steps: int, batch: int) -> dict[str, Any]:
 
 
 class DenseRls:
-    """Recursive least squares with the dense inverse ``P = (A + λI)⁻¹`` (Sherman–Morrison per sample)."""
+    """Recursive least squares with the dense inverse ``P = (A + λI)⁻¹`` (Sherman-Morrison per sample)."""
 
     def __init__(self, dim: int, ridge: float) -> None:
         self.p = np.eye(dim) / ridge
