@@ -20,6 +20,7 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+use crate::pursuit::kernels;
 use crate::sparse::CsrView;
 use crate::SparseError;
 
@@ -308,6 +309,7 @@ struct Scratch {
     val: Vec<f64>,
     m: Vec<f64>,
     rhs: Vec<f64>,
+    y: Vec<f64>,
 }
 
 fn check_ridge(ridge: f64) -> Result<(), SparseError> {
@@ -521,7 +523,7 @@ impl OnlineRidge {
         }
         cholesky(&mut sc.m, s)?;
         for o in 0..no {
-            solve_cholesky(&sc.m, s, &mut sc.rhs, o, no);
+            solve_cholesky(&sc.m, s, &mut sc.rhs, o, no, &mut sc.y);
         }
         for a in 0..s {
             let ra = sc.act[a] as usize;
@@ -779,44 +781,52 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// In-place lower Cholesky factor of the `s × s` row-major SPD matrix `m` (upper triangle left as is).
+/// In-place upper Cholesky factor `U` (`UᵀU = m`) of the `s × s` row-major SPD matrix `m`, right-looking so that
+/// every inner loop is a contiguous `y -= a·x` on row tails (the AVX2+FMA kernel where the CPU has it).
+/// Only the upper triangle is read and written.
 fn cholesky(m: &mut [f64], s: usize) -> Result<(), SparseError> {
-    for j in 0..s {
-        let (head, tail) = m.split_at_mut(j * s);
-        let rowj = &mut tail[..s];
-        // Row j: L[j,k] for k < j, then the diagonal.
-        for k in 0..j {
-            let rowk = &head[k * s..k * s + k];
-            let v = (rowj[k] - dot(&rowj[..k], rowk)) / head[k * s + k];
-            rowj[k] = v;
-        }
-        let d = rowj[j] - dot(&rowj[..j], &rowj[..j]);
+    for k in 0..s {
+        let (head, tail) = m.split_at_mut((k + 1) * s);
+        let rowk = &mut head[k * s..];
+        let d = rowk[k];
         if !(d > 0.0 && d.is_finite()) {
             return Err(SparseError::invalid(
                 "ridge",
                 format!("the active block is not positive definite (pivot {d:e}); increase ridge"),
             ));
         }
-        rowj[j] = d.sqrt();
+        let u = d.sqrt();
+        rowk[k] = u;
+        let inv = 1.0 / u;
+        for v in &mut rowk[k + 1..] {
+            *v *= inv;
+        }
+        for (i, rowi) in (k + 1..s).zip(tail.chunks_exact_mut(s)) {
+            let a = rowk[i];
+            if a != 0.0 {
+                kernels::axpy_neg_f64(&mut rowi[i..], a, &rowk[i..]);
+            }
+        }
     }
     Ok(())
 }
 
-/// Solve `L Lᵀ x = rhs[:, o]` in place for column `o` of the `s × no` row-major `rhs`.
-fn solve_cholesky(l: &[f64], s: usize, rhs: &mut [f64], o: usize, no: usize) {
-    for i in 0..s {
-        let mut v = rhs[i * no + o];
-        for k in 0..i {
-            v -= l[i * s + k] * rhs[k * no + o];
-        }
-        rhs[i * no + o] = v / l[i * s + i];
+/// Solve `UᵀU x = rhs[:, o]` in place for column `o` of the `s × no` row-major `rhs` (`y` is scratch).
+fn solve_cholesky(u: &[f64], s: usize, rhs: &mut [f64], o: usize, no: usize, y: &mut Vec<f64>) {
+    y.clear();
+    y.extend((0..s).map(|i| rhs[i * no + o]));
+    for k in 0..s {
+        let row = &u[k * s..(k + 1) * s];
+        y[k] /= row[k];
+        let yk = y[k];
+        kernels::axpy_neg_f64(&mut y[k + 1..], yk, &row[k + 1..]);
     }
     for i in (0..s).rev() {
-        let mut v = rhs[i * no + o];
-        for k in i + 1..s {
-            v -= l[k * s + i] * rhs[k * no + o];
-        }
-        rhs[i * no + o] = v / l[i * s + i];
+        let row = &u[i * s..(i + 1) * s];
+        y[i] = (y[i] - dot(&row[i + 1..], &y[i + 1..])) / row[i];
+    }
+    for (i, &v) in y.iter().enumerate() {
+        rhs[i * no + o] = v;
     }
 }
 

@@ -11,7 +11,7 @@
 //! Generic over `f32` and `f64` ([`Real`]); no conversion between them happens here.
 
 pub mod greedy;
-mod kernels;
+pub(crate) mod kernels;
 pub mod lasso;
 
 use ndarray::linalg::general_mat_mul;
