@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit wheel clean
+.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit bench-lsse wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
+	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
 	@echo "make wheel  - build a release wheel into dist/"
 
 $(PY):
@@ -74,6 +75,7 @@ bench: build
 	$(PY) benches/bench_sparse.py --quick
 	$(PY) benches/bench_text.py --quick
 	$(PY) benches/bench_encoders.py --quick
+	$(PY) benches/bench_lsse.py --quick --out /tmp/sparsecore-bench-lsse-quick.json
 
 # Seismic (the anchor of the index benchmark) lives in its own virtualenv so it never reaches tests or CI;
 # its thread count can only be set through RAYON_NUM_THREADS before it starts, which the worker does.
@@ -86,6 +88,9 @@ $(SEISMIC_VENV)/bin/python:
 bench-pursuit: build
 	$(BIN)/pip install --quiet "spams-bin>=2.6"
 	$(PY) benches/bench_pursuit.py $(BENCH_ARGS)
+
+bench-lsse: build
+	$(PY) benches/bench_lsse.py $(BENCH_ARGS)
 
 bench-index: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib

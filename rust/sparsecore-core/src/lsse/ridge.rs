@@ -84,6 +84,17 @@ impl<V: Copy + Default> Table<V> {
         (&mut self.slots[s].1, inserted)
     }
 
+    /// Make room for `n` entries in all without growing.
+    fn reserve(&mut self, n: usize) {
+        let want = ((self.len + n) * 2).next_power_of_two().max(8);
+        if self.len == 0 {
+            self.slots = vec![(EMPTY, V::default()); want.max(self.slots.len())];
+        }
+        while self.slots.len() < want {
+            self.grow();
+        }
+    }
+
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(8);
         let old = std::mem::replace(&mut self.slots, vec![(EMPTY, V::default()); cap]);
@@ -124,6 +135,13 @@ impl Default for Row {
 }
 
 impl Row {
+    /// An empty sparse row with room for `n` entries (a new feature gets its whole active set at once).
+    fn with_capacity(n: usize) -> Self {
+        let mut pos = Table::default();
+        pos.reserve(n);
+        Row::Sparse { cols: Vec::with_capacity(n), vals: Vec::with_capacity(n), pos }
+    }
+
     /// `A[row, col] += delta`, returning the new value; `n_rows` is the current number of rows (columns).
     fn add(&mut self, col: u32, delta: f64, n_rows: usize) -> f64 {
         let c = col as usize;
@@ -403,7 +421,8 @@ impl OnlineRidge {
         Ok(())
     }
 
-    fn row_id(&mut self, feature: u32) -> u32 {
+    /// The compact id of `feature`, creating its row (sized for `expect` entries) on first sight.
+    fn row_id(&mut self, feature: u32, expect: usize) -> u32 {
         let next = self.features.len() as u32;
         let (slot, inserted) = self.index.entry(feature);
         if !inserted {
@@ -411,7 +430,7 @@ impl OnlineRidge {
         }
         *slot = next;
         self.features.push(feature);
-        self.rows.push(Row::default());
+        self.rows.push(Row::with_capacity(expect));
         self.b.resize(self.b.len() + self.n_out, 0.0);
         self.w.resize(self.w.len() + self.n_out, 0.0);
         next
@@ -460,7 +479,7 @@ impl OnlineRidge {
         sc.val.clear();
         for (&f, &v) in idx.iter().zip(val) {
             if v != 0.0 {
-                let r = self.row_id(f);
+                let r = self.row_id(f, idx.len());
                 sc.act.push(r);
                 sc.val.push(f64::from(v));
             }
