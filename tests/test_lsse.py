@@ -390,6 +390,31 @@ def test_save_load_and_corruption(tmp_path: Path) -> None:
         OnlineRidge.load(bad)
 
 
+def test_progress_chunks_learn_the_same_model(capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(13)
+    phi = random_batch(rng, 2500, 30, 6)
+    y = rng.standard_normal(2500)
+    plain = OnlineRidge(30).partial_fit(phi, y, progress=False)
+    shown = OnlineRidge(30).partial_fit(phi, y, progress=True)
+    assert np.array_equal(plain.predict(phi), shown.predict(phi))
+    assert "OnlineRidge" in capsys.readouterr().err
+
+
+def test_overflowing_or_ill_conditioned_values_are_errors() -> None:
+    m = OnlineRidge(4)
+    with pytest.raises(InvalidArgumentError, match="row 1"):
+        m.partial_fit(SparseBatch.from_dicts([{0: 1.0}, {1: 3e38}], 4), np.array([1.0, 1e300]))
+    assert m.n_seen == 0
+    m.partial_fit(SparseBatch.from_dicts([{0: 1.0}], 4), np.array([2.0]))
+    # |φ|² = 1.8e77 next to ridge 1: the active block is numerically singular.
+    huge = SparseBatch.from_dicts([{0: 1.0}, {1: 3e38, 2: 3e38}], 4)
+    with pytest.raises(InvalidArgumentError, match="ridge"):
+        m.partial_fit(huge, np.array([2.0, 1.0]))
+    assert m.n_seen == 2  # the first row of the batch was learned, the failing one taken back out
+    # Feature 0 learned y = 2 twice: w0 = 4 / (2 + ridge); the rolled-back features contribute ~0.
+    np.testing.assert_allclose(m.predict(huge)[:, 0], [4 / 3, 0.0], atol=1e-12)
+
+
 def test_ridge_rejects_bad_input() -> None:
     with pytest.raises(InvalidArgumentError, match="ridge"):
         OnlineRidge(10, ridge=0.0)

@@ -44,6 +44,8 @@ from numpy.typing import ArrayLike, NDArray
 from sparsecore import _core
 from sparsecore._estimators import _Estimator
 from sparsecore._io import atomic_write_bytes
+from sparsecore._progress import progress as _progress
+from sparsecore._progress import want_progress
 from sparsecore.exceptions import (
     DTypeError,
     IndexFormatError,
@@ -62,6 +64,9 @@ Update = Literal["block", "exact"]
 _MAX_BIN_DIM = 12
 # Projection entries are drawn from N(0, 1) truncated at ±2 standard deviations, then divided by sqrt(d_in).
 _TRUNCATE_AT = 2.0
+
+# Rows per progress-bar step (about a second of updates at 200 active features).
+_PROGRESS_CHUNK = 1000
 
 _FILE_MAGIC = b"SCRIDGE\x00"
 _FILE_VERSION = 1
@@ -362,7 +367,14 @@ class OnlineRidge:
         if phi.dim != self.dim:
             raise ShapeMismatchError(f"phi: has dim {phi.dim} but the model has dim {self.dim}")
 
-    def partial_fit(self, phi: SparseBatch, Y: ArrayLike, *, num_threads: int | None = None) -> OnlineRidge:  # noqa: N803
+    def partial_fit(
+        self,
+        phi: SparseBatch,
+        Y: ArrayLike,  # noqa: N803
+        *,
+        num_threads: int | None = None,
+        progress: bool | None = None,
+    ) -> OnlineRidge:
         """Learn from a batch of samples, one update per row, in order.
 
         Parameters
@@ -373,6 +385,8 @@ class OnlineRidge:
             Targets ``(n, n_outputs)`` (or ``(n,)`` with one output).
         num_threads
             Threads for the ``"exact"`` rule's solves.
+        progress
+            Progress bar on stderr (default: for batches of more than one chunk of 1,000 rows on a terminal).
 
         Returns
         -------
@@ -382,12 +396,21 @@ class OnlineRidge:
         ------
         ShapeMismatchError
             ``phi`` of another dimension, or ``Y`` of the wrong shape.
-        NonFiniteError, IndexOutOfRangeError, SparseFormatError
-            Bad entries in ``phi`` or ``Y``; nothing of the batch is learned.
+        NonFiniteError, IndexOutOfRangeError, SparseFormatError, InvalidArgumentError
+            Bad entries in ``phi`` or ``Y`` (or values so large that their products overflow); the batch, or with
+            a progress bar the chunk of 1,000 rows, is checked before anything of it is learned.
         """
         self._check_phi(phi)
         y = _targets(Y, phi.n_rows, self.n_outputs)
-        self._core.partial_fit(phi._csr, y, num_threads=_check_threads(num_threads))
+        threads = _check_threads(num_threads)
+        n = phi.n_rows
+        starts = list(range(0, n, _PROGRESS_CHUNK))
+        if not want_progress(progress, len(starts)):
+            self._core.partial_fit(phi._csr, y, num_threads=threads)
+            return self
+        for s in _progress(starts, desc="OnlineRidge", unit="chunk", show=True):
+            part = phi[s : s + _PROGRESS_CHUNK]
+            self._core.partial_fit(part._csr, y[s : s + _PROGRESS_CHUNK], num_threads=threads)
         return self
 
     def predict(self, phi: SparseBatch, *, num_threads: int | None = None) -> NDArray[np.float64]:
@@ -669,6 +692,8 @@ class LsseRegressor(_Estimator):
         ``"block"`` or ``"exact"`` (see :class:`OnlineRidge`).
     num_threads
         Worker threads for encoding and prediction.
+    progress
+        Progress bar while learning (see :meth:`OnlineRidge.partial_fit`).
 
     Attributes
     ----------
@@ -687,6 +712,7 @@ class LsseRegressor(_Estimator):
         "input_center",
         "input_scale",
         "num_threads",
+        "progress",
     )
     _DEFAULTS: ClassVar[dict[str, Any]] = {
         "num_groups": 50,
@@ -698,6 +724,7 @@ class LsseRegressor(_Estimator):
         "input_center": 0.0,
         "input_scale": 1.0,
         "num_threads": None,
+        "progress": None,
     }
 
     def __init__(
@@ -711,6 +738,7 @@ class LsseRegressor(_Estimator):
         input_center: ArrayLike | float = 0.0,
         input_scale: ArrayLike | float = 1.0,
         num_threads: int | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.num_groups = num_groups
         self.bin_dim = bin_dim
@@ -721,6 +749,7 @@ class LsseRegressor(_Estimator):
         self.input_center = input_center
         self.input_scale = input_scale
         self.num_threads = num_threads
+        self.progress = progress
 
     def _start(self, d_in: int, n_outputs: int) -> None:
         self.encoder_ = LsseEncoder(
@@ -763,7 +792,7 @@ class LsseRegressor(_Estimator):
         if y_arr.shape[0] != x.shape[0]:
             raise ShapeMismatchError(f"y: expected {x.shape[0]} rows (one per row of X), got {y_arr.shape[0]}")
         phi = self.encoder_.encode(x, num_threads=self.num_threads)
-        self.model_.partial_fit(phi, y_arr, num_threads=self.num_threads)
+        self.model_.partial_fit(phi, y_arr, num_threads=self.num_threads, progress=self.progress)
         return self
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> LsseRegressor:  # noqa: N803

@@ -1,9 +1,10 @@
 //! Follow-the-leader ridge regression on sparse features, storing only co-active pairs.
 //!
 //! The model after `t` samples is the ridge solution on all of them, `W = (A + λI)⁻¹ B` with `A = Σ φφᵀ` and
-//! `B = Σ φ yᵀ` (`λ` = `ridge`). `A` is kept as one hash row per feature that has ever been active, holding only
-//! the features it was active together with, so memory grows with the number of co-active pairs, not with
-//! `dim²` (the paper's reference keeps `A` dense). Features never seen have weight 0 and cost nothing.
+//! `B = Σ φ yᵀ` (`λ` = `ridge`). `A` is kept as one row per feature that has ever been active, holding only the
+//! features it was active together with (a hash row, or a dense one once a third of the columns are filled), so
+//! memory grows with the number of co-active pairs, not with `dim²` (the paper's reference keeps `A` dense).
+//! Features never seen have weight 0 and cost nothing.
 //!
 //! Two update rules:
 //! - [`UpdateRule::Block`] (the paper's): a sample with active set `S` adds its outer product to `A_SS` and
@@ -438,8 +439,11 @@ impl OnlineRidge {
 
     /// Learn from a batch: samples in row order, each one update (follow-the-leader is sequential).
     ///
-    /// Errors: `phi` of another dimension, out-of-range/unsorted/duplicate/non-finite entries; `y` not
-    /// `(n_rows, n_outputs)` or not finite. Nothing is learned from a batch that fails validation.
+    /// Errors: `phi` of another dimension, out-of-range/unsorted/duplicate/non-finite entries, a row whose
+    /// squared norm overflows; `y` not `(n_rows, n_outputs)` or not finite, or `|y|·|φ|` overflowing. Nothing is
+    /// learned from a batch that fails validation. A non-positive pivot (impossible in exact arithmetic with
+    /// `ridge > 0`, possible when `ridge` is negligible next to `|φ|²`) stops the batch with an error: the samples
+    /// before it stay learned, the failing one is taken back out (to rounding).
     pub fn partial_fit(&mut self, phi: &CsrView<'_>, y: ArrayView2<'_, f64>) -> Result<(), SparseError> {
         self.check_batch(phi)?;
         if y.dim() != (phi.n_rows(), self.n_out) {
@@ -452,6 +456,17 @@ impl OnlineRidge {
         }
         if let Some(((row, col), v)) = y.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(SparseError::NonFiniteDense { row, col, value: *v as f32 });
+        }
+        for r in 0..phi.n_rows() {
+            let (_, val) = phi.row(r);
+            let sq: f64 = val.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let ymax = y.row(r).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if !(sq * (1.0 + ymax * ymax)).is_finite() {
+                return Err(SparseError::invalid(
+                    "phi",
+                    format!("row {r}: the values are too large (their squared norm times |y|² overflows float64)"),
+                ));
+            }
         }
         let mut yrow = vec![0.0; self.n_out];
         for r in 0..phi.n_rows() {
@@ -540,7 +555,23 @@ impl OnlineRidge {
         for a in 0..s {
             sc.m[a * s + a] += self.ridge;
         }
-        cholesky(&mut sc.m, s)?;
+        if let Err(e) = cholesky(&mut sc.m, s) {
+            // Take the sample back out (to rounding) so that the model stays the one of the samples before it.
+            let n_rows = self.features.len();
+            for a in 0..s {
+                let ra = sc.act[a] as usize;
+                let va = sc.val[a];
+                for c in 0..s {
+                    self.rows[ra].add(sc.act[c], -(va * sc.val[c]), n_rows);
+                }
+                for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
+                    *bo -= va * yo;
+                }
+            }
+            self.n_seen -= 1;
+            self.scratch = sc;
+            return Err(e);
+        }
         for o in 0..no {
             solve_cholesky(&sc.m, s, &mut sc.rhs, o, no, &mut sc.y);
         }
