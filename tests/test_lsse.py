@@ -468,13 +468,17 @@ def test_empty_rows_and_unseen_features() -> None:
     np.testing.assert_allclose(pred[:, 0], [1.0, 0.0, 0.0])  # 2 / (1 + λ)
 
 
-def test_predict_is_thread_invariant() -> None:
+def test_results_are_thread_invariant() -> None:
     rng = np.random.default_rng(9)
     enc = LsseEncoder(3, num_groups=20, bin_dim=2, num_bins=6)
     x = rng.standard_normal((5000, 3))
     model = OnlineRidge(enc.dim, 2).partial_fit(enc.encode(x[:500]), rng.standard_normal((500, 2)))
     phi = enc.encode(x, num_threads=2)
     assert np.array_equal(model.predict(phi, num_threads=1), model.predict(phi, num_threads=2))
+    y = rng.standard_normal((300, 2))
+    one = OnlineRidge(enc.dim, 2).partial_fit(phi[:300], y, num_threads=1)
+    two = OnlineRidge(enc.dim, 2).partial_fit(phi[:300], y, num_threads=2)  # active rows updated in parallel
+    assert np.array_equal(one.predict(phi), two.predict(phi))
     assert phi.equals(enc.encode(x, num_threads=1))
 
 

@@ -32,6 +32,10 @@ const EMPTY: u32 = u32::MAX;
 /// costs more than the work (a row has tens to thousands of entries).
 const PAR_ROWS: usize = 4096;
 
+/// Active sets at least this large update their rows on the rayon pool (when it has more than one thread): a
+/// row's update is ~|S| hashed adds plus a sweep of the row, microseconds against a ~10 µs fork-join.
+const PAR_BLOCK: usize = 32;
+
 /// Relative residual `‖B − (A + λI)W‖ / ‖B‖` at which [`UpdateRule::Exact`] stops its conjugate gradients.
 pub const EXACT_TOL: f64 = 1e-10;
 
@@ -510,65 +514,72 @@ impl OnlineRidge {
         let n_rows = self.features.len();
         sc.m.clear();
         sc.m.resize(s * s, 0.0);
-        for a in 0..s {
-            let ra = sc.act[a] as usize;
-            let va = sc.val[a];
-            let row = &mut self.rows[ra];
-            for c in 0..s {
-                sc.m[a * s + c] = row.add(sc.act[c], va * sc.val[c], n_rows);
-            }
-            for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
-                *bo += va * yo;
-            }
-        }
-        // rhs = B_S − A_{S,S̄} W_S̄ = B_S − A_{S,:} W + A_SS W_S: one branch-free sweep over each active row,
-        // then the block's own part added back from the dense block (before the ridge goes on its diagonal).
         sc.rhs.clear();
         sc.rhs.resize(s * no, 0.0);
         for a in 0..s {
             let ra = sc.act[a] as usize;
-            let out = &mut sc.rhs[a * no..(a + 1) * no];
-            out.copy_from_slice(&self.b[ra * no..(ra + 1) * no]);
-            let row = &self.rows[ra];
+            for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
+                *bo += sc.val[a] * yo;
+            }
+        }
+        // Each active row is independent: take the rows out, update and sweep them (in parallel when the pool
+        // has threads and the block is large), put them back. Every row's arithmetic is sequential, so the
+        // result does not depend on the thread count.
+        let mut taken: Vec<Row> = sc.act.iter().map(|&r| std::mem::take(&mut self.rows[r as usize])).collect();
+        let (act, val, w, b) = (&sc.act, &sc.val, &self.w, &self.b);
+        let one_row = |a: usize, row: &mut Row, m_row: &mut [f64], out: &mut [f64]| {
+            let ra = act[a] as usize;
+            let va = val[a];
+            // A_SS += φφᵀ, read back into the dense block.
+            for (c, mc) in m_row.iter_mut().enumerate() {
+                *mc = row.add(act[c], va * val[c], n_rows);
+            }
+            // rhs = B_S − A_{S,S̄} W_S̄ = B_S − A_{S,:} W + A_SS W_S: one branch-free sweep over the row, then the
+            // block's own part added back from the dense block (before the ridge goes on its diagonal).
+            out.copy_from_slice(&b[ra * no..(ra + 1) * no]);
             if no == 1 {
-                let mut acc = row.dot(&self.w);
-                for c in 0..s {
-                    acc -= sc.m[a * s + c] * self.w[sc.act[c] as usize];
+                let mut acc = row.dot(w);
+                for (c, &mc) in m_row.iter().enumerate() {
+                    acc -= mc * w[act[c] as usize];
                 }
                 out[0] -= acc;
             } else {
                 row.for_each(|k, v| {
                     let k = k as usize;
-                    for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+                    for (o, wk) in out.iter_mut().zip(&w[k * no..(k + 1) * no]) {
                         *o -= v * wk;
                     }
                 });
-                for c in 0..s {
-                    let k = sc.act[c] as usize;
-                    let v = sc.m[a * s + c];
-                    for (o, wk) in out.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
-                        *o += v * wk;
+                for (c, &mc) in m_row.iter().enumerate() {
+                    let k = act[c] as usize;
+                    for (o, wk) in out.iter_mut().zip(&w[k * no..(k + 1) * no]) {
+                        *o += mc * wk;
                     }
                 }
             }
+        };
+        if s >= PAR_BLOCK && rayon::current_num_threads() > 1 {
+            taken
+                .par_iter_mut()
+                .zip(sc.m.par_chunks_mut(s))
+                .zip(sc.rhs.par_chunks_mut(no))
+                .enumerate()
+                .for_each(|(a, ((row, m_row), out))| one_row(a, row, m_row, out));
+        } else {
+            for (a, ((row, m_row), out)) in
+                taken.iter_mut().zip(sc.m.chunks_mut(s)).zip(sc.rhs.chunks_mut(no)).enumerate()
+            {
+                one_row(a, row, m_row, out);
+            }
+        }
+        for (&r, row) in sc.act.iter().zip(taken) {
+            self.rows[r as usize] = row;
         }
         for a in 0..s {
             sc.m[a * s + a] += self.ridge;
         }
         if let Err(e) = cholesky(&mut sc.m, s) {
-            // Take the sample back out (to rounding) so that the model stays the one of the samples before it.
-            let n_rows = self.features.len();
-            for a in 0..s {
-                let ra = sc.act[a] as usize;
-                let va = sc.val[a];
-                for c in 0..s {
-                    self.rows[ra].add(sc.act[c], -(va * sc.val[c]), n_rows);
-                }
-                for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
-                    *bo -= va * yo;
-                }
-            }
-            self.n_seen -= 1;
+            self.take_back(&sc, y);
             self.scratch = sc;
             return Err(e);
         }
@@ -584,6 +595,22 @@ impl OnlineRidge {
             self.solve_exact(EXACT_TOL, 10 * self.features.len().max(10))?;
         }
         Ok(())
+    }
+
+    /// Subtract a sample's contribution again (to rounding) after its block failed to factor, so that the model
+    /// stays the one of the samples before it.
+    fn take_back(&mut self, sc: &Scratch, y: &[f64]) {
+        let (n_rows, no) = (self.features.len(), self.n_out);
+        for (&ra, &va) in sc.act.iter().zip(&sc.val) {
+            let ra = ra as usize;
+            for (&rc, &vc) in sc.act.iter().zip(&sc.val) {
+                self.rows[ra].add(rc, -(va * vc), n_rows);
+            }
+            for (bo, yo) in self.b[ra * no..(ra + 1) * no].iter_mut().zip(y) {
+                *bo -= va * yo;
+            }
+        }
+        self.n_seen -= 1;
     }
 
     /// Predictions `φ W` for a batch, `n_rows × n_outputs` row-major; features never seen contribute 0.
