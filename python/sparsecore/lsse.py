@@ -340,8 +340,9 @@ class OnlineRidge:
 
     Notes
     -----
-    Updates are sequential by nature (each depends on the previous); :meth:`predict`, :meth:`solve_exact` and the
-    encoder are parallel. The object may be shared by Python threads: updates take a write lock, predictions a
+    Samples are learned one after another (each update depends on the previous); within an update the active
+    rows of ``A`` are updated on ``num_threads`` threads, and :meth:`predict`, :meth:`solve_exact` and the encoder
+    are parallel. Results never depend on the thread count. The object may be shared by Python threads: updates take a write lock, predictions a
     read lock, and the GIL is released during both.
     """
 
