@@ -8,6 +8,7 @@ pub mod error;
 pub mod index;
 pub mod parallel;
 pub mod pursuit;
+pub mod sdr;
 pub mod sparse;
 
 pub use error::SparseError;
