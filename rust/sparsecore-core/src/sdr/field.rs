@@ -269,18 +269,35 @@ impl CodingField {
         s / self.params.n_modules as f64
     }
 
-    /// Deterministic code from sums: per module the first cell of largest `V`, -1 when all are 0 or silent.
+    /// Deterministic code from sums: per module the cell of largest `V`; ties go to the cell with the fewest
+    /// bottom-up weights set (the most specific, i.e. the stored code that matches the input most tightly), then
+    /// to the lowest index. -1 when all are 0 or the field is silent.
     fn argmax_code(&self, v: Option<&[f64]>) -> Vec<i32> {
-        let q = self.params.n_modules;
+        let (q, k) = (self.params.n_modules, self.params.cells_per_module);
         let Some(v) = v else { return vec![-1; q] };
-        v.chunks_exact(self.params.cells_per_module)
-            .map(|m| {
+        let fill = |cell: usize| -> u32 {
+            self.bu[cell * self.words_in..(cell + 1) * self.words_in].iter().map(|w| w.count_ones()).sum()
+        };
+        v.chunks_exact(k)
+            .enumerate()
+            .map(|(m, vm)| {
                 let mut best = -1i32;
                 let mut bv = 0.0;
-                for (i, &x) in m.iter().enumerate() {
+                let mut bfill = u32::MAX;
+                for (i, &x) in vm.iter().enumerate() {
                     if x > bv {
                         bv = x;
                         best = i as i32;
+                        bfill = u32::MAX;
+                    } else if x == bv && best >= 0 {
+                        if bfill == u32::MAX {
+                            bfill = fill(m * k + best as usize);
+                        }
+                        let f = fill(m * k + i);
+                        if f < bfill {
+                            best = i as i32;
+                            bfill = f;
+                        }
                     }
                 }
                 best
