@@ -1,5 +1,4 @@
-"""SDR memory: sparse distributed representations, coding fields with single-trial learning, hierarchies and a
-readout.
+"""SDR memory: sparse distributed codes, coding fields with single-trial learning, hierarchies, a readout.
 
 A *coding field* is ``Q`` competitive modules of ``K`` binary cells; a *code* is one winner per module. The Code
 Selection Algorithm (CSA) of Rinkus makes similar inputs get overlapping codes, gives a familiar input its old
@@ -9,8 +8,8 @@ and recognises in time independent of the number of stored items:
 1. ``V_i`` = fraction of the input's active bits with a weight of 1 onto cell ``i`` (times, in sequence mode,
    the fraction of the previous code's cells with a horizontal weight onto ``i``).
 2. Familiarity ``G`` = mean over modules of ``max V``.
-3. Expansivity ``η = 1 + max(0, (G − G⁻)/(1 − G⁻))^γ · χ · K``.
-4. Win weights ``μ_i = 1 + (η − 1) / (1 + exp(−λ (V_i − σ)))``.
+3. Expansivity ``η = 1 + max(0, (G - G⁻)/(1 - G⁻))^gamma · χ · K``.
+4. Win weights ``μ_i = 1 + (η - 1) / (1 + exp(-λ (V_i - sigma)))``.
 5. One winner per module drawn with probability ``μ_i / Σ μ`` (novel input → near-uniform → a new code;
    familiar → its old code); recognition takes the argmax of ``V`` instead.
 
@@ -181,9 +180,7 @@ class SDRBatch:
         return cls._trusted(indptr, np.nonzero(mask)[1].astype(np.uint32), _check_int(a.shape[1], "dim", 1))
 
     @classmethod
-    def random(
-        cls, n: int, dim: int, n_active: int, *, seed: int = 0, num_threads: int | None = None
-    ) -> SDRBatch:
+    def random(cls, n: int, dim: int, n_active: int, *, seed: int = 0, num_threads: int | None = None) -> SDRBatch:
         """``n`` uniformly random SDRs with ``n_active`` of ``dim`` bits (row ``r`` uses the stream (seed, r))."""
         ip, idx = _core.sdr_random(
             _check_int(n, "n", 0, 2**40),
@@ -245,7 +242,11 @@ class SDRBatch:
         if self._dim != other._dim:
             _dim_mismatch(self, other)
         return _core.sdr_overlap(
-            self._indptr, self._indices, other._indptr, other._indices, self._dim,
+            self._indptr,
+            self._indices,
+            other._indptr,
+            other._indices,
+            self._dim,
             num_threads=_check_threads(num_threads),
         )
 
@@ -254,7 +255,12 @@ class SDRBatch:
         if self._dim != other._dim:
             _dim_mismatch(self, other)
         ip, idx = _core.sdr_setop(
-            op, self._indptr, self._indices, other._indptr, other._indices, self._dim,
+            op,
+            self._indptr,
+            self._indices,
+            other._indptr,
+            other._indices,
+            self._dim,
             num_threads=_check_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self._dim)
@@ -354,7 +360,7 @@ def _inputs(x: object, dim: int, name: str = "x") -> tuple[SDRBatch, bool]:
 class ScalarEncoder:
     """Encode numbers as a run of ``n_active`` contiguous bits out of ``size``; nearby values share bits.
 
-    Non-periodic: the run starts at ``round((v − minimum)/(maximum − minimum) · (size − n_active))``; values
+    Non-periodic: the run starts at ``round((v - minimum)/(maximum - minimum) · (size - n_active))``; values
     outside the range raise :class:`InvalidArgumentError` unless ``clip=True``. Periodic (angles, time of day):
     the run starts at ``floor(frac · size)`` and wraps around.
     """
@@ -373,7 +379,13 @@ class ScalarEncoder:
         """One SDR per value."""
         v = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))
         ip, idx = _core.sdr_scalar_encode(
-            v, self.minimum, self.maximum, self.size, self.n_active, self.periodic, self.clip,
+            v,
+            self.minimum,
+            self.maximum,
+            self.size,
+            self.n_active,
+            self.periodic,
+            self.clip,
             num_threads=_check_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self.size)
@@ -386,7 +398,7 @@ class ScalarEncoder:
 
 
 class CategoryEncoder:
-    """Encode category ids ``0 .. n_categories − 1`` as disjoint blocks of ``n_active`` bits."""
+    """Encode category ids ``0 .. n_categories - 1`` as disjoint blocks of ``n_active`` bits."""
 
     def __init__(self, n_categories: int, *, n_active: int) -> None:
         self.n_categories = _check_int(n_categories, "n_categories", 1)
@@ -399,7 +411,9 @@ class CategoryEncoder:
         if a.dtype.kind not in "iu":
             raise DTypeError(f"labels: must be integers, got dtype {a.dtype}")
         ip, idx = _core.sdr_category_encode(
-            np.ascontiguousarray(a.reshape(-1), dtype=np.int64), self.n_categories, self.n_active,
+            np.ascontiguousarray(a.reshape(-1), dtype=np.int64),
+            self.n_categories,
+            self.n_active,
             num_threads=_check_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self.size)
@@ -409,7 +423,7 @@ class CategoryEncoder:
 
 
 class GridEncoder:
-    """Grid-cell-like encoder of 2-D positions: one module per period, each a ``side × side`` tile of cells.
+    """Grid-cell-like encoder of 2-D positions: one module per period, each a ``side x side`` tile of cells.
 
     Module ``m`` rotates the position by an angle drawn from ``seed``, takes its phase modulo ``periods[m]`` in
     both axes and activates the one cell holding the phase, so ``size = len(periods) · side²`` with one active bit
@@ -492,8 +506,15 @@ class _Params:
 
     def as_tuple(self) -> tuple[int, int, float, float, float, float, float, int, float]:
         return (
-            self.n_modules, self.cells_per_module, self.g_min, self.gamma, self.chi, self.sigmoid_slope,
-            self.sigmoid_center, self.min_active, self.freeze_at,
+            self.n_modules,
+            self.cells_per_module,
+            self.g_min,
+            self.gamma,
+            self.chi,
+            self.sigmoid_slope,
+            self.sigmoid_center,
+            self.min_active,
+            self.freeze_at,
         )
 
 
@@ -508,8 +529,9 @@ def _rows(b: SDRBatch, lo: int, hi: int) -> tuple[NDArray[np.int64], NDArray[np.
 
 
 class CodingField:
-    """A field of ``n_modules`` (Q) competitive modules of ``cells_per_module`` (K) binary cells with Rinkus' Code
-    Selection Algorithm and single-trial learning (Rinkus 2010, 2014, 2017; see the module docstring).
+    """A field of ``n_modules`` (Q) modules of ``cells_per_module`` (K) binary cells, learning in a single trial.
+
+    Codes are chosen by Rinkus' Code Selection Algorithm (Rinkus 2010, 2014, 2017; see the module docstring).
 
     Parameters
     ----------
@@ -518,9 +540,9 @@ class CodingField:
     n_modules, cells_per_module
         ``Q`` and ``K``; a code is one winner per module.
     g_min, gamma, chi
-        Expansivity ``η = 1 + max(0, (G − g_min)/(1 − g_min))^gamma · chi · K`` (defaults 0.1, 2, 100).
+        Expansivity ``η = 1 + max(0, (G - g_min)/(1 - g_min))^gamma · chi · K`` (defaults 0.1, 2, 100).
     sigmoid_slope, sigmoid_center
-        ``μ = 1 + (η − 1)/(1 + exp(−sigmoid_slope (V − sigmoid_center)))`` (defaults 28, 0.5: at ``G = 1`` a cell
+        ``μ = 1 + (η - 1)/(1 + exp(-sigmoid_slope (V - sigmoid_center)))`` (defaults 28, 0.5: at ``G = 1`` a cell
         of ``V = 1`` outweighs one of ``V ≤ 0.25`` by about ``χK``; at ``G ≤ g_min`` all ``μ = 1``, uniform).
     min_active
         Fewest active input bits for the field to respond; fewer → the field stays silent (code of -1s).
@@ -560,8 +582,9 @@ class CodingField:
         p = _Params.checked(
             n_modules, cells_per_module, g_min, gamma, chi, sigmoid_slope, sigmoid_center, min_active, freeze_at
         )
-        self._core = _core.FieldCore(_check_int(input_dim, "input_dim", 1), p.as_tuple(), bool(sequence),
-                                     _check_seed(seed))
+        self._core = _core.FieldCore(
+            _check_int(input_dim, "input_dim", 1), p.as_tuple(), bool(sequence), _check_seed(seed)
+        )
 
     @classmethod
     def _wrap(cls, core: _core.FieldCore) -> CodingField:
@@ -646,6 +669,8 @@ class CodingField:
             one input.
         progress
             Show a progress bar (default: on a terminal for more than one chunk of inputs).
+        num_threads
+            Threads (learning is sequential over inputs; kept for a uniform signature).
 
         Returns
         -------
@@ -660,8 +685,11 @@ class CodingField:
         return out[0] if one else out
 
     def recognize(self, x: SDRBatch | ArrayLike, *, num_threads: int | None = None) -> NDArray[np.int32]:
-        """Deterministic codes: per module the cell of largest ``V`` (ties → lowest index; -1 where no cell has
-        any input). Parallel over inputs; cost per input independent of the number of stored items."""
+        """Deterministic codes: per module the cell of largest ``V``, parallel over inputs.
+
+        Ties go to the most specific cell (fewest weights set), then the lowest index; -1 where no cell of a
+        module has any input. The cost per input is independent of the number of stored items.
+        """
         b, one = _inputs(x, self.input_dim)
         out = self._core.recognize(b.indptr, b.indices, num_threads=_check_threads(num_threads))
         return out[0] if one else out
@@ -685,8 +713,10 @@ class CodingField:
         return self._core.learn_sequence(b.indptr, b.indices)
 
     def recall_sequence(self, first: ArrayLike, n_steps: int) -> NDArray[np.int32]:
-        """Replay a stored sequence: recognise ``first``, then follow the horizontal weights alone for
-        ``n_steps − 1`` steps. Returns ``(n_steps, Q)`` codes."""
+        """Replay a stored sequence: recognise ``first``, then follow the horizontal weights alone.
+
+        Returns ``(n_steps, Q)`` codes (``n_steps - 1`` steps after ``first``).
+        """
         b, _ = _inputs(first, self.input_dim, "first")
         if b.n_rows != 1:
             raise ShapeMismatchError(f"first: must be one input, got {b.n_rows}")
@@ -759,9 +789,17 @@ class Level:
     freeze_at: float | None = None
 
     def params(self) -> _Params:
+        """The checked CSA parameters."""
         return _Params.checked(
-            self.n_modules, self.cells_per_module, self.g_min, self.gamma, self.chi, self.sigmoid_slope,
-            self.sigmoid_center, self.min_active, self.freeze_at,
+            self.n_modules,
+            self.cells_per_module,
+            self.g_min,
+            self.gamma,
+            self.chi,
+            self.sigmoid_slope,
+            self.sigmoid_center,
+            self.min_active,
+            self.freeze_at,
         )
 
 
@@ -783,15 +821,16 @@ def _tiles(shape: tuple[int, int], patch: tuple[int, int], stride: tuple[int, in
 
 
 class SDRNetwork:
-    """A hierarchy of coding fields with receptive fields over an image grid (Rinkus 2014), optionally with
-    sequence learning through horizontal weights (Rinkus 2010, 2017).
+    """A hierarchy of coding fields with receptive fields over an image grid (Rinkus 2014).
+
+    Optionally learns sequences through horizontal weights between consecutive codes (Rinkus 2010, 2017).
 
     Parameters
     ----------
     image_shape
         ``(height, width)`` of the input grid; inputs are flattened row-major (``(h · W + w) · channels + c``).
     levels
-        At least one :class:`Level`; level 0 reads the image, level ``l`` reads the codes of level ``l − 1``.
+        At least one :class:`Level`; level 0 reads the image, level ``l`` reads the codes of level ``l - 1``.
     channels
         Input bits per grid position (e.g. several binarisation thresholds).
     sequence
@@ -830,22 +869,30 @@ class SDRNetwork:
         }
         spec = []
         grid = shape
-        for l, lv in enumerate(levels):
-            patch, stride = _pair_of(lv.patch, f"levels[{l}].patch"), _pair_of(lv.stride, f"levels[{l}].stride")
+        for li, lv in enumerate(levels):
+            patch, stride = _pair_of(lv.patch, f"levels[{li}].patch"), _pair_of(lv.stride, f"levels[{li}].stride")
             p = lv.params()
-            tiles = _tiles(grid, patch, stride, l)
-            if l == 0:
+            tiles = _tiles(grid, patch, stride, li)
+            if li == 0:
                 rfs = [
-                    [((r + i) * grid[1] + (c + j)) * ch + k for i in range(patch[0]) for j in range(patch[1])
-                     for k in range(ch)]
+                    [
+                        ((r + i) * grid[1] + (c + j)) * ch + k
+                        for i in range(patch[0])
+                        for j in range(patch[1])
+                        for k in range(ch)
+                    ]
                     for r, c in tiles
                 ]
             else:
-                prev = levels[l - 1]
+                prev = levels[li - 1]
                 cells = prev.n_modules * prev.cells_per_module
                 rfs = [
-                    [((r + i) * grid[1] + (c + j)) * cells + b for i in range(patch[0]) for j in range(patch[1])
-                     for b in range(cells)]
+                    [
+                        ((r + i) * grid[1] + (c + j)) * cells + b
+                        for i in range(patch[0])
+                        for j in range(patch[1])
+                        for b in range(cells)
+                    ]
                     for r, c in tiles
                 ]
             spec.append((p.as_tuple(), rfs))
@@ -907,8 +954,10 @@ class SDRNetwork:
     def learn(
         self, x: SDRBatch | ArrayLike, *, progress: bool | None = None, num_threads: int | None = None
     ) -> list[NDArray[np.int32]]:
-        """Learn each input once, in order (fields of a level in parallel). Returns one ``(n, code_length)``
-        int32 array per level (-1 for silent modules)."""
+        """Learn each input once, in order (the fields of a level in parallel).
+
+        Returns one ``(n, code_length)`` int32 array per level (-1 for silent modules).
+        """
         b, _ = _inputs(x, self.input_dim)
         th = _check_threads(num_threads)
         spans = _chunks(b.n_rows, want_progress(progress, b.n_rows // _CHUNK), "learning")
@@ -918,7 +967,7 @@ class SDRNetwork:
     def _stack(self, parts: list[list[NDArray[np.int32]]]) -> list[NDArray[np.int32]]:
         if not parts:
             return [np.zeros((0, n), dtype=np.int32) for n in self.code_lengths]
-        return [np.concatenate([p[l] for p in parts]) for l in range(len(parts[0]))]
+        return [np.concatenate([p[li] for p in parts]) for li in range(len(parts[0]))]
 
     def recognize(
         self, x: SDRBatch | ArrayLike, *, progress: bool | None = None, num_threads: int | None = None
@@ -936,8 +985,10 @@ class SDRNetwork:
         return self._core.learn_sequence(b.indptr, b.indices, num_threads=_check_threads(num_threads))
 
     def recall_sequence(self, first: ArrayLike, n_steps: int) -> list[NDArray[np.int32]]:
-        """Replay a stored sequence from its first element (no bottom-up input after it); one
-        ``(n_steps, code_length)`` array per level."""
+        """Replay a stored sequence from its first element (no bottom-up input after it).
+
+        Returns one ``(n_steps, code_length)`` array per level.
+        """
         b, _ = _inputs(first, self.input_dim, "first")
         if b.n_rows != 1:
             raise ShapeMismatchError(f"first: must be one input, got {b.n_rows}")
@@ -1023,8 +1074,12 @@ class SDRClassifier:
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor parameters (scikit-learn protocol)."""
-        return {"n_neighbors": self.n_neighbors, "cosine": self.cosine, "power": self.power,
-                "num_threads": self.num_threads}
+        return {
+            "n_neighbors": self.n_neighbors,
+            "cosine": self.cosine,
+            "power": self.power,
+            "num_threads": self.num_threads,
+        }
 
     def set_params(self, **params: Any) -> SDRClassifier:
         """Set constructor parameters (scikit-learn protocol)."""
@@ -1065,7 +1120,8 @@ class SDRClassifier:
 
     def predict(self, codes: ArrayLike | Sequence[NDArray[np.int32]]) -> NDArray[Any]:
         """Most voted label per query (ties → the first class in sorted order)."""
-        return self.classes_[np.argmax(self.predict_proba(codes), axis=1)]
+        labels: NDArray[Any] = self.classes_[np.argmax(self.predict_proba(codes), axis=1)]
+        return labels
 
     def score(self, codes: ArrayLike | Sequence[NDArray[np.int32]], y: ArrayLike) -> float:
         """Accuracy of :meth:`predict` against ``y``."""
