@@ -248,6 +248,9 @@ class NetworkCore:
     def recognize(
         self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
     ) -> list[NDArray[np.int32]]: ...
+    def familiarity(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> NDArray[np.float64]: ...
     def learn_sequence(
         self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
     ) -> list[NDArray[np.int32]]: ...

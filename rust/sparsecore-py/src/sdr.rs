@@ -459,6 +459,23 @@ impl NetworkCore {
         level_codes(py, codes, &lens)
     }
 
+    /// Mean familiarity of the responding fields per input and level, (n, n_levels) float64.
+    #[pyo3(signature = (indptr, indices, num_threads=None))]
+    fn familiarity<'py>(
+        &self,
+        py: Python<'py>,
+        indptr: PyReadonlyArray1<'py, i64>,
+        indices: PyReadonlyArray1<'py, u32>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let b = Batch::new(&indptr, &indices)?;
+        let (g, n_levels) = run(py, num_threads, || {
+            let n = self.read()?;
+            Ok((n.familiarity_batch(&b.view("x", n.input_dim())?)?, n.n_levels()))
+        })?;
+        matrix(py, g, n_levels)
+    }
+
     /// Learn the rows as one sequence; one (n, code_len(l)) array per level.
     #[pyo3(signature = (indptr, indices, num_threads=None))]
     fn learn_sequence<'py>(

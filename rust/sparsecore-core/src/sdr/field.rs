@@ -63,7 +63,8 @@ impl Default for FieldParams {
             g_min: 0.1,
             gamma: 2.0,
             chi: 100.0,
-            sigmoid_slope: 28.0,
+            // soft enough that code overlap rises from 20 % input overlap on (28 stayed flat up to 20 %)
+            sigmoid_slope: 12.0,
             sigmoid_center: 0.5,
             min_active: 1,
             freeze_at: 2.0,
@@ -315,6 +316,14 @@ impl CodingField {
     pub fn recognize(&self, step: &Step<'_>) -> Result<Vec<i32>, SparseError> {
         self.check_step(step)?;
         Ok(self.argmax_code(self.support(step).as_deref()))
+    }
+
+    /// Recognise one input and report its familiarity (`None` when the field is silent).
+    pub fn recognize_familiarity(&self, step: &Step<'_>) -> Result<(Vec<i32>, Option<f64>), SparseError> {
+        self.check_step(step)?;
+        let v = self.support(step);
+        let g = v.as_deref().map(|v| self.familiarity_of(Some(v)));
+        Ok((self.argmax_code(v.as_deref()), g))
     }
 
     /// Draw a code with the CSA (without learning). Uses the stream `(seed, stream_id, item, module)`.

@@ -171,23 +171,47 @@ impl Network {
 
     /// Recognition only (no state change), sequential over fields.
     fn recognize_one(&self, x: &[u32], prev: Option<&LevelCodes>) -> Result<LevelCodes, SparseError> {
+        Ok(self.recognize_one_g(x, prev)?.0)
+    }
+
+    /// Recognition plus the mean familiarity of the responding fields of each level (0 when none responds).
+    fn recognize_one_g(&self, x: &[u32], prev: Option<&LevelCodes>) -> Result<(LevelCodes, Vec<f64>), SparseError> {
         let mut active = vec![false; self.input_dim];
         for &b in x {
             active[b as usize] = true;
         }
         let mut out = Vec::with_capacity(self.levels.len());
+        let mut fam = Vec::with_capacity(self.levels.len());
         for (l, level) in self.levels.iter().enumerate() {
             let q = level.q();
             let mut codes = Vec::with_capacity(level.fields.len() * q);
+            let (mut g_sum, mut g_n) = (0.0, 0usize);
             for (f, (field, rf)) in level.fields.iter().zip(&level.rf).enumerate() {
                 let local = local_input(rf, &active);
                 let p = prev.map(|p| &p[l][f * q..(f + 1) * q]);
-                codes.extend(field.recognize(&Step { input: Some(&local), prev: p })?);
+                let (code, g) = field.recognize_familiarity(&Step { input: Some(&local), prev: p })?;
+                if let Some(g) = g {
+                    g_sum += g;
+                    g_n += 1;
+                }
+                codes.extend(code);
             }
             active = Self::next_active(level, &codes);
             out.push(codes);
+            fam.push(if g_n == 0 { 0.0 } else { g_sum / g_n as f64 });
         }
-        Ok(out)
+        Ok((out, fam))
+    }
+
+    /// Mean familiarity `G` of the responding fields, per input and level: `(n, n_levels)` row-major, parallel
+    /// over inputs.
+    pub fn familiarity_batch(&self, x: &SdrView<'_>) -> Result<Vec<f64>, SparseError> {
+        self.check_dim(x)?;
+        let rows = (0..x.n_rows())
+            .into_par_iter()
+            .map(|r| self.recognize_one_g(x.row(r), None).map(|(_, g)| g))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.concat())
     }
 
     fn check_dim(&self, x: &SdrView<'_>) -> Result<(), SparseError> {
