@@ -273,6 +273,8 @@ impl CodingField {
     /// Deterministic code from sums: per module the cell of largest `V`; ties go to the cell with the fewest
     /// bottom-up weights set (the most specific, i.e. the stored code that matches the input most tightly), then
     /// to the lowest index. -1 when all are 0 or the field is silent.
+    // V values are u / |x| with the same |x| for every cell, so equal supports are bit-identical: exact ties.
+    #[allow(clippy::float_cmp)]
     fn argmax_code(&self, v: Option<&[f64]>) -> Vec<i32> {
         let (q, k) = (self.params.n_modules, self.params.cells_per_module);
         let Some(v) = v else { return vec![-1; q] };
