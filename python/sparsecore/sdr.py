@@ -49,7 +49,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -214,8 +214,20 @@ class SDRBatch:
     def __len__(self) -> int:
         return self.n_rows
 
-    def __getitem__(self, i: int) -> NDArray[np.uint32]:
+    @overload
+    def __getitem__(self, i: int) -> NDArray[np.uint32]: ...
+    @overload
+    def __getitem__(self, i: slice) -> SDRBatch: ...
+    def __getitem__(self, i: int | slice) -> NDArray[np.uint32] | SDRBatch:
+        """``batch[r]``: the active bits of row ``r``; ``batch[a:b]``: the rows as a new batch."""
         n = self.n_rows
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(n)
+            if step != 1:
+                raise InvalidArgumentError("SDRBatch slices must have step 1")
+            hi = max(hi, lo)
+            ip = self._indptr[lo : hi + 1]
+            return SDRBatch._trusted(ip - ip[0], self._indices[ip[0] : ip[-1]], self._dim)
         j = int(i) + n if int(i) < 0 else int(i)
         if not 0 <= j < n:
             raise IndexError(f"row {i} out of range for {n} SDRs")
@@ -295,6 +307,11 @@ class SDRBatch:
         return SparseBatch._trusted(
             self._indptr.copy(), self._indices.copy(), np.ones(self._indices.size, dtype=np.float32), self._dim
         )
+
+
+SDRInput = SDRBatch | SparseBatch | ArrayLike
+"""What the models accept: an :class:`SDRBatch`, a :class:`sparsecore.SparseBatch` (non-zeros are active) or a
+dense array (non-zero = active; 1-D for one input)."""
 
 
 def _dim_mismatch(a: SDRBatch, b: SDRBatch) -> NoReturn:
@@ -660,9 +677,7 @@ class CodingField:
         return float(self._core.mu(_check_float(v, "v"), _check_float(g, "g")))
 
     # -- learning and recognition -------------------------------------------------------------------------------
-    def learn(
-        self, x: SDRBatch | ArrayLike, *, progress: bool | None = None, num_threads: int | None = None
-    ) -> NDArray[np.int32]:
+    def learn(self, x: SDRInput, *, progress: bool | None = None, num_threads: int | None = None) -> NDArray[np.int32]:
         """Learn each input once, in order (CSA with sampling, then the binary Hebbian update).
 
         Parameters
@@ -687,7 +702,7 @@ class CodingField:
         out = np.concatenate(parts) if parts else np.zeros((0, self.n_modules), dtype=np.int32)
         return out[0] if one else out
 
-    def recognize(self, x: SDRBatch | ArrayLike, *, num_threads: int | None = None) -> NDArray[np.int32]:
+    def recognize(self, x: SDRInput, *, num_threads: int | None = None) -> NDArray[np.int32]:
         """Deterministic codes: per module the cell of largest ``V``, parallel over inputs.
 
         Ties go to the most specific cell (fewest weights set), then the lowest index; -1 where no cell of a
@@ -697,25 +712,25 @@ class CodingField:
         out = self._core.recognize(b.indptr, b.indices, num_threads=_check_threads(num_threads))
         return out[0] if one else out
 
-    def familiarity(self, x: SDRBatch | ArrayLike, *, num_threads: int | None = None) -> NDArray[np.float64]:
+    def familiarity(self, x: SDRInput, *, num_threads: int | None = None) -> NDArray[np.float64]:
         """Familiarity ``G`` ∈ [0, 1] of each input (1 for an input stored exactly)."""
         b, one = _inputs(x, self.input_dim)
         g = self._core.familiarity(b.indptr, b.indices, num_threads=_check_threads(num_threads))
         return g[:1] if one else g
 
-    def support(self, x: ArrayLike) -> NDArray[np.float64]:
+    def support(self, x: SDRInput) -> NDArray[np.float64]:
         """Normalised input sums ``V`` of every cell for one input, shape ``(Q, K)``."""
         b, _ = _inputs(x, self.input_dim)
         if b.n_rows != 1:
             raise ShapeMismatchError(f"x: support takes one input, got {b.n_rows}")
         return self._core.support(b[0])
 
-    def learn_sequence(self, xs: SDRBatch | ArrayLike) -> NDArray[np.int32]:
+    def learn_sequence(self, xs: SDRInput) -> NDArray[np.int32]:
         """Learn the rows of ``xs`` as one sequence (needs ``sequence=True``); returns ``(n, Q)`` codes."""
         b, _ = _inputs(xs, self.input_dim, "xs")
         return self._core.learn_sequence(b.indptr, b.indices)
 
-    def recall_sequence(self, first: ArrayLike, n_steps: int) -> NDArray[np.int32]:
+    def recall_sequence(self, first: SDRInput, n_steps: int) -> NDArray[np.int32]:
         """Replay a stored sequence: recognise ``first``, then follow the horizontal weights alone.
 
         Returns ``(n_steps, Q)`` codes (``n_steps - 1`` steps after ``first``).
@@ -779,8 +794,8 @@ class Level:
     parameters of :class:`CodingField`.
     """
 
-    patch: tuple[int, int]
-    stride: tuple[int, int]
+    patch: int | tuple[int, int]
+    stride: int | tuple[int, int]
     n_modules: int = 8
     cells_per_module: int = 16
     g_min: float = 0.1
@@ -955,7 +970,7 @@ class SDRNetwork:
         )
 
     def learn(
-        self, x: SDRBatch | ArrayLike, *, progress: bool | None = None, num_threads: int | None = None
+        self, x: SDRInput, *, progress: bool | None = None, num_threads: int | None = None
     ) -> list[NDArray[np.int32]]:
         """Learn each input once, in order (the fields of a level in parallel).
 
@@ -973,7 +988,7 @@ class SDRNetwork:
         return [np.concatenate([p[li] for p in parts]) for li in range(len(parts[0]))]
 
     def recognize(
-        self, x: SDRBatch | ArrayLike, *, progress: bool | None = None, num_threads: int | None = None
+        self, x: SDRInput, *, progress: bool | None = None, num_threads: int | None = None
     ) -> list[NDArray[np.int32]]:
         """Recognise (argmax per module, every level), parallel over inputs; one array per level."""
         b, _ = _inputs(x, self.input_dim)
@@ -982,17 +997,17 @@ class SDRNetwork:
         parts = [self._core.recognize(*_rows(b, lo, hi), num_threads=th) for lo, hi in spans]
         return self._stack(parts)
 
-    def familiarity(self, x: SDRBatch | ArrayLike, *, num_threads: int | None = None) -> NDArray[np.float64]:
+    def familiarity(self, x: SDRInput, *, num_threads: int | None = None) -> NDArray[np.float64]:
         """Mean familiarity ``G`` of the fields that respond, per input and level: ``(n, n_levels)``."""
         b, _ = _inputs(x, self.input_dim)
         return self._core.familiarity(b.indptr, b.indices, num_threads=_check_threads(num_threads))
 
-    def learn_sequence(self, xs: SDRBatch | ArrayLike, *, num_threads: int | None = None) -> list[NDArray[np.int32]]:
+    def learn_sequence(self, xs: SDRInput, *, num_threads: int | None = None) -> list[NDArray[np.int32]]:
         """Learn the rows of ``xs`` as one sequence (needs ``sequence=True``)."""
         b, _ = _inputs(xs, self.input_dim, "xs")
         return self._core.learn_sequence(b.indptr, b.indices, num_threads=_check_threads(num_threads))
 
-    def recall_sequence(self, first: ArrayLike, n_steps: int) -> list[NDArray[np.int32]]:
+    def recall_sequence(self, first: SDRInput, n_steps: int) -> list[NDArray[np.int32]]:
         """Replay a stored sequence from its first element (no bottom-up input after it).
 
         Returns one ``(n_steps, code_length)`` array per level.
@@ -1157,8 +1172,10 @@ class SDRClassifier:
             raise NotFittedError("this SDRClassifier is not fitted yet; call fit(codes, y) first")
 
     def predict_proba(self, codes: ArrayLike | Sequence[NDArray[np.int32]]) -> NDArray[np.float64]:
-        """Class probabilities ``(n, n_classes)``: vote shares (knn; rows of 0 when no stored code overlaps the
-        query) or the posterior (bayes)."""
+        """Class probabilities ``(n, n_classes)``.
+
+        Vote shares for ``knn`` (rows of 0 when no stored code overlaps the query), the posterior for ``bayes``.
+        """
         self._check_fitted()
         c = _codes_matrix(codes)
         if c.shape[1] != self.n_slots_:
@@ -1168,7 +1185,9 @@ class SDRClassifier:
             power = _check_float(self.power, "power")
             if power < 0:
                 raise InvalidArgumentError(f"power: must be >= 0, got {power}")
-            return self._knn.predict_scores(c, k, bool(self.cosine), power, num_threads=_check_threads(self.num_threads))
+            return self._knn.predict_scores(
+                c, k, bool(self.cosine), power, num_threads=_check_threads(self.num_threads)
+            )
         return self._bayes_proba(c)
 
     def _bayes_proba(self, c: NDArray[np.int32]) -> NDArray[np.float64]:
@@ -1191,7 +1210,8 @@ class SDRClassifier:
 
     def predict(self, codes: ArrayLike | Sequence[NDArray[np.int32]]) -> NDArray[Any]:
         """Most probable label per query (ties → the first class in sorted order)."""
-        labels: NDArray[Any] = self.classes_[np.argmax(self.predict_proba(codes), axis=1)]
+        proba = self.predict_proba(codes)
+        labels: NDArray[Any] = self.classes_[np.argmax(proba, axis=1)]
         return labels
 
     def score(self, codes: ArrayLike | Sequence[NDArray[np.int32]], y: ArrayLike) -> float:

@@ -21,9 +21,12 @@ pub struct Stream {
 impl Stream {
     /// The stream of `(seed, ids...)`; different id lists give independent-looking streams.
     pub fn new(seed: u64, ids: &[u64]) -> Self {
-        let mut s = mix(seed ^ 0x9e37_79b9_7f4a_7c15);
+        // The seed and each id go through different mixers (and the running state is rotated), so that swapping a
+        // seed with an id, or two ids, gives another stream (a plain XOR of mixed values would be symmetric).
+        let mut s = mix(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x9e37_79b9_7f4a_7c15);
         for (i, id) in ids.iter().enumerate() {
-            s = mix(s ^ mix(id.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+            let salt = (i as u64 + 1).wrapping_mul(0xa076_1d64_78bd_642f);
+            s = mix(s.rotate_left(23).wrapping_add(mix(id ^ salt)));
         }
         Self { state: s }
     }
@@ -81,6 +84,18 @@ mod tests {
             .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn swapped_keys_give_other_streams() {
+        for a in 0..20u64 {
+            for b in 0..20u64 {
+                if a != b {
+                    assert_ne!(Stream::new(a, &[b]).next_u64(), Stream::new(b, &[a]).next_u64());
+                    assert_ne!(Stream::new(7, &[a, b]).next_u64(), Stream::new(7, &[b, a]).next_u64());
+                }
+            }
+        }
     }
 
     #[test]
