@@ -204,14 +204,47 @@ def capacity_curve(
     return rows
 
 
-def plot_capacity(rows: list[dict[str, float]], path: Path) -> None:
+def synthetic_capacity(checkpoints: list[int], threads: int) -> list[dict[str, float]]:
+    """One coding field (1000 inputs, Q=16, K=16) stores random SDRs of 20 active bits, one trial each.
+
+    At each checkpoint: familiarity G of 1,000 novel random SDRs and of the stored ones, the fraction of modules
+    where ``recognize`` returns the stored code (recall), and recognition time per item.
+    """
+    dim, n_active = 1000, 20
+    field = sdr.CodingField(dim, n_modules=16, cells_per_module=16, seed=0)
+    items = sdr.SDRBatch.random(checkpoints[-1], dim, n_active, seed=1, num_threads=threads)
+    novel = sdr.SDRBatch.random(1000, dim, n_active, seed=2, num_threads=threads)
+    codes = np.zeros((0, 16), dtype=np.int32)
+    rows = []
+    done = 0
+    for n in checkpoints:
+        codes = np.concatenate([codes, field.learn(items[done:n], num_threads=threads)])
+        done = n
+        t0 = time.perf_counter()
+        rec = field.recognize(items[:n], num_threads=threads)
+        t_rec = (time.perf_counter() - t0) / n
+        row = {
+            "n_stored": n,
+            "familiarity_novel": float(field.familiarity(novel, num_threads=threads).mean()),
+            "familiarity_stored": float(field.familiarity(items[:n], num_threads=threads).mean()),
+            "recall_fraction": float((rec == codes).mean()),
+            "weight_fill": field.weight_fill,
+            "recognize_us_per_item": 1e6 * t_rec,
+        }
+        rows.append(row)
+        log(f"synthetic capacity {row}")
+    return rows
+
+
+def plot_capacity(rows: list[dict[str, float]], path: Path, synth: list[dict[str, float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = [r["n_stored"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[:2]
     ax[0].plot(n, [r["familiarity_novel"] for r in rows], "o-", label="G of novel (test) images")
     ax[0].plot(n, [r["familiarity_stored"] for r in rows], "s-", label="G of stored images")
     ax[0].plot(n, [r["whole_field_weight_fill"] for r in rows], "^--", label="weight fill")
@@ -234,6 +267,17 @@ def plot_capacity(rows: list[dict[str, float]], path: Path) -> None:
     ax[1].set_xlabel("stored items")
     ax[1].legend(loc="lower right")
     ax[1].set_title("3x3-patch network: accuracy (2k test) vs stored")
+    if synth:
+        ns = [r["n_stored"] for r in synth]
+        a3 = axes[2]
+        a3.plot(ns, [r["familiarity_novel"] for r in synth], "o-", label="G of novel SDRs")
+        a3.plot(ns, [r["familiarity_stored"] for r in synth], "s-", label="G of stored SDRs")
+        a3.plot(ns, [r["recall_fraction"] for r in synth], "d-", label="recall (modules = stored code)")
+        a3.plot(ns, [r["weight_fill"] for r in synth], "^--", label="weight fill")
+        a3.set_xscale("log")
+        a3.set_xlabel("stored items")
+        a3.legend()
+        a3.set_title("one field (Q=16, K=16), random SDRs 20/1000")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -302,7 +346,10 @@ def main() -> None:
         "knn_raw_200_per_class": knn_small_raw,
     }
     if not args.quick:
-        readouts_full = [("bayes, level 0", sdr.SDRClassifier(method="bayes"), [0])]
+        readouts_full = [
+            ("bayes, level 0", sdr.SDRClassifier(method="bayes"), [0]),
+            ("5-NN overlap, level 1", sdr.SDRClassifier(5, num_threads=th), [1]),
+        ]
         full = run_protocol("60k", b_tr, y_tr, b_te, y_te, th, readouts_full)
         knn_full = knn_anchor(d_tr, y_tr, d_te, y_te, th)
         log(f"kNN 60k deskewed: {knn_full}")
@@ -327,7 +374,10 @@ def main() -> None:
     checkpoints = [250, 500, 1000, 2000, 5000] if args.quick else [250, 500, 1000, 2000, 5000, 10000, 20000, 60000]
     cap = capacity_curve(b_tr, y_tr, b_te, y_te, checkpoints, th)
     results["capacity"] = cap
-    plot_capacity(cap, RESULTS_DIR / "sdr_capacity.png")
+    synth_points = [100, 200, 300, 500, 700, 1000, 1500, 2000, 5000, 10000]
+    synth = synthetic_capacity(synth_points, th)
+    results["synthetic_capacity"] = synth
+    plot_capacity(cap, RESULTS_DIR / "sdr_capacity.png", synth)
     notes = [
         "Anchors (not run here): sparsey.com reports 91 % after single-trial learning on 200 images/class in 220 s "
         "on one thread; htm.core's spatial pooler + classifier reports ~95.6 % with full training.",
@@ -342,6 +392,17 @@ def main() -> None:
             f"{r['recognize_ms_per_image']:.3f}"
             for r in cap
         ),
+        "Synthetic capacity (one field Q=16 K=16, random SDRs 20/1000; n_stored: G novel / G stored / recall / "
+        "weight fill / recognition us per item): "
+        + "; ".join(
+            f"{r['n_stored']}: {r['familiarity_novel']:.3f}/{r['familiarity_stored']:.3f}/{r['recall_fraction']:.3f}/"
+            f"{r['weight_fill']:.3f}/{r['recognize_us_per_item']:.2f}"
+            for r in synth
+        ),
+        "With dense binary images and V = u / |x|, the familiarity of novel MNIST digits is above 0.99 from a few "
+        "hundred stored images on (the union of a cell's stored digits covers most pixels of any digit), so on "
+        "MNIST G does not separate novel from stored; on sparse inputs (synthetic curve) it does until the field "
+        "fills.",
         "Plot: benches/results/sdr_capacity.png. Times are wall-clock on a 2-core machine shared with other jobs.",
     ]
     write_results(
