@@ -363,8 +363,13 @@ def main() -> None:
                 anchor_ms=1e3 * knn_full["fit_s"],
                 ratio=full["learn_s"] / max(knn_full["fit_s"], 1e-9),
                 quality=(
-                    f"accuracy ours {fb['accuracy']:.4f} (bayes readout) vs kNN {knn_full['accuracy']:.4f}; "
-                    f"recognise 10k {full['recognize_test_s']:.1f} s + classify {fb['predict_s']:.1f} s vs kNN "
+                    f"accuracy ours {fb['accuracy']:.4f} (bayes readout, classify {fb['predict_s']:.1f} s); "
+                    + "; ".join(
+                        f"{k} {v['accuracy']:.4f} (classify {v['predict_s']:.0f} s)"
+                        for k, v in full["readouts"].items()
+                        if k != "bayes, level 0"
+                    )
+                    + f"; vs kNN {knn_full['accuracy']:.4f}; recognise 10k {full['recognize_test_s']:.1f} s vs kNN "
                     f"predict {knn_full['predict_s']:.1f} s"
                 ),
             )
