@@ -388,6 +388,11 @@ def test_field_argument_errors() -> None:
     # a SparseBatch works as input (its non-zeros are the active bits)
     sb = SparseBatch.from_dense(np.eye(10, dtype=np.float32)[:3])
     np.testing.assert_array_equal(f.learn(sb), f.recognize(np.eye(10)[:3]))
+    # empty rows anywhere (also last) and explicit zeros are handled
+    sb = SparseBatch(np.array([0, 0, 2, 3, 3]), np.array([1, 4, 2], dtype=np.uint32), np.array([1, 0, 2], "f4"), 10)
+    dense = np.zeros((4, 10))
+    dense[1, 1] = dense[2, 2] = 1
+    np.testing.assert_array_equal(f.recognize(sb), f.recognize(dense))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -355,10 +355,8 @@ def _inputs(x: object, dim: int, name: str = "x") -> tuple[SDRBatch, bool]:
         b, one = x, False
     elif isinstance(x, SparseBatch):
         keep = x.data != 0
-        counts = np.add.reduceat(keep.astype(np.int64), x.indptr[:-1]) if x.nnz else np.zeros(x.n_rows, np.int64)
-        counts[np.diff(x.indptr) == 0] = 0
-        ip = np.zeros(x.n_rows + 1, dtype=np.int64)
-        ip[1:] = np.cumsum(counts)
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        ip = np.ascontiguousarray(kept_before[x.indptr], dtype=np.int64)  # explicit zeros are not active
         b, one = SDRBatch(ip, x.indices[keep], x.dim), False
     else:
         a = np.asarray(x)
