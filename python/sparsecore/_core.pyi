@@ -10,7 +10,10 @@ _CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.
 
 __all__ = [
     "BuildProgress",
+    "FieldCore",
     "IndexCore",
+    "KnnCore",
+    "NetworkCore",
     "OnlineRidgeCore",
     "__version__",
     "canonicalize",
@@ -30,6 +33,13 @@ __all__ = [
     "row_dot",
     "scores_dense",
     "scores_top_k",
+    "sdr_add_noise",
+    "sdr_category_encode",
+    "sdr_grid_encode",
+    "sdr_overlap",
+    "sdr_random",
+    "sdr_scalar_encode",
+    "sdr_setop",
     "take_rows",
     "threshold",
     "to_dense",
@@ -209,3 +219,103 @@ class OnlineRidgeCore:
     def n_active_features(self) -> int: ...
     @property
     def nnz(self) -> int: ...
+# SDR memory: SDR batches travel as (indptr int64, indices uint32) + dim; codes as (n, Q) int32 winners (-1 silent).
+_Sdr: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32]]
+_FieldParams: TypeAlias = tuple[int, int, float, float, float, float, float, int, float]
+
+def sdr_overlap(
+    a_indptr: NDArray[np.int64],
+    a_indices: NDArray[np.uint32],
+    b_indptr: NDArray[np.int64],
+    b_indices: NDArray[np.uint32],
+    dim: int,
+    num_threads: int | None = None,
+) -> NDArray[np.uint32]: ...
+def sdr_setop(
+    op: str,
+    a_indptr: NDArray[np.int64],
+    a_indices: NDArray[np.uint32],
+    b_indptr: NDArray[np.int64],
+    b_indices: NDArray[np.uint32],
+    dim: int,
+    num_threads: int | None = None,
+) -> _Sdr: ...
+def sdr_add_noise(
+    indptr: NDArray[np.int64],
+    indices: NDArray[np.uint32],
+    dim: int,
+    fraction: float,
+    seed: int,
+    num_threads: int | None = None,
+) -> _Sdr: ...
+def sdr_random(n: int, dim: int, n_active: int, seed: int, num_threads: int | None = None) -> _Sdr: ...
+def sdr_scalar_encode(
+    values: NDArray[np.float64],
+    minimum: float,
+    maximum: float,
+    size: int,
+    n_active: int,
+    periodic: bool,
+    clip: bool,
+    num_threads: int | None = None,
+) -> _Sdr: ...
+def sdr_category_encode(
+    labels: NDArray[np.int64], n_categories: int, n_active: int, num_threads: int | None = None
+) -> _Sdr: ...
+def sdr_grid_encode(
+    positions: NDArray[np.float64], periods: NDArray[np.float64], side: int, seed: int, num_threads: int | None = None
+) -> _Sdr: ...
+@final
+class FieldCore:
+    def __new__(cls, input_dim: int, params: _FieldParams, sequence: bool, seed: int) -> FieldCore: ...
+    def learn(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> NDArray[np.int32]: ...
+    def recognize(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> NDArray[np.int32]: ...
+    def familiarity(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> NDArray[np.float64]: ...
+    def support(self, x: NDArray[np.uint32]) -> NDArray[np.float64]: ...
+    def learn_sequence(self, indptr: NDArray[np.int64], indices: NDArray[np.uint32]) -> NDArray[np.int32]: ...
+    def recall_sequence(self, first: NDArray[np.uint32], n_steps: int) -> NDArray[np.int32]: ...
+    def eta(self, g: float) -> float: ...
+    def mu(self, v: float, g: float) -> float: ...
+    def set_frozen(self, frozen: bool) -> None: ...
+    def info(self) -> tuple[int, _FieldParams, bool, int, bool, float]: ...
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> FieldCore: ...
+
+@final
+class NetworkCore:
+    def __new__(
+        cls, input_dim: int, levels: list[tuple[_FieldParams, list[list[int]]]], sequence: bool, seed: int
+    ) -> NetworkCore: ...
+    def learn(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> list[NDArray[np.int32]]: ...
+    def recognize(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> list[NDArray[np.int32]]: ...
+    def familiarity(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> NDArray[np.float64]: ...
+    def learn_sequence(
+        self, indptr: NDArray[np.int64], indices: NDArray[np.uint32], num_threads: int | None = None
+    ) -> list[NDArray[np.int32]]: ...
+    def recall_sequence(self, first: NDArray[np.uint32], n_steps: int) -> list[NDArray[np.int32]]: ...
+    def set_frozen(self, frozen: bool) -> None: ...
+    def info(self) -> tuple[int, list[int], int, list[float], list[bool]]: ...
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> NetworkCore: ...
+
+@final
+class KnnCore:
+    def __new__(cls, codes: NDArray[np.int32], labels: NDArray[np.uint32], n_classes: int) -> KnnCore: ...
+    def predict_scores(
+        self, codes: NDArray[np.int32], k: int, cosine: bool, power: float, num_threads: int | None = None
+    ) -> NDArray[np.float64]: ...
+    def __len__(self) -> int: ...

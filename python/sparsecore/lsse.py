@@ -342,8 +342,8 @@ class OnlineRidge:
     -----
     Samples are learned one after another (each update depends on the previous); within an update the active
     rows of ``A`` are updated on ``num_threads`` threads, and :meth:`predict`, :meth:`solve_exact` and the encoder
-    are parallel. Results never depend on the thread count. The object may be shared by Python threads: updates take a write lock, predictions a
-    read lock, and the GIL is released during both.
+    are parallel. Results never depend on the thread count. The object may be shared by Python threads: updates
+    take a write lock, predictions a read lock, and the GIL is released during both.
     """
 
     def __init__(self, dim: int, n_outputs: int = 1, *, ridge: float = 1.0, update: Update = "block") -> None:

@@ -9,6 +9,7 @@ mod errors;
 mod index;
 mod lsse;
 mod pursuit;
+mod sdr;
 mod sparse;
 
 use pyo3::prelude::*;
@@ -33,6 +34,12 @@ mod _core {
 
     #[pymodule_export]
     use crate::pursuit::{pursuit_greedy, pursuit_lasso, pursuit_threshold};
+
+    #[pymodule_export]
+    use crate::sdr::{
+        sdr_add_noise, sdr_category_encode, sdr_grid_encode, sdr_overlap, sdr_random, sdr_scalar_encode, sdr_setop,
+        FieldCore, KnnCore, NetworkCore,
+    };
 
     use super::{Bound, PyModule, PyModuleMethods, PyResult};
 
