@@ -36,6 +36,10 @@ const PAR_ROWS: usize = 4096;
 /// row's update is ~|S| hashed adds plus a sweep of the row, microseconds against a ~10 µs fork-join.
 const PAR_BLOCK: usize = 32;
 
+/// ... and only when their rows hold at least this many entries in all: short rows mean an update dominated by
+/// inserting new pairs, whose allocations contend between threads (measured at dim 10^6: 2 threads slower).
+const PAR_SWEEP: usize = 100_000;
+
 /// Relative residual `‖B − (A + λI)W‖ / ‖B‖` at which [`UpdateRule::Exact`] stops its conjugate gradients.
 pub const EXACT_TOL: f64 = 1e-10;
 
@@ -558,7 +562,8 @@ impl OnlineRidge {
                 }
             }
         };
-        if s >= PAR_BLOCK && rayon::current_num_threads() > 1 {
+        let sweep: usize = taken.iter().map(Row::len).sum();
+        if s >= PAR_BLOCK && sweep >= PAR_SWEEP && rayon::current_num_threads() > 1 {
             taken
                 .par_iter_mut()
                 .zip(sc.m.par_chunks_mut(s))
