@@ -230,6 +230,7 @@ def test_exact_rule_is_follow_the_leader_after_every_step(seed: int, n: int, dim
         model.partial_fit(phi[t : t + 1], y[t : t + 1])
         want = ridge_lstsq(dense[: t + 1], y[: t + 1], lam)
         np.testing.assert_allclose(model.predict(probe), want, rtol=1e-6, atol=1e-8)
+    assert model._core.n_unconverged == 0  # every full solve reached its tolerance (else a ConvergenceWarning)
 
 
 def block_condition_residual(model: OnlineRidge, active: NDArray[np.uint32]) -> float:

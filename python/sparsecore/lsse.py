@@ -405,13 +405,22 @@ class OnlineRidge:
         y = _targets(Y, phi.n_rows, self.n_outputs)
         threads = _check_threads(num_threads)
         n = phi.n_rows
+        unconverged = self._core.n_unconverged
         starts = list(range(0, n, _PROGRESS_CHUNK))
         if not want_progress(progress, len(starts)):
             self._core.partial_fit(phi._csr, y, num_threads=threads)
-            return self
-        for s in _progress(starts, desc="OnlineRidge", unit="chunk", show=True):
-            part = phi[s : s + _PROGRESS_CHUNK]
-            self._core.partial_fit(part._csr, y[s : s + _PROGRESS_CHUNK], num_threads=threads)
+        else:
+            for s in _progress(starts, desc="OnlineRidge", unit="chunk", show=True):
+                part = phi[s : s + _PROGRESS_CHUNK]
+                self._core.partial_fit(part._csr, y[s : s + _PROGRESS_CHUNK], num_threads=threads)
+        missed = self._core.n_unconverged - unconverged
+        if missed:
+            warnings.warn(
+                f"update='exact': in {missed} of {n} updates the full solve stopped at its iteration limit above "
+                "relative residual 1e-10 (ill-conditioned: raise ridge, or call solve_exact with more iterations)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def predict(self, phi: SparseBatch, *, num_threads: int | None = None) -> NDArray[np.float64]:

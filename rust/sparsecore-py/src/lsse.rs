@@ -244,6 +244,12 @@ impl OnlineRidgeCore {
         Ok(self.read().map_err(to_py)?.n_seen())
     }
 
+    /// Exact-rule updates whose solve stopped above its tolerance.
+    #[getter]
+    fn n_unconverged(&self) -> PyResult<u64> {
+        Ok(self.read().map_err(to_py)?.n_unconverged())
+    }
+
     /// Features active at least once.
     #[getter]
     fn n_active_features(&self) -> PyResult<usize> {

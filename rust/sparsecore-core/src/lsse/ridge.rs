@@ -327,6 +327,8 @@ pub struct OnlineRidge {
     rows: Vec<Row>,
     b: Vec<f64>,
     w: Vec<f64>,
+    /// Updates of the [`UpdateRule::Exact`] rule whose conjugate gradients stopped above [`EXACT_TOL`].
+    n_unconverged: u64,
     scratch: Scratch,
 }
 
@@ -370,6 +372,7 @@ impl OnlineRidge {
             rows: Vec::new(),
             b: Vec::new(),
             w: Vec::new(),
+            n_unconverged: 0,
             scratch: Scratch::default(),
         })
     }
@@ -397,6 +400,12 @@ impl OnlineRidge {
     /// Samples seen.
     pub fn n_seen(&self) -> u64 {
         self.n_seen
+    }
+
+    /// Updates of the exact rule whose solve stopped at its iteration limit above [`EXACT_TOL`] (0 when every
+    /// prediction so far was the follow-the-leader solution to that tolerance).
+    pub fn n_unconverged(&self) -> u64 {
+        self.n_unconverged
     }
 
     /// Features that have been active at least once.
@@ -597,7 +606,10 @@ impl OnlineRidge {
         }
         self.scratch = sc;
         if self.rule == UpdateRule::Exact {
-            self.solve_exact(EXACT_TOL, 10 * self.features.len().max(10))?;
+            let rep = self.solve_exact(EXACT_TOL, 10 * self.features.len().max(10))?;
+            if rep.rel_residual > EXACT_TOL {
+                self.n_unconverged += 1;
+            }
         }
         Ok(())
     }
