@@ -499,6 +499,8 @@ def test_regressor_partial_fit_in_chunks_equals_one_pass() -> None:
     assert np.array_equal(one.predict(x), chunked.predict(x))
     assert one.predict(x).shape == (400,)
     assert one.score(x, y) > 0.95
+    restored = pickle.loads(pickle.dumps(one))  # a fitted regressor pickles through OnlineRidge.state_dict
+    assert np.array_equal(restored.predict(x), one.predict(x))
     refit = one.fit(x[:10], y[:10])
     assert refit.model_.n_seen == 10
 
