@@ -295,6 +295,7 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
             term_dense: buf(&backing, take(t(9), 4)?),
             dense_codes: buf(&backing, take(t(10), 1)?),
             fwd_terms16: buf(&backing, take(t(11), 2)?),
+            postings: None,
         });
     }
     let ext_ids = ext_ids.to_vec();

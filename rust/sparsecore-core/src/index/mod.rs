@@ -135,8 +135,12 @@ impl Index {
         if n_ext >= u32::MAX as usize || deleted.len() != n_ext.div_ceil(64) {
             return Err(bad(format!("{} ids with a {}-word deletion bitset", n_ext, deleted.len())));
         }
-        for (si, s) in segments.iter().enumerate() {
+        let mut segments = segments;
+        for (si, s) in segments.iter_mut().enumerate() {
             s.validate(dim, n_ext).map_err(|m| bad(format!("segment {si}: {m}")))?;
+            if s.postings.is_none() {
+                s.build_postings();
+            }
         }
         let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
         for (si, s) in segments.iter().enumerate() {
@@ -279,7 +283,8 @@ impl Index {
 
     /// Bytes held per component.
     pub fn memory_usage(&self) -> Vec<(&'static str, usize)> {
-        let mut out: Vec<(&'static str, usize)> = vec![("forward_index", 0), ("block_max", 0), ("doc_ids", 0)];
+        let mut out: Vec<(&'static str, usize)> =
+            vec![("forward_index", 0), ("block_max", 0), ("doc_ids", 0), ("postings", 0)];
         for s in &self.segments {
             for (i, (_, b)) in s.memory_usage().into_iter().enumerate() {
                 out[i].1 += b;

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::segment::{DocTerms, FwdView, Segment, TermBlocks};
+use super::segment::{DocTerms, FwdView, Postings, Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
@@ -117,6 +117,8 @@ pub struct Scratch {
     bounds: Vec<f32>,
     touched: Vec<u32>,
     cand: Vec<(f32, u32)>,
+    /// Per-position score accumulator of term-at-a-time search.
+    acc: Vec<f32>,
     /// Work counters, accumulated across queries until reset.
     pub stats: SearchStats,
 }
@@ -286,11 +288,17 @@ fn search_segment(
     use_dense: bool,
     heap: &mut TopKHeap,
 ) {
+    if params.is_exact() {
+        if let Some(post) = &seg.postings {
+            search_postings(seg, post, q, vis, scratch, heap);
+            return;
+        }
+    }
     let nb = seg.n_blocks();
     if scratch.bounds.len() < nb {
         scratch.bounds.resize(nb, 0.0);
     }
-    let Scratch { dense_query, bounds, touched, cand, stats } = scratch;
+    let Scratch { dense_query, bounds, touched, cand, stats, .. } = scratch;
     let bounds = &mut bounds[..nb];
     touched.clear();
     // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
@@ -383,6 +391,54 @@ fn search_segment(
         }
         visit(b, heap);
     }
+}
+
+/// Exact search of a small segment term at a time: the query terms' postings are accumulated into one score
+/// per document position, then every positive score that can enter the heap is offered.
+fn search_postings(
+    seg: &Segment,
+    post: &Postings,
+    q: &Query<'_>,
+    vis: &Visibility<'_>,
+    scratch: &mut Scratch,
+    heap: &mut TopKHeap,
+) {
+    let n = seg.n_docs();
+    let acc = &mut scratch.acc;
+    acc.clear();
+    acc.resize(n, 0.0);
+    for (&t, &qv) in q.terms.iter().zip(q.vals) {
+        if qv <= 0.0 {
+            continue;
+        }
+        if let Some(i) = seg.term_index(t) {
+            let (pos, vals) = post.term(i);
+            for (&p, &v) in pos.iter().zip(vals) {
+                acc[p as usize] += qv * v;
+            }
+        }
+    }
+    // In `explain`'s terms: every block is bounded and visited at once; the documents scored are those the
+    // query's postings reached.
+    let nb = seg.n_blocks() as u64;
+    scratch.stats.blocks_bounded += nb;
+    scratch.stats.blocks_visited += nb;
+    let mut theta = heap.threshold();
+    let mut reached = 0u64;
+    for (p, &s) in acc.iter().enumerate() {
+        if s > 0.0 {
+            reached += 1;
+            // `>=`: a document tying the k-th score may still enter by a smaller id.
+            if s >= theta {
+                let gid = seg.doc_ids[p];
+                if vis.visible(gid) {
+                    heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
+                    theta = heap.threshold();
+                }
+            }
+        }
+    }
+    scratch.stats.docs_scored += reached;
 }
 
 /// Exact top-k over an explicit list of candidate documents `(segment, position)` (selective filters).

@@ -44,6 +44,39 @@ pub struct Segment {
     pub term_dense: Buf<u32>,
     /// Dense codes (0 = absent) of frequent terms, one row of `n_blocks` bytes per such term.
     pub dense_codes: Buf<u8>,
+    /// Term-major postings of small segments (see [`POSTINGS_MAX_DOCS`]); in memory only, rebuilt on load.
+    pub postings: Option<Postings>,
+}
+
+/// Segments with at most this many documents also keep term-major postings, for exact search term at a time:
+/// on small collections block bounds are too coarse to prune (measured on 11.6k real SPLADE passages: exact
+/// block-max search 0.28 ms/query, slower than scipy's 0.44 ms brute force only by a factor of 1.6), while
+/// accumulating the query terms' postings into a per-document array touches ~50k postings (~0.06 ms). Positions
+/// then fit in a u16, so postings cost 6 bytes per stored weight.
+pub const POSTINGS_MAX_DOCS: usize = 1 << 16;
+
+/// Term-major postings of a segment, aligned with [`Segment::terms`]: positions (increasing) and weights.
+#[derive(Debug, Clone, Default)]
+pub struct Postings {
+    /// Offsets per entry of `terms` (`terms.len() + 1`).
+    pub ptr: Vec<u64>,
+    /// Layout positions of the documents holding the term.
+    pub pos: Vec<u16>,
+    /// The term's weight in each of them.
+    pub vals: Vec<f32>,
+}
+
+impl Postings {
+    /// Positions and weights of the `i`-th term of the segment.
+    #[inline]
+    pub fn term(&self, i: usize) -> (&[u16], &[f32]) {
+        let rg = self.ptr[i] as usize..self.ptr[i + 1] as usize;
+        (&self.pos[rg.clone()], &self.vals[rg])
+    }
+
+    fn nbytes(&self) -> usize {
+        self.ptr.len() * 8 + self.pos.len() * 2 + self.vals.len() * 4
+    }
 }
 
 /// A term occurring in at least `1 / DENSE_DIVISOR` of the blocks is stored as one byte per block (cheaper
@@ -107,7 +140,7 @@ impl Segment {
     }
 
     /// Bytes held by each component.
-    pub fn memory_usage(&self) -> [(&'static str, usize); 3] {
+    pub fn memory_usage(&self) -> [(&'static str, usize); 4] {
         [
             (
                 "forward_index",
@@ -124,7 +157,57 @@ impl Segment {
                     + self.dense_codes.nbytes(),
             ),
             ("doc_ids", self.doc_ids.nbytes()),
+            ("postings", self.postings.as_ref().map_or(0, Postings::nbytes)),
         ]
+    }
+
+    /// Build the term-major postings when the segment is small enough (else drop them). Call after the
+    /// forward index and `terms` are final (and, for loaded segments, validated).
+    pub fn build_postings(&mut self) {
+        let n = self.n_docs();
+        if n == 0 || n > POSTINGS_MAX_DOCS {
+            self.postings = None;
+            return;
+        }
+        let terms: &[u32] = &self.terms;
+        let fwd = self.fwd_view();
+        let index_of = |t: u32| terms.binary_search(&t).ok();
+        let mut ptr = vec![0u64; terms.len() + 1];
+        let visit = |f: &mut dyn FnMut(usize, usize, f32)| {
+            for p in 0..n {
+                let (dt, v) = fwd.doc(p);
+                match dt {
+                    DocTerms::U16(ts) => {
+                        for (&t, &w) in ts.iter().zip(v) {
+                            if let Some(i) = index_of(u32::from(t)).filter(|_| w > 0.0) {
+                                f(i, p, w);
+                            }
+                        }
+                    }
+                    DocTerms::U32(ts) => {
+                        for (&t, &w) in ts.iter().zip(v) {
+                            if let Some(i) = index_of(t).filter(|_| w > 0.0) {
+                                f(i, p, w);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        visit(&mut |i, _, _| ptr[i + 1] += 1);
+        for i in 0..terms.len() {
+            ptr[i + 1] += ptr[i];
+        }
+        let total = ptr[terms.len()] as usize;
+        let (mut pos, mut vals) = (vec![0u16; total], vec![0f32; total]);
+        let mut next: Vec<u64> = ptr[..terms.len()].to_vec();
+        visit(&mut |i, p, w| {
+            let at = next[i] as usize;
+            pos[at] = p as u16;
+            vals[at] = w;
+            next[i] += 1;
+        });
+        self.postings = Some(Postings { ptr, pos, vals });
     }
 
     /// Check the invariants searching relies on (for loaded files): consistent lengths, monotone offsets,
@@ -192,6 +275,12 @@ impl Segment {
             }
         }
         Ok(())
+    }
+
+    /// Index of term `t` in [`Segment::terms`], if the segment has it.
+    #[inline]
+    pub fn term_index(&self, t: u32) -> Option<usize> {
+        self.terms.binary_search(&t).ok()
     }
 
     /// The block bounds of term `t` and its quantization step, if the segment has the term.
@@ -316,7 +405,7 @@ impl Segment {
             }
         }
         let narrow = docs.dim() <= 1 << 16;
-        Ok(Self {
+        let mut seg = Self {
             block_size,
             doc_ids: doc_ids.into(),
             fwd_ptr: fwd.indptr.iter().map(|&x| x as u64).collect::<Vec<u64>>().into(),
@@ -334,7 +423,10 @@ impl Segment {
             bm_codes: bm_codes.into(),
             term_dense: term_dense.into(),
             dense_codes: dense_codes.into(),
-        })
+            postings: None,
+        };
+        seg.build_postings();
+        Ok(seg)
     }
 }
 
