@@ -6,6 +6,9 @@ bound and stops when no remaining block can beat the current k-th score — exac
 (block-max pruning, after Mallia, Suel & Tonellotto, SIGIR 2024). Approximate search stops earlier: bounds are
 scaled by ``alpha < 1`` and computed from the heaviest query terms holding a ``beta`` fraction of its mass.
 Candidates are always scored exactly from a forward index, so returned scores are true dot products.
+Segments of at most 65,536 documents (small collections, and the segments ``add`` creates) also keep term-major
+postings in memory (rebuilt on load, 6 bytes per stored weight); exact search there accumulates the query's
+postings term at a time instead, which beats block bounds that are too coarse to prune at that size.
 
 Weights must be non-negative (as in SPLADE); documents with score 0 are never returned, and rows are padded
 with ``-1`` / ``-inf`` when fewer than ``k`` documents match.

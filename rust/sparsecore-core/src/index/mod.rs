@@ -497,13 +497,24 @@ mod tests {
         #[test]
         fn exact_search_equals_brute_force(
             docs in nonneg_csr(80, 40), queries in nonneg_csr(6, 40), k in 1usize..12, bs in 1usize..9,
-            del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3, wide: bool,
+            del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3, wide: bool, postings: bool,
         ) {
+            // `postings` false drops the small-segment postings, so exact search takes the block-max path that
+            // segments above POSTINGS_MAX_DOCS use.
             // `wide` spreads term ids over the whole u32 range: u32 forward index and merge-join scoring.
             let (docs, queries, dim) = if wide { (spread(&docs), spread(&queries), u64::from(u32::MAX)) } else { (docs, queries, 40) };
             let dv = docs.view(dim).unwrap();
             let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 1000 - 3 * i).collect();
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
+            let drop_postings = |idx: &mut Index| {
+                if !postings {
+                    idx.segments.iter_mut().for_each(|s| s.postings = None);
+                }
+            };
+            drop_postings(&mut idx);
+            if let Some(s0) = idx.segments.first() {
+                prop_assert_eq!(s0.postings.is_some(), postings && s0.n_docs() > 0);
+            }
             let dead: Vec<i64> = ids.iter().copied().filter(|i| i % del_mod == 0).collect();
             idx.delete(&dead, false).unwrap();
             let qv = queries.view(dim).unwrap();
@@ -521,6 +532,7 @@ mod tests {
             }
             // Compaction keeps results; re-adding a deleted id makes it live again.
             idx.compact().unwrap();
+            drop_postings(&mut idx);
             let top = idx.search(&qv, &p, None).unwrap();
             for r in 0..qv.n_rows() {
                 prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &|i| i % del_mod != 0));
