@@ -331,8 +331,10 @@ def test_progress_line_reaches_100_percent_and_changes_nothing(capsys: pytest.Ca
 
 
 def test_explain_counts_the_work_and_approximation_does_less() -> None:
-    docs, queries = clustered(3000, 20, seed=8)
+    # Above 65,536 documents segments keep no postings, so both searches use block bounds.
+    docs, queries = clustered(70_000, 12, seed=8)
     idx = sc.InvertedIndex.build(docs, block_size=16)
+    assert idx.memory_usage()["postings"] == 0
     exact_docs = approx_docs = 0
     for r in range(queries.n_rows):
         e = idx.explain(*queries.row(r), k=10, recall_target=1.0)
@@ -345,3 +347,26 @@ def test_explain_counts_the_work_and_approximation_does_less() -> None:
         exact_docs += e["docs_scored"]
         approx_docs += a["docs_scored"]
     assert approx_docs < exact_docs
+
+
+def test_small_segments_search_term_at_a_time_exactly(tmp_path: Path) -> None:
+    docs, queries = clustered(3000, 20, seed=8)
+    idx = sc.InvertedIndex.build(docs, block_size=16)
+    assert idx.memory_usage()["postings"] > 0
+    exact = idx.search(queries, k=10, recall_target=1.0)
+    for r in range(queries.n_rows):
+        e = idx.explain(*queries.row(r), k=10, recall_target=1.0)
+        a = idx.explain(*queries.row(r), k=10, alpha=0.3, beta=0.6)
+        # Few postings: the approximate search takes the exact term-at-a-time path too (same work, same hits).
+        assert a == e
+        assert e["blocks_visited"] == e["blocks_bounded"] == -(-3000 // 16)
+    approx = idx.search(queries, k=10, alpha=0.3, beta=0.6)
+    assert np.array_equal(approx[0], exact[0])
+    # Results equal brute force, also after save/load (postings are rebuilt on load, memory-mapped or not).
+    want = brute_force(docs, np.arange(docs.n_rows), queries, 10)
+    assert_same(as_hits(*exact), want)
+    idx.save(tmp_path / "small.spc")
+    for mmap in (True, False):
+        loaded = sc.InvertedIndex.load(tmp_path / "small.spc", mmap=mmap)
+        assert loaded.memory_usage()["postings"] == idx.memory_usage()["postings"]
+        assert_same(as_hits(*loaded.search(queries, k=10, recall_target=1.0)), want)

@@ -12,6 +12,11 @@ const BOUND_SLACK: f32 = 1e-5;
 /// Blocks visited in sorted order before the rest are filtered by the heap threshold.
 const FIRST_ROUND: usize = 16;
 
+/// Approximate searches of a segment with postings run term at a time (exactly) when the query's postings there
+/// number at most this: at ~1.4 ns per posting that is ~0.14 ms, about what the 0.95 recall preset costs with
+/// block bounds on 11.6k real SPLADE passages (where the mean query has 52k postings: 0.075 ms exact).
+const TAAT_APPROX_MAX_POSTINGS: u64 = 100_000;
+
 /// Dims up to this use a dense per-thread query array for scoring (4 MiB of f32); larger dims merge-join.
 const DENSE_QUERY_MAX_DIM: u64 = 1 << 20;
 
@@ -119,6 +124,8 @@ pub struct Scratch {
     cand: Vec<(f32, u32)>,
     /// Per-position score accumulator of term-at-a-time search.
     acc: Vec<f32>,
+    /// Query terms present in a segment with postings: (term index, query weight).
+    term_rows: Vec<(usize, f32)>,
     /// Work counters, accumulated across queries until reset.
     pub stats: SearchStats,
 }
@@ -288,11 +295,8 @@ fn search_segment(
     use_dense: bool,
     heap: &mut TopKHeap,
 ) {
-    if params.is_exact() {
-        if let Some(post) = &seg.postings {
-            search_postings(seg, post, q, vis, scratch, heap);
-            return;
-        }
+    if try_postings(seg, q, params, vis, scratch, heap) {
+        return;
     }
     let nb = seg.n_blocks();
     if scratch.bounds.len() < nb {
@@ -393,29 +397,47 @@ fn search_segment(
     }
 }
 
-/// Exact search of a small segment term at a time: the query terms' postings are accumulated into one score
-/// per document position, then every positive score that can enter the heap is offered.
-fn search_postings(
+/// Search `seg` term at a time if it has postings and the search is exact, or approximate with few enough
+/// postings that term at a time is also the faster way (the results then exceed any recall target). Returns
+/// whether it did.
+fn try_postings(
     seg: &Segment,
-    post: &Postings,
     q: &Query<'_>,
+    params: &SearchParams,
     vis: &Visibility<'_>,
     scratch: &mut Scratch,
     heap: &mut TopKHeap,
-) {
+) -> bool {
+    let Some(post) = &seg.postings else {
+        return false;
+    };
+    scratch.term_rows.clear();
+    let mut work = 0u64;
+    for (&t, &qv) in q.terms.iter().zip(q.vals) {
+        if let Some(i) = seg.term_index(t).filter(|_| qv > 0.0) {
+            work += post.ptr[i + 1] - post.ptr[i];
+            scratch.term_rows.push((i, qv));
+        }
+    }
+    if !params.is_exact() && work > TAAT_APPROX_MAX_POSTINGS {
+        return false;
+    }
+    search_postings(seg, post, vis, scratch, heap);
+    true
+}
+
+/// Exact search of a small segment term at a time: the query terms' postings are accumulated into one score
+/// per document position, then every positive score that can enter the heap is offered.
+/// `scratch.term_rows` holds the query's terms present in the segment (term index, query weight).
+fn search_postings(seg: &Segment, post: &Postings, vis: &Visibility<'_>, scratch: &mut Scratch, heap: &mut TopKHeap) {
     let n = seg.n_docs();
     let acc = &mut scratch.acc;
     acc.clear();
     acc.resize(n, 0.0);
-    for (&t, &qv) in q.terms.iter().zip(q.vals) {
-        if qv <= 0.0 {
-            continue;
-        }
-        if let Some(i) = seg.term_index(t) {
-            let (pos, vals) = post.term(i);
-            for (&p, &v) in pos.iter().zip(vals) {
-                acc[p as usize] += qv * v;
-            }
+    for &(i, qv) in &scratch.term_rows {
+        let (pos, vals) = post.term(i);
+        for (&p, &v) in pos.iter().zip(vals) {
+            acc[p as usize] += qv * v;
         }
     }
     // In `explain`'s terms: every block is bounded and visited at once; the documents scored are those the
