@@ -9,6 +9,8 @@ Candidates are always scored exactly from a forward index, so returned scores ar
 Segments of at most 65,536 documents (small collections, and the segments ``add`` creates) also keep term-major
 postings in memory (rebuilt on load, 6 bytes per stored weight); exact search there accumulates the query's
 postings term at a time instead, which beats block bounds that are too coarse to prune at that size.
+Approximate searches take that exact path too when the query has at most 300k postings in the segment, where it
+is also the faster one.
 
 Weights must be non-negative (as in SPLADE); documents with score 0 are never returned, and rows are padded
 with ``-1`` / ``-inf`` when fewer than ``k`` documents match.

@@ -13,9 +13,10 @@ const BOUND_SLACK: f32 = 1e-5;
 const FIRST_ROUND: usize = 16;
 
 /// Approximate searches of a segment with postings run term at a time (exactly) when the query's postings there
-/// number at most this: at ~1.4 ns per posting that is ~0.14 ms, about what the 0.95 recall preset costs with
-/// block bounds on 11.6k real SPLADE passages (where the mean query has 52k postings: 0.075 ms exact).
-const TAAT_APPROX_MAX_POSTINGS: u64 = 100_000;
+/// number at most this: at ~1.4 ns per posting that is ~0.4 ms. On 11.6k real SPLADE passages (mean 52k
+/// postings per query, p99 112k) term at a time took 0.075 ms on average, while the queries above a 100k cut that
+/// took block bounds instead made the approximate p99 0.5-0.8 ms; block bounds only win on larger segments.
+const TAAT_APPROX_MAX_POSTINGS: u64 = 300_000;
 
 /// Dims up to this use a dense per-thread query array for scoring (4 MiB of f32); larger dims merge-join.
 const DENSE_QUERY_MAX_DIM: u64 = 1 << 20;
