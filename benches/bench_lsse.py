@@ -430,55 +430,61 @@ def main() -> int:
     speed_rows = speed(500 if quick else 2000, 100 if quick else 300, bins_list, 5000 if quick else 20000)
 
     cases: list[CaseResult] = []
-    m_ours = shift["methods"]["Losse + OnlineRidge"]
-    for name, m in shift["methods"].items():
-        if name == "Losse + OnlineRidge":
-            continue
-        cases.append(
-            CaseResult(
-                case=f"covariate shift: learn 5 regions single pass, Losse+OnlineRidge vs {name}",
-                dataset=f"5 strips x {shift['n_per_region']} samples, mini-batches of 32",
-                threads=os.cpu_count() or 1,
-                ours_ms=round(m_ours["learn_s"] * 1e3, 1),
-                anchor_ms=round(m["learn_s"] * 1e3, 1),
-                ratio=round(m_ours["learn_s"] / m["learn_s"], 3),
-                quality=(
-                    f"final MSE over all regions: ours {m_ours['mse_seen'][-1]:.4f} vs {m['mse_seen'][-1]:.4f}; "
-                    f"first region after all: ours {m_ours['mse_first_region'][-1]:.4f} vs "
-                    f"{m['mse_first_region'][-1]:.4f}"
-                ),
-                quality_metrics={
-                    "ours_final_mse_seen": m_ours["mse_seen"][-1],
-                    "anchor_final_mse_seen": m["mse_seen"][-1],
-                    "ours_final_mse_first": m_ours["mse_first_region"][-1],
-                    "anchor_final_mse_first": m["mse_first_region"][-1],
-                },
+
+    def vs_ours(
+        part: dict[str, Any],
+        case: str,
+        dataset: str,
+        quality: Callable[[dict[str, Any], dict[str, Any]], str],
+        metrics: Callable[[dict[str, Any], dict[str, Any]], dict[str, float | int | bool | str]],
+    ) -> None:
+        """One case per anchor learner of ``part``: learning times and quality against Losse + OnlineRidge."""
+        ours = part["methods"]["Losse + OnlineRidge"]
+        for name, m in part["methods"].items():
+            if name == "Losse + OnlineRidge":
+                continue
+            cases.append(
+                CaseResult(
+                    case=f"{case} vs {name}",
+                    dataset=dataset,
+                    threads=os.cpu_count() or 1,
+                    ours_ms=round(ours["learn_s"] * 1e3, 1),
+                    anchor_ms=round(m["learn_s"] * 1e3, 1),
+                    ratio=round(ours["learn_s"] / m["learn_s"], 3),
+                    quality=quality(ours, m),
+                    quality_metrics=metrics(ours, m),
+                )
             )
-        )
-    p_ours = pend["methods"]["Losse + OnlineRidge"]
-    for name, m in pend["methods"].items():
-        if name == "Losse + OnlineRidge":
-            continue
-        cases.append(
-            CaseResult(
-                case=f"pendulum world model learned online (energy-ordered episodes) vs {name}",
-                dataset=f"{pend['n_transitions']} transitions, rollouts of {pend['horizon']} steps",
-                threads=os.cpu_count() or 1,
-                ours_ms=round(p_ours["learn_s"] * 1e3, 1),
-                anchor_ms=round(m["learn_s"] * 1e3, 1),
-                ratio=round(p_ours["learn_s"] / m["learn_s"], 3),
-                quality=(
-                    f"θ RMSE at 1/10/30 steps: ours {p_ours['rollout_rmse_theta'][0]:.4f}/"
-                    f"{p_ours['rollout_rmse_theta'][9]:.3f}/{p_ours['rollout_rmse_theta'][-1]:.3f} vs "
-                    f"{m['rollout_rmse_theta'][0]:.4f}/{m['rollout_rmse_theta'][9]:.3f}/"
-                    f"{m['rollout_rmse_theta'][-1]:.3f}"
-                ),
-                quality_metrics={
-                    "ours_rmse_theta_30": p_ours["rollout_rmse_theta"][-1],
-                    "anchor_rmse_theta_30": m["rollout_rmse_theta"][-1],
-                },
-            )
-        )
+
+    vs_ours(
+        shift,
+        "covariate shift: learn 5 regions single pass, Losse+OnlineRidge",
+        f"5 strips x {shift['n_per_region']} samples, mini-batches of 32",
+        lambda o, m: (
+            f"final MSE over all regions: ours {o['mse_seen'][-1]:.4f} vs {m['mse_seen'][-1]:.4f}; "
+            f"first region after all: ours {o['mse_first_region'][-1]:.4f} vs {m['mse_first_region'][-1]:.4f}"
+        ),
+        lambda o, m: {
+            "ours_final_mse_seen": o["mse_seen"][-1],
+            "anchor_final_mse_seen": m["mse_seen"][-1],
+            "ours_final_mse_first": o["mse_first_region"][-1],
+            "anchor_final_mse_first": m["mse_first_region"][-1],
+        },
+    )
+    vs_ours(
+        pend,
+        "pendulum world model learned online (energy-ordered episodes)",
+        f"{pend['n_transitions']} transitions, rollouts of {pend['horizon']} steps",
+        lambda o, m: (
+            f"θ RMSE at 1/10/30 steps: ours {o['rollout_rmse_theta'][0]:.4f}/{o['rollout_rmse_theta'][9]:.3f}/"
+            f"{o['rollout_rmse_theta'][-1]:.3f} vs {m['rollout_rmse_theta'][0]:.4f}/"
+            f"{m['rollout_rmse_theta'][9]:.3f}/{m['rollout_rmse_theta'][-1]:.3f}"
+        ),
+        lambda o, m: {
+            "ours_rmse_theta_30": o["rollout_rmse_theta"][-1],
+            "anchor_rmse_theta_30": m["rollout_rmse_theta"][-1],
+        },
+    )
     for row in speed_rows:
         rls = row.get("rls_ms_per_update")
         cases.append(

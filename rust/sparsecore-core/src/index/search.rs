@@ -275,17 +275,24 @@ pub fn search_query(
     scratch: &mut Scratch,
 ) -> Vec<Hit> {
     let mut heap = TopKHeap::new(params.k);
-    let use_dense = load_dense_query(dim, q, scratch);
-    let bterms = bound_terms(q, params.beta);
+    // Both are only needed by segments searched with block bounds: set up on the first such segment.
+    let mut use_dense = None;
+    let mut bterms = None;
     for seg in segments {
-        search_segment(seg, q, &bterms, params, vis, scratch, use_dense, &mut heap);
+        if try_postings(seg, q, params, vis, scratch, &mut heap) {
+            continue;
+        }
+        let dense = *use_dense.get_or_insert_with(|| load_dense_query(dim, q, scratch));
+        let bt = bterms.get_or_insert_with(|| bound_terms(q, params.beta));
+        search_segment(seg, q, bt, params, vis, scratch, dense, &mut heap);
     }
-    if use_dense {
+    if use_dense == Some(true) {
         clear_dense_query(q, scratch);
     }
     heap.into_sorted()
 }
 
+/// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).
 fn search_segment(
     seg: &Segment,
     q: &Query<'_>,
@@ -296,9 +303,6 @@ fn search_segment(
     use_dense: bool,
     heap: &mut TopKHeap,
 ) {
-    if try_postings(seg, q, params, vis, scratch, heap) {
-        return;
-    }
     let nb = seg.n_blocks();
     if scratch.bounds.len() < nb {
         scratch.bounds.resize(nb, 0.0);
