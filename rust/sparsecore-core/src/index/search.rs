@@ -380,7 +380,9 @@ fn search_segment(
                 continue;
             }
             let s = score_at(&fwd, p, q, dense);
-            if s > 0.0 {
+            // The external id is a random read (positions are reordered): only fetch it for a hit that can enter
+            // the heap (`>=`: a tie with the k-th score may still enter by a smaller id).
+            if s > 0.0 && s >= heap.threshold() {
                 heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
             }
         }
@@ -489,7 +491,7 @@ pub fn search_candidates(
         }
         scratch.stats.docs_scored += 1;
         let s = score_at(&seg.fwd_view(), p as usize, q, dense);
-        if s > 0.0 {
+        if s > 0.0 && s >= heap.threshold() {
             heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
         }
     }
