@@ -292,23 +292,9 @@ pub fn search_query(
     heap.into_sorted()
 }
 
-/// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).
-fn search_segment(
-    seg: &Segment,
-    q: &Query<'_>,
-    bterms: &[usize],
-    params: &SearchParams,
-    vis: &Visibility<'_>,
-    scratch: &mut Scratch,
-    use_dense: bool,
-    heap: &mut TopKHeap,
-) {
-    let nb = seg.n_blocks();
-    if scratch.bounds.len() < nb {
-        scratch.bounds.resize(nb, 0.0);
-    }
-    let Scratch { dense_query, bounds, touched, cand, stats, .. } = scratch;
-    let bounds = &mut bounds[..nb];
+/// Add the bound terms' block bounds into `bounds` (all zero on entry). Returns whether a dense term ran (then
+/// every block is a candidate); otherwise `touched` lists the blocks given a bound.
+fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32], touched: &mut Vec<u32>) -> bool {
     touched.clear();
     // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
     // the touched-block bookkeeping.
@@ -343,29 +329,27 @@ fn search_segment(
             }
         }
     }
-    cand.clear();
-    if all_blocks {
-        for (b, u) in bounds.iter_mut().enumerate() {
-            if *u > 0.0 {
-                cand.push((*u, b as u32));
-                *u = 0.0;
-            }
-        }
-    } else {
-        cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
-        for &b in touched.iter() {
-            bounds[b as usize] = 0.0;
-        }
+    all_blocks
+}
+
+/// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).
+fn search_segment(
+    seg: &Segment,
+    q: &Query<'_>,
+    bterms: &[usize],
+    params: &SearchParams,
+    vis: &Visibility<'_>,
+    scratch: &mut Scratch,
+    use_dense: bool,
+    heap: &mut TopKHeap,
+) {
+    let nb = seg.n_blocks();
+    if scratch.bounds.len() < nb {
+        scratch.bounds.resize(nb, 0.0);
     }
-    // Visit blocks best bound first without sorting them all: the best few, then (once the heap has a
-    // threshold) only those that can still beat it.
-    stats.blocks_bounded += cand.len() as u64;
-    let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let first = FIRST_ROUND.min(cand.len());
-    if first > 0 && first < cand.len() {
-        cand.select_nth_unstable_by(first - 1, desc);
-    }
-    cand[..first].sort_unstable_by(desc);
+    let Scratch { dense_query, bounds, touched, cand, stats, .. } = scratch;
+    let bounds = &mut bounds[..nb];
+    let all_blocks = fill_bounds(seg, q, bterms, bounds, touched);
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
     let slack = params.alpha * (1.0 + BOUND_SLACK);
     let fwd = seg.fwd_view();
@@ -387,16 +371,77 @@ fn search_segment(
             }
         }
     };
-    for &(ub, b) in &cand[..first] {
-        if ub * slack < heap.threshold() {
-            return;
+    // Visit blocks best bound first without sorting them all: the best few, then (once the heap has a
+    // threshold) only those that can still beat it, in order.
+    let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    cand.clear();
+    if all_blocks {
+        // Every block may have a bound: pick the best few in one scan of the bounds (no list of all blocks),
+        // visit them, then collect only the blocks that can still beat the heap.
+        let mut top = [(0f32, 0u32); FIRST_ROUND];
+        let mut n_top = 0;
+        let mut n_pos = 0u64;
+        for (b, &u) in bounds.iter().enumerate() {
+            if u > 0.0 {
+                n_pos += 1;
+                if n_top < FIRST_ROUND || u > top[n_top - 1].0 {
+                    // Sorted insertion, best first; an equal bound keeps the smaller block first.
+                    let mut i = if n_top < FIRST_ROUND { n_top } else { FIRST_ROUND - 1 };
+                    n_top = (n_top + 1).min(FIRST_ROUND);
+                    while i > 0 && top[i - 1].0 < u {
+                        top[i] = top[i - 1];
+                        i -= 1;
+                    }
+                    top[i] = (u, b as u32);
+                }
+            }
         }
-        visit(b, heap);
+        stats.blocks_bounded += n_pos;
+        for &(_, b) in &top[..n_top] {
+            bounds[b as usize] = 0.0;
+        }
+        for &(ub, b) in &top[..n_top] {
+            if ub * slack < heap.threshold() {
+                bounds.fill(0.0);
+                return;
+            }
+            visit(b, heap);
+        }
+        let theta = heap.threshold();
+        for (b, u) in bounds.iter_mut().enumerate() {
+            if *u > 0.0 {
+                if *u * slack >= theta {
+                    cand.push((*u, b as u32));
+                }
+                *u = 0.0;
+            }
+        }
+    } else {
+        cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
+        for &b in touched.iter() {
+            bounds[b as usize] = 0.0;
+        }
+        stats.blocks_bounded += cand.len() as u64;
+        let first = FIRST_ROUND.min(cand.len());
+        if first > 0 && first < cand.len() {
+            cand.select_nth_unstable_by(first - 1, desc);
+        }
+        cand[..first].sort_unstable_by(desc);
+        for &(ub, b) in &cand[..first] {
+            if ub * slack < heap.threshold() {
+                return;
+            }
+            visit(b, heap);
+        }
+        let theta = heap.threshold();
+        let mut i = 0;
+        cand.retain(|&(ub, _)| {
+            i += 1;
+            i > first && ub * slack >= theta
+        });
     }
-    let theta = heap.threshold();
-    let mut rest: Vec<(f32, u32)> = cand[first..].iter().copied().filter(|&(ub, _)| ub * slack >= theta).collect();
-    rest.sort_unstable_by(desc);
-    for &(ub, b) in &rest {
+    cand.sort_unstable_by(desc);
+    for &(ub, b) in cand.iter() {
         if ub * slack < heap.threshold() {
             return;
         }
