@@ -16,7 +16,7 @@
 
 use ndarray::{ArrayView1, ArrayView2, CowArray, Ix2};
 
-use super::{argmax, axpy_neg, check_gram, gram, run_batched, validate, Codes, Real};
+use super::{argmax, argmax_of, axpy_neg, check_gram, gram, run_batched, validate, Codes, Real};
 use crate::SparseError;
 
 /// Stopping rule and sign constraint of a greedy pursuit.
@@ -174,8 +174,14 @@ fn omp_ls_one<T: Real>(
     // alpha² < eps in absolute terms; relative to ||x|| the rule holds for signals of any scale and dtype).
     let floor = T::of(1e4) * eps * eps * xx;
     let mut m = 0;
+    // The largest |alpha_i| when the previous step found it while updating alpha.
+    let mut known_best: Option<T> = None;
     while m < k {
-        let Some(j) = argmax(&ws.alpha, false) else { break };
+        let found = match known_best.take() {
+            Some(best) => argmax_of(&ws.alpha, false, best),
+            None => argmax(&ws.alpha, false),
+        };
+        let Some(j) = found else { break };
         if ws.sel.contains(&j) || ws.alpha[j] * ws.alpha[j] <= floor {
             break; // numerically the residual is already orthogonal to the support
         }
@@ -193,11 +199,17 @@ fn omp_ls_one<T: Real>(
         let ltt = dsq.sqrt();
         ws.chol[m * k + m] = ltt;
         let inv = T::one() / ltt;
-        T::fused_sub_scale_k(wt, grow(g, n, j), &ws.chol[m * k..m * k + m], &done[..m * n], inv);
         let vt = ws.alpha[j] * inv;
         ws.v[m] = vt;
-        axpy_neg(&mut ws.alpha, vt, wt);
-        ws.alpha[j] = T::zero(); // exactly orthogonal in exact arithmetic
+        // wt = (G[j] − Σ L[m, s] w_s) / L[m, m] and alpha −= vt · wt in one kernel, which also returns the
+        // largest |alpha_i|; alpha[j] is then set to exactly zero (orthogonal in exact arithmetic), so the
+        // maximum stays valid unless it was alpha[j]'s rounding residue.
+        let best = T::omp_step_k(wt, grow(g, n, j), &ws.chol[m * k..m * k + m], &done[..m * n], inv, &mut ws.alpha, vt);
+        let residue = ws.alpha[j].abs();
+        ws.alpha[j] = T::zero();
+        if residue < best {
+            known_best = Some(best);
+        }
         ws.sel.push(j);
         m += 1;
         err -= vt.to_f64_lossy() * vt.to_f64_lossy();

@@ -194,8 +194,9 @@ fn sub_rows_f32_fma(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
     sub_rows_body!(f32, y, coefs, rows, true);
 }
 
-macro_rules! fused_body {
-    ($t:ty, $out:expr, $base:expr, $coefs:expr, $rows:expr, $scale:expr, $fma:expr) => {{
+macro_rules! omp_step_body {
+    ($t:ty, $out:expr, $base:expr, $coefs:expr, $rows:expr, $scale:expr, $alpha:expr, $vt:expr, $fma:expr) => {{
+        const LANES: usize = 16;
         let n = $out.len();
         let first = $coefs.len().min(4);
         let coef = |s: usize| if s < first { $coefs[s] } else { 0.0 as $t };
@@ -211,50 +212,109 @@ macro_rules! fused_body {
         }
         let rest = &$coefs[first..];
         sub_rows_body!($t, $out, rest, &$rows[first * n..], $fma);
-        for o in $out.iter_mut() {
-            *o *= $scale;
+        // One pass scales the new row, updates the correlations and finds their largest magnitude.
+        let mut lanes = [0.0 as $t; LANES];
+        let mut oc = $out.chunks_exact_mut(LANES);
+        let mut ac = $alpha.chunks_exact_mut(LANES);
+        for (o, al) in (&mut oc).zip(&mut ac) {
+            for l in 0..LANES {
+                let w = o[l] * $scale;
+                o[l] = w;
+                let v = if $fma { (-$vt).mul_add(w, al[l]) } else { al[l] - $vt * w };
+                al[l] = v;
+                let m = v.abs();
+                lanes[l] = if m > lanes[l] { m } else { lanes[l] };
+            }
         }
+        let mut best = 0.0 as $t;
+        for (o, al) in oc.into_remainder().iter_mut().zip(ac.into_remainder().iter_mut()) {
+            let w = *o * $scale;
+            *o = w;
+            let v = if $fma { (-$vt).mul_add(w, *al) } else { *al - $vt * w };
+            *al = v;
+            if v.abs() > best {
+                best = v.abs();
+            }
+        }
+        for m in lanes {
+            if m > best {
+                best = m;
+            }
+        }
+        best
     }};
 }
 
-/// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, reading `base` in the first pass (no separate copy).
+/// One OMP step: `out = (base − Σ_s coefs[s] · rows[s]) · scale`, then `alpha −= vt · out`; returns the largest
+/// `|alpha_i|` afterwards. The same arithmetic as a scaled [`sub_rows_f64`] then [`axpy_neg_f64`], in fewer passes
+/// (`base` is read in the first pass, no separate copy).
 #[inline]
-pub fn fused_sub_scale_f64(out: &mut [f64], base: &[f64], coefs: &[f64], rows: &[f64], scale: f64) {
+pub fn omp_step_f64(
+    out: &mut [f64],
+    base: &[f64],
+    coefs: &[f64],
+    rows: &[f64],
+    scale: f64,
+    alpha: &mut [f64],
+    vt: f64,
+) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
-            unsafe { fused_sub_scale_f64_fma(out, base, coefs, rows, scale) };
-            return;
+            return unsafe { omp_step_f64_fma(out, base, coefs, rows, scale, alpha, vt) };
         }
     }
-    fused_body!(f64, out, base, coefs, rows, scale, false);
+    omp_step_body!(f64, out, base, coefs, rows, scale, alpha, vt, false)
 }
 
-/// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, reading `base` in the first pass (no separate copy).
+/// One OMP step (see [`omp_step_f64`]).
 #[inline]
-pub fn fused_sub_scale_f32(out: &mut [f32], base: &[f32], coefs: &[f32], rows: &[f32], scale: f32) {
+pub fn omp_step_f32(
+    out: &mut [f32],
+    base: &[f32],
+    coefs: &[f32],
+    rows: &[f32],
+    scale: f32,
+    alpha: &mut [f32],
+    vt: f32,
+) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
-            unsafe { fused_sub_scale_f32_fma(out, base, coefs, rows, scale) };
-            return;
+            return unsafe { omp_step_f32_fma(out, base, coefs, rows, scale, alpha, vt) };
         }
     }
-    fused_body!(f32, out, base, coefs, rows, scale, false);
+    omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, false)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn fused_sub_scale_f64_fma(out: &mut [f64], base: &[f64], coefs: &[f64], rows: &[f64], scale: f64) {
-    fused_body!(f64, out, base, coefs, rows, scale, true);
+fn omp_step_f64_fma(
+    out: &mut [f64],
+    base: &[f64],
+    coefs: &[f64],
+    rows: &[f64],
+    scale: f64,
+    alpha: &mut [f64],
+    vt: f64,
+) -> f64 {
+    omp_step_body!(f64, out, base, coefs, rows, scale, alpha, vt, true)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn fused_sub_scale_f32_fma(out: &mut [f32], base: &[f32], coefs: &[f32], rows: &[f32], scale: f32) {
-    fused_body!(f32, out, base, coefs, rows, scale, true);
+fn omp_step_f32_fma(
+    out: &mut [f32],
+    base: &[f32],
+    coefs: &[f32],
+    rows: &[f32],
+    scale: f32,
+    alpha: &mut [f32],
+    vt: f32,
+) -> f32 {
+    omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, true)
 }
 
 #[cfg(test)]
@@ -298,11 +358,29 @@ mod tests {
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-12);
             }
-            let mut fused = vec![0.0; 37];
-            fused_sub_scale_f64(&mut fused, &x, &coefs, &rows, 0.5);
-            for (a, b) in fused.iter().zip(&want) {
-                assert!((a - 0.5 * b).abs() < 1e-12);
+            // The OMP step: (x - sum coefs * rows) * 0.5, then alpha -= 0.3 * that row, and the largest |alpha_i|.
+            let mut step = vec![0.0; 37];
+            let mut alpha: Vec<f64> = (0..37).map(|i| (f64::from(i) * 0.37).cos()).collect();
+            let alpha_want: Vec<f64> = alpha.iter().zip(&want).map(|(a, w)| a - 0.3 * (0.5 * w)).collect();
+            let best = omp_step_f64(&mut step, &x, &coefs, &rows, 0.5, &mut alpha, 0.3);
+            for ((a, b), (al, aw)) in step.iter().zip(&want).zip(alpha.iter().zip(&alpha_want)) {
+                assert!((a - 0.5 * b).abs() < 1e-12 && (al - aw).abs() < 1e-12);
             }
+            assert_eq!(best, alpha.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+            let (x32, rows32, coefs32): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                x.iter().map(|&v| v as f32).collect(),
+                rows.iter().map(|&v| v as f32).collect(),
+                coefs.iter().map(|&v| v as f32).collect(),
+            );
+            let mut step32 = vec![0.0f32; 37];
+            let mut alpha32: Vec<f32> = alpha_want.iter().map(|&v| v as f32).collect();
+            let before = alpha32.clone();
+            let best32 = omp_step_f32(&mut step32, &x32, &coefs32, &rows32, 0.5, &mut alpha32, 0.3);
+            for (i, (a, b)) in step32.iter().zip(&want).enumerate() {
+                assert!((f64::from(*a) - 0.5 * b).abs() < 1e-4);
+                assert!((alpha32[i] - (before[i] - 0.3 * step32[i])).abs() < 1e-5);
+            }
+            assert_eq!(best32, alpha32.iter().fold(0.0f32, |m, v| m.max(v.abs())));
         }
     }
 }

@@ -41,8 +41,16 @@ pub trait Real:
     fn max_key_k(v: &[Self], signed: bool) -> Self;
     /// `y -= Σ_s coefs[s] · rows[s]` over `coefs.len()` rows of `y.len()` values.
     fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]);
-    /// `out = (base − Σ_s coefs[s] · rows[s]) · scale`.
-    fn fused_sub_scale_k(out: &mut [Self], base: &[Self], coefs: &[Self], rows: &[Self], scale: Self);
+    /// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, then `alpha −= vt · out`; returns the largest `|alpha_i|`.
+    fn omp_step_k(
+        out: &mut [Self],
+        base: &[Self],
+        coefs: &[Self],
+        rows: &[Self],
+        scale: Self,
+        alpha: &mut [Self],
+        vt: Self,
+    ) -> Self;
 }
 
 impl Real for f32 {
@@ -61,8 +69,16 @@ impl Real for f32 {
     fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
         kernels::sub_rows_f32(y, coefs, rows);
     }
-    fn fused_sub_scale_k(out: &mut [Self], base: &[Self], coefs: &[Self], rows: &[Self], scale: Self) {
-        kernels::fused_sub_scale_f32(out, base, coefs, rows, scale);
+    fn omp_step_k(
+        out: &mut [Self],
+        base: &[Self],
+        coefs: &[Self],
+        rows: &[Self],
+        scale: Self,
+        alpha: &mut [Self],
+        vt: Self,
+    ) -> Self {
+        kernels::omp_step_f32(out, base, coefs, rows, scale, alpha, vt)
     }
 }
 
@@ -82,8 +98,16 @@ impl Real for f64 {
     fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
         kernels::sub_rows_f64(y, coefs, rows);
     }
-    fn fused_sub_scale_k(out: &mut [Self], base: &[Self], coefs: &[Self], rows: &[Self], scale: Self) {
-        kernels::fused_sub_scale_f64(out, base, coefs, rows, scale);
+    fn omp_step_k(
+        out: &mut [Self],
+        base: &[Self],
+        coefs: &[Self],
+        rows: &[Self],
+        scale: Self,
+        alpha: &mut [Self],
+        vt: Self,
+    ) -> Self {
+        kernels::omp_step_f64(out, base, coefs, rows, scale, alpha, vt)
     }
 }
 
@@ -278,7 +302,11 @@ where
 /// positive (nothing left to explain). Two passes: a lane-parallel maximum, then the first position holding it.
 #[inline]
 pub(crate) fn argmax<T: Real>(v: &[T], nonneg: bool) -> Option<usize> {
-    let best = T::max_key_k(v, nonneg);
+    argmax_of(v, nonneg, T::max_key_k(v, nonneg))
+}
+
+/// [`argmax`] when the largest key `best` is already known.
+pub(crate) fn argmax_of<T: Real>(v: &[T], nonneg: bool, best: T) -> Option<usize> {
     if best <= T::zero() {
         return None;
     }
