@@ -15,7 +15,7 @@ pub(crate) mod kernels;
 pub mod lasso;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -257,27 +257,34 @@ where
     let starts: Vec<usize> = (0..n).step_by(chunk).collect();
     let parts: Vec<ChunkOut<T>> = starts
         .par_iter()
-        .map(|&lo| {
-            let hi = (lo + chunk).min(n);
-            let xs = x.slice(s![lo..hi, ..]);
-            let mut c = Array2::<T>::zeros((hi - lo, n_atoms));
-            general_mat_mul(T::one(), &xs, &d.t(), T::zero(), &mut c);
-            let mut ws = make_ws();
-            let mut pairs: Vec<(u32, T)> = Vec::new();
-            let mut out = ChunkOut { counts: Vec::with_capacity(hi - lo), indices: Vec::new(), data: Vec::new() };
-            for (r, xr) in xs.outer_iter().enumerate() {
-                let xx: T = xr.iter().map(|&v| v * v).sum();
-                pairs.clear();
-                solve(&mut ws, c.row(r), xx, &mut pairs);
-                pairs.retain(|&(_, v)| v != T::zero());
-                pairs.sort_unstable_by_key(|&(a, _)| a);
-                out.counts.push(pairs.len() as i64);
-                out.indices.extend(pairs.iter().map(|&(a, _)| a));
-                out.data.extend(pairs.iter().map(|&(_, v)| v));
-            }
-            out
-        })
-        .collect();
+        // Work buffers (the pursuit's and the chunk's correlations, 2 MB in f64) are reused across the chunks a
+        // worker takes: a fresh zeroed buffer per chunk cost page faults.
+        .map_init(
+            || (make_ws(), Vec::<T>::new()),
+            |(ws, cbuf), &lo| {
+                let hi = (lo + chunk).min(n);
+                let xs = x.slice(s![lo..hi, ..]);
+                cbuf.resize((hi - lo) * n_atoms, T::zero());
+                let mut c = ArrayViewMut2::from_shape((hi - lo, n_atoms), &mut cbuf[..])
+                    .map_err(|e| SparseError::invalid("correlations", e.to_string()))?;
+                // beta = 0: the product overwrites whatever the reused buffer held.
+                general_mat_mul(T::one(), &xs, &d.t(), T::zero(), &mut c);
+                let mut pairs: Vec<(u32, T)> = Vec::new();
+                let mut out = ChunkOut { counts: Vec::with_capacity(hi - lo), indices: Vec::new(), data: Vec::new() };
+                for (r, xr) in xs.outer_iter().enumerate() {
+                    let xx: T = xr.iter().map(|&v| v * v).sum();
+                    pairs.clear();
+                    solve(ws, c.row(r), xx, &mut pairs);
+                    pairs.retain(|&(_, v)| v != T::zero());
+                    pairs.sort_unstable_by_key(|&(a, _)| a);
+                    out.counts.push(pairs.len() as i64);
+                    out.indices.extend(pairs.iter().map(|&(a, _)| a));
+                    out.data.extend(pairs.iter().map(|&(_, v)| v));
+                }
+                Ok(out)
+            },
+        )
+        .collect::<Result<_, SparseError>>()?;
     let total: usize = parts.iter().map(|p| p.indices.len()).sum();
     let mut codes = Codes {
         indptr: Vec::with_capacity(n + 1),
