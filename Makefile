@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-pursuit bench-lsse bench-sdr wheel clean
+.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint   - lint only"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
+	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min, ~10 GB)"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
 	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
@@ -101,6 +102,12 @@ bench-sdr: build
 bench-index: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib
 	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python $(BENCH_ARGS)
+
+# 1M synthetic documents (about 17 min on 2 cores, ~10 GB of memory with both sides' indexes alive).
+bench-index-1m: build $(SEISMIC_VENV)/bin/python
+	$(BIN)/pip install --quiet matplotlib
+	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python --large --datasets synth-1M \
+		--out benches/results/index_1m.json --plot benches/results/index_1m_recall_latency.png $(BENCH_ARGS)
 
 wheel: $(STAMPS)/deps
 	$(BIN)/maturin build --release -o dist

@@ -332,8 +332,7 @@ impl Index {
         self.search_one_stats(terms, vals, params, allowed).map(|(h, _)| h)
     }
 
-    /// [`Index::search_one`] that also reports the work done (superblocks bounded, blocks and documents
-    /// scored).
+    /// [`Index::search_one`] that also reports the work done (blocks bounded and visited, documents scored).
     pub fn search_one_stats(
         &self,
         terms: &[u32],
