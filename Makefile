@@ -21,7 +21,7 @@ help:
 	@echo "make lint   - lint only"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
-	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min, ~10 GB)"
+	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min; several GB for both sides' indexes)"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
 	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
@@ -103,7 +103,7 @@ bench-index: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib
 	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python $(BENCH_ARGS)
 
-# 1M synthetic documents (about 17 min on 2 cores, ~10 GB of memory with both sides' indexes alive).
+# 1M synthetic documents (about 17 min on 2 cores; both sides' indexes stay alive, several GB of memory).
 bench-index-1m: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib
 	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python --large --datasets synth-1M \
