@@ -196,6 +196,41 @@ def test_save_load_roundtrip_mmap_and_heap(tmp_path: Path) -> None:
     assert len(sc.InvertedIndex.load(path)) == 5
 
 
+def test_default_ids_need_no_id_map_and_behave_like_explicit_ones(tmp_path: Path) -> None:
+    docs, queries = clustered(600, 15, seed=8)
+    plain = sc.InvertedIndex.build(docs, mode="exact", block_size=16)
+    shifted = sc.InvertedIndex.build(docs, np.arange(600) + 1_000, mode="exact", block_size=16)
+    assert plain.memory_usage()["id_map"] == 0
+    assert shifted.memory_usage()["id_map"] > 0
+    for idx, off in ((plain, 0), (shifted, 1_000)):
+        idx.delete([off + 5, off + 77])
+        idx.add(clustered(10, 1, seed=9)[0])  # default ids continue after the largest id
+        assert len(idx) == 608
+        assert off + 5 not in idx
+        assert off + 6 in idx
+        assert off + 609 in idx
+        ids, scores = idx.search(queries, 10, filter=np.arange(off, off + 300))
+        ids0, scores0 = (plain if idx is shifted else idx).search(queries, 10, filter=np.arange(300))
+        assert np.array_equal(np.where(ids >= 0, ids - off, -1), ids0)
+        assert np.array_equal(scores, scores0)
+    assert plain.memory_usage()["id_map"] == 0
+    plain.save(tmp_path / "plain.spc")
+    loaded = sc.InvertedIndex.load(tmp_path / "plain.spc", mode="exact")
+    assert loaded.memory_usage()["id_map"] == 0
+    assert len(loaded) == 608
+    assert 5 not in loaded
+    # The first ids off the default numbering switch to an explicit map; lookups stay right.
+    loaded.add(docs[:1], [-3])
+    assert loaded.memory_usage()["id_map"] > 0
+    assert -3 in loaded
+    assert 6 in loaded
+    assert 5 not in loaded
+    assert len(loaded) == 609
+    assert loaded.delete([-3, 6]) == 2
+    assert -3 not in loaded
+    assert 6 not in loaded
+
+
 def test_truncated_flipped_and_foreign_files_raise(tmp_path: Path) -> None:
     docs, _ = clustered(40, 1, seed=5)
     path = tmp_path / "small.spc"

@@ -9,7 +9,8 @@
 //! ```
 //! Arrays, in order: `ext_ids` (i64), `deleted` (u64 bitset), then per segment `doc_ids` u32, `fwd_ptr` u64,
 //! `fwd_terms` u32, `fwd_vals` f32, `terms` u32, `term_ptr` u64, `term_scale` f32, `bm_blocks` u32,
-//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8, `fwd_terms16` u16. Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
+//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8, `fwd_terms16` u16, `bm_blocks16` u16 (version 2; of each
+//! pair `fwd_terms`/`fwd_terms16` and `bm_blocks`/`bm_blocks16` one is empty). Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
 //! version, byte order, length, every checksum, and every structural invariant the search relies on, so a
 //! truncated, corrupted or foreign file is an error, never a crash. Files are written to a temporary name,
 //! fsynced, and renamed over the target (atomic on POSIX).
@@ -30,13 +31,13 @@ use crate::SparseError;
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SPCOREIX";
 /// Current format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const BOM: u32 = 0x0102_0304;
 const HEADER_LEN: usize = 64;
 const ENTRY_LEN: usize = 32;
 const ALIGN: usize = 64;
 const GLOBAL: u32 = 0xFFFF;
-const SEGMENT_FIELDS: u32 = 12;
+const SEGMENT_FIELDS: u32 = 13;
 
 fn fmt_err(path: &Path, msg: impl std::fmt::Display) -> SparseError {
     SparseError::Format(format!("{}: {msg}", path.display()))
@@ -57,7 +58,7 @@ fn arr<T: Pod>(tag: u32, v: &[T]) -> Out<'_> {
     Out { tag, elem: std::mem::size_of::<T>() as u32, bytes: bytemuck::cast_slice(v) }
 }
 
-fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 12] {
+fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 13] {
     let t = |f: u32| si * 16 + f;
     [
         arr(t(0), &s.doc_ids),
@@ -72,6 +73,7 @@ fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 12] {
         arr(t(9), &s.term_dense),
         arr(t(10), &s.dense_codes),
         arr(t(11), &s.fwd_terms16),
+        arr(t(12), &s.bm_blocks16),
     ]
 }
 
@@ -199,6 +201,33 @@ fn buf<T: Pod>(backing: &Arc<Backing>, (offset, len): (usize, usize)) -> Buf<T> 
     Buf::File { backing: Arc::clone(backing), offset, len }
 }
 
+/// The arrays of segment `si`, in file order, taken from `take` (tag, element size -> offset, length).
+fn load_segment(
+    backing: &Arc<Backing>,
+    take: &mut impl FnMut(u32, usize) -> Result<(usize, usize), SparseError>,
+    si: u32,
+    block_size: usize,
+) -> Result<Segment, SparseError> {
+    let t = |f: u32| si * 16 + f;
+    Ok(Segment {
+        block_size,
+        doc_ids: buf(backing, take(t(0), 4)?),
+        fwd_ptr: buf(backing, take(t(1), 8)?),
+        fwd_terms: buf(backing, take(t(2), 4)?),
+        fwd_vals: buf(backing, take(t(3), 4)?),
+        terms: buf(backing, take(t(4), 4)?),
+        term_ptr: buf(backing, take(t(5), 8)?),
+        term_scale: buf(backing, take(t(6), 4)?),
+        bm_blocks: buf(backing, take(t(7), 4)?),
+        bm_codes: buf(backing, take(t(8), 1)?),
+        term_dense: buf(backing, take(t(9), 4)?),
+        dense_codes: buf(backing, take(t(10), 1)?),
+        fwd_terms16: buf(backing, take(t(11), 2)?),
+        bm_blocks16: buf(backing, take(t(12), 2)?),
+        postings: None,
+    })
+}
+
 /// Load an index written by [`save`].
 ///
 /// Errors: `SparseError::Io` when the file cannot be read; `SparseError::Format` when it is not a sparsecore
@@ -212,7 +241,10 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
     }
     let version = u32_at(b, 8);
     if version != VERSION {
-        return Err(fmt_err(path, format!("format version {version} is not supported (this build reads {VERSION})")));
+        return Err(fmt_err(
+            path,
+            format!("format version {version} is not supported (this build reads {VERSION}); build the index again"),
+        ));
     }
     if u32_at(b, 12) != BOM {
         return Err(fmt_err(path, "written with another byte order"));
@@ -280,23 +312,7 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
     let deleted: Buf<u64> = buf(&backing, take(GLOBAL * 16 + 1, 8)?);
     let mut segments = Vec::with_capacity(n_segments);
     for si in 0..n_segments as u32 {
-        let t = |f: u32| si * 16 + f;
-        segments.push(Segment {
-            block_size,
-            doc_ids: buf(&backing, take(t(0), 4)?),
-            fwd_ptr: buf(&backing, take(t(1), 8)?),
-            fwd_terms: buf(&backing, take(t(2), 4)?),
-            fwd_vals: buf(&backing, take(t(3), 4)?),
-            terms: buf(&backing, take(t(4), 4)?),
-            term_ptr: buf(&backing, take(t(5), 8)?),
-            term_scale: buf(&backing, take(t(6), 4)?),
-            bm_blocks: buf(&backing, take(t(7), 4)?),
-            bm_codes: buf(&backing, take(t(8), 1)?),
-            term_dense: buf(&backing, take(t(9), 4)?),
-            dense_codes: buf(&backing, take(t(10), 1)?),
-            fwd_terms16: buf(&backing, take(t(11), 2)?),
-            postings: None,
-        });
+        segments.push(load_segment(&backing, &mut take, si, block_size)?);
     }
     let ext_ids = ext_ids.to_vec();
     let deleted = deleted.to_vec();

@@ -59,7 +59,32 @@ pub struct Index {
     /// Tombstones over global internal ids.
     pub deleted: Vec<u64>,
     /// External id -> global internal id, live documents only.
-    id_map: HashMap<i64, u32>,
+    id_map: IdMap,
+}
+
+/// External id -> global internal id of the live documents.
+///
+/// While every document's external id equals its internal id (default ids, including `add` calls that keep
+/// the default numbering), the map is implicit: a lookup is a range check plus a tombstone test and costs no
+/// memory, where a hash map costs ~17 bytes per document (31 MB at 10^6 documents). The first `add` with
+/// other ids switches to a hash map.
+#[derive(Debug, Clone)]
+enum IdMap {
+    /// `ext_ids[g] == g` for every internal id `g`; `live` counts the documents not deleted.
+    Identity { live: usize },
+    /// Explicit map of the live documents.
+    Hashed(HashMap<i64, u32>),
+}
+
+impl Default for IdMap {
+    fn default() -> Self {
+        IdMap::Identity { live: 0 }
+    }
+}
+
+/// Whether internal id `g` has a tombstone in `deleted`.
+fn is_deleted(deleted: &[u64], g: usize) -> bool {
+    (deleted[g >> 6] >> (g & 63)) & 1 == 1
 }
 
 /// Check documents or queries: canonical, finite, non-negative (bounds assume non-negative weights).
@@ -155,28 +180,47 @@ impl Index {
         if let Some(g) = locs.iter().position(|l| l.0 == u32::MAX) {
             return Err(bad(format!("document {g} is stored in no segment")));
         }
-        let mut id_map = HashMap::with_capacity(n_ext);
-        for (g, &id) in ext_ids.iter().enumerate() {
-            if (deleted[g >> 6] >> (g & 63)) & 1 == 0 && id_map.insert(id, g as u32).is_some() {
-                return Err(bad(format!("id {id} is live twice")));
+        let id_map = if ext_ids.iter().enumerate().all(|(g, &id)| id == g as i64) {
+            IdMap::Identity { live: (0..n_ext).filter(|&g| !is_deleted(&deleted, g)).count() }
+        } else {
+            let mut map = HashMap::with_capacity(n_ext);
+            for (g, &id) in ext_ids.iter().enumerate() {
+                if !is_deleted(&deleted, g) && map.insert(id, g as u32).is_some() {
+                    return Err(bad(format!("id {id} is live twice")));
+                }
             }
-        }
+            IdMap::Hashed(map)
+        };
         Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map })
     }
 
     /// Number of live documents.
     pub fn len(&self) -> usize {
-        self.id_map.len()
+        match &self.id_map {
+            IdMap::Identity { live } => *live,
+            IdMap::Hashed(m) => m.len(),
+        }
     }
 
     /// Whether no live document is left.
     pub fn is_empty(&self) -> bool {
-        self.id_map.is_empty()
+        self.len() == 0
     }
 
     /// Whether external id `id` is live.
     pub fn contains(&self, id: i64) -> bool {
-        self.id_map.contains_key(&id)
+        self.internal_id(id).is_some()
+    }
+
+    /// The global internal id of live external id `id`.
+    fn internal_id(&self, id: i64) -> Option<u32> {
+        match &self.id_map {
+            IdMap::Identity { .. } => usize::try_from(id)
+                .ok()
+                .filter(|&g| g < self.ext_ids.len() && !is_deleted(&self.deleted, g))
+                .map(|g| g as u32),
+            IdMap::Hashed(m) => m.get(&id).copied(),
+        }
     }
 
     /// Add documents as a new segment; they are searchable on return. `ids` default to consecutive ids after
@@ -218,7 +262,7 @@ impl Index {
             if let Some(j) = seen.insert(id, i) {
                 return Err(SparseError::invalid("ids", format!("ids[{j}] and ids[{i}] are both {id}")));
             }
-            if self.id_map.contains_key(&id) {
+            if self.contains(id) {
                 return Err(SparseError::invalid("ids", format!("ids[{i}] = {id} is already in the index")));
             }
         }
@@ -239,8 +283,23 @@ impl Index {
         self.segments.push(seg);
         self.ext_ids.extend_from_slice(&ids);
         self.deleted.resize((first + n).div_ceil(64), 0);
-        for (i, &id) in ids.iter().enumerate() {
-            self.id_map.insert(id, (first + i) as u32);
+        let keeps_identity = ids.iter().enumerate().all(|(i, &id)| id == (first + i) as i64);
+        match &mut self.id_map {
+            IdMap::Identity { live } if keeps_identity => *live += n,
+            IdMap::Identity { .. } => {
+                let mut map = HashMap::with_capacity(first + n);
+                for (g, &id) in self.ext_ids.iter().enumerate() {
+                    if !is_deleted(&self.deleted, g) {
+                        map.insert(id, g as u32);
+                    }
+                }
+                self.id_map = IdMap::Hashed(map);
+            }
+            IdMap::Hashed(map) => {
+                for (i, &id) in ids.iter().enumerate() {
+                    map.insert(id, (first + i) as u32);
+                }
+            }
         }
         Ok(ids)
     }
@@ -249,14 +308,25 @@ impl Index {
     /// `ignore_missing`.
     pub fn delete(&mut self, ids: &[i64], ignore_missing: bool) -> Result<usize, SparseError> {
         if !ignore_missing {
-            if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| !self.id_map.contains_key(id)) {
+            if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| !self.contains(id)) {
                 return Err(SparseError::UnknownId(format!("ids[{i}] = {id} is not in the index")));
             }
         }
         let mut n = 0;
-        for id in ids {
-            if let Some(gid) = self.id_map.remove(id) {
-                self.deleted[(gid >> 6) as usize] |= 1 << (gid & 63);
+        for &id in ids {
+            let gid = match &mut self.id_map {
+                IdMap::Identity { live } => {
+                    let g =
+                        usize::try_from(id).ok().filter(|&g| g < self.ext_ids.len() && !is_deleted(&self.deleted, g));
+                    if g.is_some() {
+                        *live -= 1;
+                    }
+                    g
+                }
+                IdMap::Hashed(m) => m.remove(&id).map(|g| g as usize),
+            };
+            if let Some(g) = gid {
+                self.deleted[g >> 6] |= 1 << (g & 63);
                 n += 1;
             }
         }
@@ -265,7 +335,12 @@ impl Index {
 
     /// Fold all segments and deletions into one freshly laid-out segment.
     pub fn compact(&mut self) -> Result<(), SparseError> {
-        let mut live: Vec<u32> = self.id_map.values().copied().collect();
+        let mut live: Vec<u32> = match &self.id_map {
+            IdMap::Identity { .. } => {
+                (0..self.ext_ids.len()).filter(|&g| !is_deleted(&self.deleted, g)).map(|g| g as u32).collect()
+            }
+            IdMap::Hashed(m) => m.values().copied().collect(),
+        };
         live.par_sort_unstable();
         let mut indptr = Vec::with_capacity(live.len() + 1);
         indptr.push(0i64);
@@ -292,15 +367,15 @@ impl Index {
         }
         out.push(("ids", self.ext_ids.len() * 8 + self.locs.len() * 8 + self.deleted.len() * 8));
         // A hashbrown entry is the (i64, u32) pair padded to 16 bytes plus one control byte.
-        out.push(("id_map", self.id_map.capacity() * 17));
+        out.push(("id_map", if let IdMap::Hashed(m) = &self.id_map { m.capacity() * 17 } else { 0 }));
         out
     }
 
     /// Allowed-set bitset over global internal ids from external ids (unknown ids are ignored).
     pub fn allow_ids(&self, ids: &[i64]) -> Vec<u64> {
         let mut bits = vec![0u64; self.ext_ids.len().div_ceil(64)];
-        for id in ids {
-            if let Some(&g) = self.id_map.get(id) {
+        for &id in ids {
+            if let Some(g) = self.internal_id(id) {
                 bits[(g >> 6) as usize] |= 1 << (g & 63);
             }
         }
@@ -497,13 +572,15 @@ mod tests {
         fn exact_search_equals_brute_force(
             docs in nonneg_csr(80, 40), queries in nonneg_csr(6, 40), k in 1usize..12, bs in 1usize..9,
             del_mod in 2i64..7, filt_mod in 1i64..5, threads in 1usize..3, wide: bool, postings: bool,
+            identity: bool,
         ) {
             // `postings` false drops the small-segment postings, so exact search takes the block-max path that
             // segments above POSTINGS_MAX_DOCS use.
             // `wide` spreads term ids over the whole u32 range: u32 forward index and merge-join scoring.
             let (docs, queries, dim) = if wide { (spread(&docs), spread(&queries), u64::from(u32::MAX)) } else { (docs, queries, 40) };
             let dv = docs.view(dim).unwrap();
-            let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 1000 - 3 * i).collect();
+            // `identity` ids (0..n) keep the implicit id map; others need the hash map.
+            let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| if identity { i } else { 1000 - 3 * i }).collect();
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
             let drop_postings = |idx: &mut Index| {
                 if !postings {
@@ -514,8 +591,11 @@ mod tests {
             if let Some(s0) = idx.segments.first() {
                 prop_assert_eq!(s0.postings.is_some(), postings && s0.n_docs() > 0);
             }
+            prop_assert_eq!(idx.memory_usage().iter().any(|&(c, b)| c == "id_map" && b > 0), !identity && !ids.is_empty());
             let dead: Vec<i64> = ids.iter().copied().filter(|i| i % del_mod == 0).collect();
-            idx.delete(&dead, false).unwrap();
+            prop_assert_eq!(idx.delete(&dead, false).unwrap(), dead.len());
+            prop_assert_eq!(idx.len(), ids.len() - dead.len());
+            prop_assert!(dead.iter().all(|&i| !idx.contains(i)));
             let qv = queries.view(dim).unwrap();
             let p = SearchParams { k, alpha: 1.0, beta: 1.0 };
             let allow: Vec<i64> = ids.iter().copied().filter(|i| i % filt_mod == 0).collect();
@@ -554,5 +634,59 @@ mod tests {
         assert!(idx.delete(&[99], false).is_err());
         assert_eq!(idx.delete(&[99, 0], true).unwrap(), 1);
         assert_eq!(idx.len(), 1);
+        // Ids that break the default numbering switch the id map to a hash map; lookups stay right.
+        assert_eq!(idx.add(&new.view(10).unwrap(), Some(&[-7])).unwrap(), vec![-7]);
+        assert!(idx.contains(-7) && idx.contains(1) && !idx.contains(0) && !idx.contains(2));
+        assert!(idx.memory_usage().iter().any(|&(c, b)| c == "id_map" && b > 0));
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.add(&new.view(10).unwrap(), None).unwrap(), vec![2]);
+        assert!(idx.delete(&[0], false).is_err());
+        assert_eq!(idx.delete(&[1, -7], false).unwrap(), 2);
+        let top = idx.search(&q.view(10).unwrap(), &SearchParams { k: 3, alpha: 1.0, beta: 1.0 }, None).unwrap();
+        assert_eq!(top.ids, vec![2, -1, -1]);
+    }
+
+    /// A segment of more than 65,536 blocks lists block ids as u32: exact search, approximate search and a
+    /// save/load round trip agree with brute force there too.
+    #[test]
+    fn segments_beyond_u16_block_ids() {
+        let (n, dim) = (70_000usize, 50u32);
+        let mut d = Csr { indptr: vec![0], ..Csr::default() };
+        for i in 0..n {
+            let mut terms = [(i * 7919 % dim as usize) as u32, ((i * 31 + 11) % dim as usize) as u32];
+            terms.sort_unstable();
+            d.indices.push(terms[0]);
+            if terms[1] != terms[0] {
+                d.indices.push(terms[1]);
+            }
+            while d.data.len() < d.indices.len() {
+                d.data.push(((i * 13 + d.data.len()) % 17 + 1) as f32 * 0.25);
+            }
+            d.indptr.push(d.indices.len() as i64);
+        }
+        let idx = Index::build(&d.view(u64::from(dim)).unwrap(), None, BuildParams { block_size: 1, reorder: false })
+            .unwrap();
+        let seg = &idx.segments[0];
+        assert!(seg.n_blocks() > 1 << 16 && seg.bm_blocks16.is_empty() && !seg.bm_blocks.is_empty());
+        let q = Csr { indptr: vec![0, 3], indices: vec![4, 9, 30], data: vec![1.0, 0.5, 2.0] };
+        let qv = q.view(u64::from(dim)).unwrap();
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let all = brute(&d, &ids, qv.row(0), n, &|_| true);
+        let want = all[..10].to_vec();
+        let path = std::env::temp_dir().join(format!("sparsecore-u32-blocks-{}.idx", std::process::id()));
+        format::save(&idx, &path).unwrap();
+        let loaded = format::load(&path, false).unwrap();
+        let _ = std::fs::remove_file(&path);
+        for ix in [&idx, &loaded] {
+            for (alpha, beta) in [(1.0, 1.0), (0.9, 0.8)] {
+                let top = ix.search(&qv, &SearchParams { k: 10, alpha, beta }, None).unwrap();
+                let g = got(&top, 0);
+                // Approximate search may miss documents but never misreports a score.
+                assert!(g.iter().all(|x| all.contains(x)));
+                if alpha == 1.0 {
+                    assert_eq!(g, want);
+                }
+            }
+        }
     }
 }

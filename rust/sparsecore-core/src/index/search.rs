@@ -309,27 +309,47 @@ fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32
         }
     }
     for &i in bterms {
-        if let Some((scale, TermBlocks::Sparse(bl, codes))) = seg.term_blocks(q.terms[i]) {
-            let s = q.vals[i] * scale;
-            if all_blocks {
-                for (&b, &c) in bl.iter().zip(codes) {
-                    if let Some(u) = bounds.get_mut(b as usize) {
-                        *u += s * f32::from(c);
-                    }
-                }
-            } else {
-                for (&b, &c) in bl.iter().zip(codes) {
-                    if let Some(u) = bounds.get_mut(b as usize) {
-                        if *u == 0.0 {
-                            touched.push(b);
-                        }
-                        *u += s * f32::from(c);
-                    }
-                }
+        match seg.term_blocks(q.terms[i]) {
+            Some((scale, TermBlocks::Sparse16(bl, codes))) => {
+                add_listed(bl, codes, q.vals[i] * scale, all_blocks, bounds, touched);
             }
+            Some((scale, TermBlocks::Sparse32(bl, codes))) => {
+                add_listed(bl, codes, q.vals[i] * scale, all_blocks, bounds, touched);
+            }
+            _ => {}
         }
     }
     all_blocks
+}
+
+/// Add one listed term's bounds (`s` times its codes) into `bounds`, recording newly touched blocks unless
+/// every block is a candidate anyway.
+#[inline]
+fn add_listed<B: Copy + Into<u32>>(
+    bl: &[B],
+    codes: &[u8],
+    s: f32,
+    all_blocks: bool,
+    bounds: &mut [f32],
+    touched: &mut Vec<u32>,
+) {
+    if all_blocks {
+        for (&b, &c) in bl.iter().zip(codes) {
+            if let Some(u) = bounds.get_mut(b.into() as usize) {
+                *u += s * f32::from(c);
+            }
+        }
+    } else {
+        for (&b, &c) in bl.iter().zip(codes) {
+            let b = b.into();
+            if let Some(u) = bounds.get_mut(b as usize) {
+                if *u == 0.0 {
+                    touched.push(b);
+                }
+                *u += s * f32::from(c);
+            }
+        }
+    }
 }
 
 /// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).

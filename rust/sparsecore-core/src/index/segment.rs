@@ -36,8 +36,12 @@ pub struct Segment {
     pub term_ptr: Buf<u64>,
     /// Per term: the weight of one code step (`max weight of the term / 255`, rounded up).
     pub term_scale: Buf<f32>,
-    /// Blocks in which each term occurs, increasing within a term.
+    /// Blocks in which each term occurs, increasing within a term, when the segment has more than 65,536
+    /// blocks (else empty).
     pub bm_blocks: Buf<u32>,
+    /// The same as u16 when the segment has at most 65,536 blocks (else empty): 3 instead of 5 bytes per listed
+    /// block with its code.
+    pub bm_blocks16: Buf<u16>,
     /// Quantized (rounded up) maximum weight of the term in that block, 1..=255.
     pub bm_codes: Buf<u8>,
     /// Per term: its row in `dense_codes` if the term is stored densely, else `u32::MAX`.
@@ -122,8 +126,10 @@ pub enum DocTerms<'a> {
 
 /// Where a term's block bounds live.
 pub enum TermBlocks<'a> {
-    /// Listed blocks and their codes.
-    Sparse(&'a [u32], &'a [u8]),
+    /// Listed blocks (u16 ids) and their codes.
+    Sparse16(&'a [u16], &'a [u8]),
+    /// Listed blocks (u32 ids) and their codes.
+    Sparse32(&'a [u32], &'a [u8]),
     /// One code per block (0 where absent).
     Dense(&'a [u8]),
 }
@@ -152,6 +158,7 @@ impl Segment {
                     + self.term_ptr.nbytes()
                     + self.term_scale.nbytes()
                     + self.bm_blocks.nbytes()
+                    + self.bm_blocks16.nbytes()
                     + self.bm_codes.nbytes()
                     + self.term_dense.nbytes()
                     + self.dense_codes.nbytes(),
@@ -243,8 +250,9 @@ impl Segment {
             return Err("a document id is out of range".into());
         }
         let nt = self.terms.len();
-        let nbm = self.bm_blocks.len();
-        if self.term_ptr.len() != nt + 1
+        let nbm = self.bm_blocks.len() + self.bm_blocks16.len();
+        if (!self.bm_blocks.is_empty() && !self.bm_blocks16.is_empty())
+            || self.term_ptr.len() != nt + 1
             || self.term_scale.len() != nt
             || self.bm_codes.len() != nbm
             || self.term_ptr.first() != Some(&0)
@@ -260,7 +268,7 @@ impl Segment {
             return Err("invalid term scale".into());
         }
         let nb = self.n_blocks() as u32;
-        if self.bm_blocks.par_iter().any(|&b| b >= nb) {
+        if self.bm_blocks.par_iter().any(|&b| b >= nb) || self.bm_blocks16.par_iter().any(|&b| u32::from(b) >= nb) {
             return Err("a block id is out of range".into());
         }
         let n_dense = self.term_dense.iter().filter(|&&d| d != u32::MAX).count();
@@ -290,7 +298,11 @@ impl Segment {
         let d = self.term_dense[i];
         let blocks = if d == u32::MAX {
             let rg = self.term_ptr[i] as usize..self.term_ptr[i + 1] as usize;
-            TermBlocks::Sparse(&self.bm_blocks[rg.clone()], &self.bm_codes[rg])
+            if self.bm_blocks16.is_empty() {
+                TermBlocks::Sparse32(&self.bm_blocks[rg.clone()], &self.bm_codes[rg])
+            } else {
+                TermBlocks::Sparse16(&self.bm_blocks16[rg.clone()], &self.bm_codes[rg])
+            }
         } else {
             let nb = self.n_blocks();
             TermBlocks::Dense(&self.dense_codes[d as usize * nb..(d as usize + 1) * nb])
@@ -332,27 +344,7 @@ impl Segment {
         let n_blocks = n.div_ceil(block_size);
         let view = fwd.view(docs.dim())?;
 
-        // Per block: (term, max weight) sorted by term; zero maxima carry no bound and are dropped.
-        let per_block: Vec<Vec<(u32, f32)>> = (0..n_blocks)
-            .into_par_iter()
-            .map(|b| {
-                let mut pairs: Vec<(u32, f32)> = Vec::new();
-                for p in b * block_size..((b + 1) * block_size).min(n) {
-                    let (t, v) = view.row(p);
-                    pairs.extend(t.iter().copied().zip(v.iter().copied()));
-                }
-                pairs.sort_unstable_by_key(|x| x.0);
-                let mut out: Vec<(u32, f32)> = Vec::with_capacity(pairs.len());
-                for (t, v) in pairs {
-                    match out.last_mut() {
-                        Some(last) if last.0 == t => last.1 = last.1.max(v),
-                        _ => out.push((t, v)),
-                    }
-                }
-                out.retain(|x| x.1 > 0.0);
-                out
-            })
-            .collect();
+        let per_block = block_maxima(&view, n, block_size);
 
         // Transpose to term-major. Terms are collected sorted and distinct; every block entry is then mapped
         // once to its term's index (in parallel), which both passes below use.
@@ -405,6 +397,7 @@ impl Segment {
             }
         }
         let narrow = docs.dim() <= 1 << 16;
+        let (bm_blocks, bm_blocks16) = block_id_width(bm_blocks, n_blocks);
         let mut seg = Self {
             block_size,
             doc_ids: doc_ids.into(),
@@ -419,7 +412,8 @@ impl Segment {
             terms: terms.into(),
             term_ptr: term_ptr.into(),
             term_scale: term_scale.into(),
-            bm_blocks: bm_blocks.into(),
+            bm_blocks,
+            bm_blocks16,
             bm_codes: bm_codes.into(),
             term_dense: term_dense.into(),
             dense_codes: dense_codes.into(),
@@ -427,6 +421,40 @@ impl Segment {
         };
         seg.build_postings();
         Ok(seg)
+    }
+}
+
+/// Per block of `block_size` consecutive rows of `view` (`n` rows): its (term, max weight) pairs sorted by
+/// term; zero maxima carry no bound and are dropped.
+fn block_maxima(view: &CsrView<'_>, n: usize, block_size: usize) -> Vec<Vec<(u32, f32)>> {
+    (0..n.div_ceil(block_size))
+        .into_par_iter()
+        .map(|b| {
+            let mut pairs: Vec<(u32, f32)> = Vec::new();
+            for p in b * block_size..((b + 1) * block_size).min(n) {
+                let (t, v) = view.row(p);
+                pairs.extend(t.iter().copied().zip(v.iter().copied()));
+            }
+            pairs.sort_unstable_by_key(|x| x.0);
+            let mut out: Vec<(u32, f32)> = Vec::with_capacity(pairs.len());
+            for (t, v) in pairs {
+                match out.last_mut() {
+                    Some(last) if last.0 == t => last.1 = last.1.max(v),
+                    _ => out.push((t, v)),
+                }
+            }
+            out.retain(|x| x.1 > 0.0);
+            out
+        })
+        .collect()
+}
+
+/// Listed block ids as u32 or, when the segment has at most 65,536 blocks, as u16 (the other one empty).
+fn block_id_width(ids: Vec<u32>, n_blocks: usize) -> (Buf<u32>, Buf<u16>) {
+    if n_blocks <= 1 << 16 {
+        (Buf::default(), ids.iter().map(|&b| b as u16).collect::<Vec<u16>>().into())
+    } else {
+        (ids.into(), Buf::default())
     }
 }
 
