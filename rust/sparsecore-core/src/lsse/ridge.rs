@@ -2,7 +2,7 @@
 //!
 //! The model after `t` samples is the ridge solution on all of them, `W = (A + λI)⁻¹ B` with `A = Σ φφᵀ` and
 //! `B = Σ φ yᵀ` (`λ` = `ridge`). `A` is kept as one row per feature that has ever been active, holding only the
-//! features it was active together with (a hash row, or a dense one once a third of the columns are filled), so
+//! features it was active together with (sorted by column, or dense once two thirds of the columns are filled), so
 //! memory grows with the number of co-active pairs, not with `dim²` (the paper's reference keeps `A` dense).
 //! Features never seen have weight 0 and cost nothing.
 //!
@@ -33,7 +33,7 @@ const EMPTY: u32 = u32::MAX;
 const PAR_ROWS: usize = 4096;
 
 /// Active sets at least this large update their rows on the rayon pool (when it has more than one thread): a
-/// row's update is ~|S| hashed adds plus a sweep of the row, microseconds against a ~10 µs fork-join.
+/// row's update is one merge-walk over the row, microseconds against a ~10 µs fork-join.
 const PAR_BLOCK: usize = 32;
 
 /// ... and only when their rows hold at least this many entries in all: short rows mean an update dominated by
@@ -93,17 +93,6 @@ impl<V: Copy + Default> Table<V> {
         (&mut self.slots[s].1, inserted)
     }
 
-    /// Make room for `n` entries in all without growing.
-    fn reserve(&mut self, n: usize) {
-        let want = ((self.len + n) * 2).next_power_of_two().max(8);
-        if self.len == 0 {
-            self.slots = vec![(EMPTY, V::default()); want.max(self.slots.len())];
-        }
-        while self.slots.len() < want {
-            self.grow();
-        }
-    }
-
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(8);
         let old = std::mem::replace(&mut self.slots, vec![(EMPTY, V::default()); cap]);
@@ -120,18 +109,28 @@ impl<V: Copy + Default> Table<V> {
     }
 }
 
-/// A sparse row turns dense once it holds at least `1/DENSIFY` of all rows' columns: a dense entry costs 8 bytes
-/// and one direct access, a sparse one ~30 bytes (value, column, hash slot) and a hashed access.
-const DENSIFY: usize = 3;
+/// A sparse row turns dense once `DENSIFY_NUM / DENSIFY_DEN` of all rows' columns are filled: a sparse entry
+/// costs 12 bytes (column, value), a dense column 8, so from two thirds on the dense row is also the smaller one
+/// and its sweep streams less memory.
+const DENSIFY_NUM: usize = 2;
+const DENSIFY_DEN: usize = 3;
 /// A dense row that must grow turns sparse again if it holds fewer than `1/SPARSIFY` of the columns (the gap
 /// between the two thresholds keeps rows from flipping back and forth).
-const SPARSIFY: usize = 6;
+const SPARSIFY: usize = 3;
+/// A sparse row folds its pending run into the main run once the pending run is longer than the main run plus
+/// `PENDING_MIN` entries (measured at dims 10^3 to 10^6: folding at an eighth or a half of the main run was up to
+/// 10 % slower, because at large dims most of a sample's pairs are new and the pending run fills fast).
+const PENDING_MIN: usize = 32;
 
 /// One row of `A`, in one of two layouts chosen by its density.
 #[derive(Debug, Clone)]
 enum Row {
-    /// Entries in insertion order (dense arrays, for fast sweeps) plus a hash from column to position.
-    Sparse { cols: Vec<u32>, vals: Vec<f64>, pos: Table<u32> },
+    /// Entries in two runs, each sorted by column: the main run `[0, main)` and a short pending run
+    /// `[main, len)` that takes new columns. An update walks both runs once in step with the sample's sorted
+    /// active set (no hashed random access: at dim ~10^5 a hashed row cost a cache miss per co-active pair),
+    /// inserts new columns into the pending run, and folds that into the main run only when it has grown, so
+    /// the long main run is rewritten rarely.
+    Sparse { cols: Vec<u32>, vals: Vec<f64>, main: usize },
     /// Values indexed by column (`vals.len()` may lag behind the number of rows: missing columns are 0); `nnz`
     /// counts the entries that became non-zero.
     Dense { vals: Vec<f64>, nnz: usize },
@@ -139,91 +138,237 @@ enum Row {
 
 impl Default for Row {
     fn default() -> Self {
-        Row::Sparse { cols: Vec::new(), vals: Vec::new(), pos: Table::default() }
+        Row::Sparse { cols: Vec::new(), vals: Vec::new(), main: 0 }
     }
+}
+
+/// A sample's active set, as each of its rows sees it.
+struct Block<'a> {
+    /// Positions of `keys` by increasing key.
+    order: &'a [u32],
+    /// Compact ids of the active rows (distinct).
+    keys: &'a [u32],
+    /// The sample's values at `keys`.
+    x: &'a [f64],
+    /// Current number of rows (= columns).
+    n_rows: usize,
+}
+
+/// Accumulates `Σ_k A[row, k] W[k, :]` over the entries a row update visits.
+trait Sweep {
+    /// Entry `(k, v)`.
+    fn entry(&mut self, k: u32, v: f64);
+    /// All entries of a dense row.
+    fn dense(&mut self, vals: &[f64]);
+}
+
+/// [`Sweep`] for a single output.
+struct SweepOne<'a> {
+    w: &'a [f64],
+    acc: f64,
+}
+
+impl Sweep for SweepOne<'_> {
+    #[inline]
+    fn entry(&mut self, k: u32, v: f64) {
+        self.acc += v * self.w[k as usize];
+    }
+
+    fn dense(&mut self, vals: &[f64]) {
+        self.acc += dot(vals, &self.w[..vals.len()]);
+    }
+}
+
+/// [`Sweep`] for `acc.len()` outputs (`w` row-major, one row per feature).
+struct SweepMany<'a> {
+    w: &'a [f64],
+    acc: &'a mut [f64],
+}
+
+impl Sweep for SweepMany<'_> {
+    #[inline]
+    fn entry(&mut self, k: u32, v: f64) {
+        let (k, no) = (k as usize, self.acc.len());
+        for (o, wk) in self.acc.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+            *o += v * wk;
+        }
+    }
+
+    fn dense(&mut self, vals: &[f64]) {
+        for (k, &v) in vals.iter().enumerate() {
+            if v != 0.0 {
+                self.entry(k as u32, v);
+            }
+        }
+    }
+}
+
+/// Walk one sorted run, adding `scale * x[c]` at every key of `want` (positions into the block, by increasing
+/// key) that the run holds and writing the new value to `out[c]`; every other entry goes to `sweep`. Keys the
+/// run lacks are kept in `want` (in order); the rest are removed.
+fn walk_run(
+    cols: &[u32],
+    vals: &mut [f64],
+    blk: &Block<'_>,
+    scale: f64,
+    want: &mut Vec<u32>,
+    out: &mut [f64],
+    sweep: &mut impl Sweep,
+) {
+    let mut kept = 0;
+    let mut j = 0;
+    let key_at = |want: &[u32], j: usize| want.get(j).map_or(u32::MAX, |&c| blk.keys[c as usize]);
+    let mut next = key_at(want, 0);
+    for (&k, v) in cols.iter().zip(vals.iter_mut()) {
+        while next < k {
+            want[kept] = want[j];
+            kept += 1;
+            j += 1;
+            next = key_at(want, j);
+        }
+        if k == next {
+            let c = want[j] as usize;
+            *v += scale * blk.x[c];
+            out[c] = *v;
+            j += 1;
+            next = key_at(want, j);
+        } else {
+            sweep.entry(k, *v);
+        }
+    }
+    while j < want.len() {
+        want[kept] = want[j];
+        kept += 1;
+        j += 1;
+    }
+    want.truncate(kept);
 }
 
 impl Row {
     /// An empty sparse row with room for `n` entries (a new feature gets its whole active set at once).
     fn with_capacity(n: usize) -> Self {
-        let mut pos = Table::default();
-        pos.reserve(n);
-        Row::Sparse { cols: Vec::with_capacity(n), vals: Vec::with_capacity(n), pos }
+        Row::Sparse { cols: Vec::with_capacity(n), vals: Vec::with_capacity(n), main: 0 }
+    }
+
+    /// A row from entries sorted by column (dense if that is the smaller layout).
+    fn from_sorted(cols: Vec<u32>, vals: Vec<f64>, n_rows: usize) -> Self {
+        let main = cols.len();
+        let mut row = Row::Sparse { cols, vals, main };
+        row.maybe_densify(n_rows);
+        row
     }
 
     /// `A[row, col] += delta`, returning the new value; `n_rows` is the current number of rows (columns).
     fn add(&mut self, col: u32, delta: f64, n_rows: usize) -> f64 {
-        let c = col as usize;
+        let mut out = [0.0];
+        let blk = Block { order: &[0], keys: &[col], x: &[1.0], n_rows };
+        self.update(&blk, delta, &mut out, &mut NoSweep);
+        out[0]
+    }
+
+    /// Apply a sample to this row: `A[row, keys[c]] += scale * x[c]` for every `c` of the block, new values to
+    /// `out[c]`, and every entry outside the block (in the updated row) to `sweep`.
+    fn update(&mut self, blk: &Block<'_>, scale: f64, out: &mut [f64], sweep: &mut impl Sweep) {
         match self {
             Row::Dense { vals, nnz } => {
-                if c >= vals.len() {
-                    if *nnz * SPARSIFY < n_rows {
+                let top = blk.order.last().map_or(0, |&c| blk.keys[c as usize] as usize + 1);
+                if top > vals.len() {
+                    if *nnz * SPARSIFY < blk.n_rows {
                         self.sparsify();
-                        return self.add(col, delta, n_rows);
+                        return self.update(blk, scale, out, sweep);
                     }
-                    vals.resize(n_rows.max(c + 1), 0.0);
+                    vals.resize(blk.n_rows.max(top), 0.0);
                 }
-                let old = vals[c];
-                vals[c] = old + delta;
-                if old == 0.0 && vals[c] != 0.0 {
-                    *nnz += 1;
+                for &c in blk.order {
+                    let c = c as usize;
+                    let k = blk.keys[c] as usize;
+                    let old = vals[k];
+                    let v = old + scale * blk.x[c];
+                    vals[k] = v;
+                    *nnz += usize::from(old == 0.0 && v != 0.0);
+                    out[c] = v;
                 }
-                vals[c]
+                // The whole row, then the block's own entries taken back out.
+                sweep.dense(vals);
+                for &c in blk.order {
+                    sweep.entry(blk.keys[c as usize], -out[c as usize]);
+                }
             }
-            Row::Sparse { cols, vals, pos } => {
-                let (p, inserted) = pos.entry(col);
-                if inserted {
-                    *p = cols.len() as u32;
-                    cols.push(col);
-                    vals.push(0.0);
+            Row::Sparse { cols, vals, main } => {
+                let mut want = blk.order.to_vec();
+                let m = *main;
+                walk_run(&cols[..m], &mut vals[..m], blk, scale, &mut want, out, sweep);
+                walk_run(&cols[m..], &mut vals[m..], blk, scale, &mut want, out, sweep);
+                if want.is_empty() {
+                    return;
                 }
-                let p = *p as usize;
-                vals[p] += delta;
-                let v = vals[p];
-                if inserted && cols.len() * DENSIFY >= n_rows {
-                    self.densify(n_rows);
+                // Insert the new keys into the pending run, merging from the back.
+                let (len, new) = (cols.len(), want.len());
+                cols.resize(len + new, 0);
+                vals.resize(len + new, 0.0);
+                let (mut r, mut w) = (len, len + new);
+                for &c in want.iter().rev() {
+                    let c = c as usize;
+                    let key = blk.keys[c];
+                    while r > m && cols[r - 1] > key {
+                        r -= 1;
+                        w -= 1;
+                        cols[w] = cols[r];
+                        vals[w] = vals[r];
+                    }
+                    w -= 1;
+                    cols[w] = key;
+                    vals[w] = scale * blk.x[c];
+                    out[c] = vals[w];
                 }
-                v
+                if cols.len() - m > m + PENDING_MIN {
+                    fold_pending(cols, vals, m);
+                    *main = cols.len();
+                }
+                self.maybe_densify(blk.n_rows);
             }
         }
     }
 
-    fn densify(&mut self, n_rows: usize) {
+    fn maybe_densify(&mut self, n_rows: usize) {
         if let Row::Sparse { cols, vals, .. } = self {
-            let mut dense = vec![0.0; n_rows];
-            let mut nnz = 0;
-            for (&c, &v) in cols.iter().zip(vals.iter()) {
-                dense[c as usize] = v;
-                nnz += usize::from(v != 0.0);
+            if cols.len() * DENSIFY_DEN >= n_rows * DENSIFY_NUM {
+                let mut dense = vec![0.0; n_rows];
+                let mut nnz = 0;
+                for (&c, &v) in cols.iter().zip(vals.iter()) {
+                    dense[c as usize] = v;
+                    nnz += usize::from(v != 0.0);
+                }
+                *self = Row::Dense { vals: dense, nnz };
             }
-            *self = Row::Dense { vals: dense, nnz };
         }
     }
 
     fn sparsify(&mut self) {
-        if let Row::Dense { vals, .. } = self {
-            let mut row = Row::default();
-            if let Row::Sparse { cols, vals: sv, pos } = &mut row {
-                for (c, &v) in vals.iter().enumerate() {
-                    if v != 0.0 {
-                        *pos.entry(c as u32).0 = cols.len() as u32;
-                        cols.push(c as u32);
-                        sv.push(v);
-                    }
+        if let Row::Dense { vals, nnz } = self {
+            let (mut cols, mut sv) = (Vec::with_capacity(*nnz), Vec::with_capacity(*nnz));
+            for (c, &v) in vals.iter().enumerate() {
+                if v != 0.0 {
+                    cols.push(c as u32);
+                    sv.push(v);
                 }
             }
-            *self = row;
+            let main = cols.len();
+            *self = Row::Sparse { cols, vals: sv, main };
         }
     }
 
     fn get(&self, col: u32) -> Option<f64> {
         match self {
-            Row::Sparse { vals, pos, .. } => pos.get(col).map(|p| vals[p as usize]),
+            Row::Sparse { cols, vals, main } => {
+                let (a, b) = cols.split_at(*main);
+                a.binary_search(&col).ok().or_else(|| b.binary_search(&col).ok().map(|p| p + main)).map(|p| vals[p])
+            }
             Row::Dense { vals, .. } => vals.get(col as usize).copied().filter(|v| *v != 0.0),
         }
     }
 
-    /// Stored entries (a dense row's zeros are not entries).
+    /// Stored entries (a dense row's zeros are not entries), in no particular order.
     fn for_each(&self, mut f: impl FnMut(u32, f64)) {
         match self {
             Row::Sparse { cols, vals, .. } => cols.iter().zip(vals).for_each(|(&c, &v)| f(c, v)),
@@ -260,8 +405,35 @@ impl Row {
 
     fn bytes(&self) -> usize {
         match self {
-            Row::Sparse { cols, vals, pos } => cols.capacity() * 4 + vals.capacity() * 8 + pos.bytes(),
+            Row::Sparse { cols, vals, .. } => cols.capacity() * 4 + vals.capacity() * 8,
             Row::Dense { vals, .. } => vals.capacity() * 8,
+        }
+    }
+}
+
+/// A [`Sweep`] that ignores the entries (single-entry updates).
+struct NoSweep;
+
+impl Sweep for NoSweep {
+    fn entry(&mut self, _: u32, _: f64) {}
+    fn dense(&mut self, _: &[f64]) {}
+}
+
+/// Merge the pending run `[main, len)` into the main run in place: the pending run is copied out (it is the
+/// short one) and both are merged from the back.
+fn fold_pending(cols: &mut [u32], vals: &mut [f64], main: usize) {
+    let (pc, pv) = (cols[main..].to_vec(), vals[main..].to_vec());
+    let (mut r, mut t, mut w) = (main, pc.len(), cols.len());
+    while t > 0 {
+        w -= 1;
+        if r > 0 && cols[r - 1] > pc[t - 1] {
+            r -= 1;
+            cols[w] = cols[r];
+            vals[w] = vals[r];
+        } else {
+            t -= 1;
+            cols[w] = pc[t];
+            vals[w] = pv[t];
         }
     }
 }
@@ -335,10 +507,22 @@ pub struct OnlineRidge {
 #[derive(Debug, Clone, Default)]
 struct Scratch {
     act: Vec<u32>,
+    /// Positions of `act` by increasing row id (the order in which a row merges them).
+    order: Vec<u32>,
     val: Vec<f64>,
     m: Vec<f64>,
     rhs: Vec<f64>,
     y: Vec<f64>,
+}
+
+impl Scratch {
+    /// Fill `order` with the positions of `act` by increasing row id.
+    fn sort_active(&mut self) {
+        self.order.clear();
+        self.order.extend(0..self.act.len() as u32);
+        let act = &self.act;
+        self.order.sort_unstable_by_key(|&c| act[c as usize]);
+    }
 }
 
 fn check_ridge(ridge: f64) -> Result<(), SparseError> {
@@ -525,6 +709,7 @@ impl OnlineRidge {
         }
         // A_SS += φφᵀ (read back into the dense block), B_S += φ yᵀ.
         let n_rows = self.features.len();
+        sc.sort_active();
         sc.m.clear();
         sc.m.resize(s * s, 0.0);
         sc.rhs.clear();
@@ -539,35 +724,23 @@ impl OnlineRidge {
         // has threads and the block is large), put them back. Every row's arithmetic is sequential, so the
         // result does not depend on the thread count.
         let mut taken: Vec<Row> = sc.act.iter().map(|&r| std::mem::take(&mut self.rows[r as usize])).collect();
-        let (act, val, w, b) = (&sc.act, &sc.val, &self.w, &self.b);
+        let (act, order, val, w, b) = (&sc.act, &sc.order, &sc.val, &self.w, &self.b);
         let one_row = |a: usize, row: &mut Row, m_row: &mut [f64], out: &mut [f64]| {
             let ra = act[a] as usize;
             let va = val[a];
-            // A_SS += φφᵀ, read back into the dense block.
-            for (c, mc) in m_row.iter_mut().enumerate() {
-                *mc = row.add(act[c], va * val[c], n_rows);
-            }
-            // rhs = B_S − A_{S,S̄} W_S̄ = B_S − A_{S,:} W + A_SS W_S: one branch-free sweep over the row, then the
-            // block's own part added back from the dense block (before the ridge goes on its diagonal).
+            // A_SS += φφᵀ (read back into the dense block) and, in the same pass over the row,
+            // rhs = B_S − A_{S,S̄} W_S̄ (every entry outside the block; the ridge goes on the diagonal later).
             out.copy_from_slice(&b[ra * no..(ra + 1) * no]);
+            let blk = Block { order, keys: act, x: val, n_rows };
             if no == 1 {
-                let mut acc = row.dot(w);
-                for (c, &mc) in m_row.iter().enumerate() {
-                    acc -= mc * w[act[c] as usize];
-                }
-                out[0] -= acc;
+                let mut sw = SweepOne { w, acc: 0.0 };
+                row.update(&blk, va, m_row, &mut sw);
+                out[0] -= sw.acc;
             } else {
-                row.for_each(|k, v| {
-                    let k = k as usize;
-                    for (o, wk) in out.iter_mut().zip(&w[k * no..(k + 1) * no]) {
-                        *o -= v * wk;
-                    }
-                });
-                for (c, &mc) in m_row.iter().enumerate() {
-                    let k = act[c] as usize;
-                    for (o, wk) in out.iter_mut().zip(&w[k * no..(k + 1) * no]) {
-                        *o += mc * wk;
-                    }
+                let mut acc = vec![0.0; no];
+                row.update(&blk, va, m_row, &mut SweepMany { w, acc: &mut acc });
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    *o -= a;
                 }
             }
         };
@@ -832,14 +1005,15 @@ impl OnlineRidge {
             if cols.windows(2).any(|w| w[0] >= w[1]) {
                 return Err(bad(format!("row {r} of A is not strictly increasing")));
             }
-            let mut row = Row::default();
-            for (&c, &v) in cols.iter().zip(&st.a_data[lo..hi]) {
+            // Compact ids follow the (sorted) features, so the row's compact columns come out sorted too.
+            let mut ks = Vec::with_capacity(cols.len());
+            for &c in cols {
                 let Some(k) = m.index.get(c) else {
                     return Err(bad(format!("A has an entry in column {c}, which is not one of the features")));
                 };
-                row.add(k, v, n);
+                ks.push(k);
             }
-            m.rows.push(row);
+            m.rows.push(Row::from_sorted(ks, st.a_data[lo..hi].to_vec(), n));
         }
         for r in 0..n {
             let mut asym = None;
@@ -993,6 +1167,65 @@ mod tests {
     }
 
     proptest! {
+        /// Merging blocks of keys into a row (sparse with a pending run, folding it, turning dense and sparse
+        /// again as the row fills and the column count grows) equals a map of sums, reports each new value, and
+        /// sweeps exactly the entries outside the block. Values are multiples of 0.25, so the sums are exact.
+        #[test]
+        #[allow(clippy::float_cmp)]
+        fn row_updates_equal_a_map_of_sums(
+            blocks in proptest::collection::vec(
+                (proptest::collection::btree_map(0u32..400, -4i8..=4, 0..60), -3i8..=3), 1..30),
+            grow in 0usize..60,
+        ) {
+            let mut row = Row::default();
+            let mut want = std::collections::BTreeMap::<u32, f64>::new();
+            let mut n_rows = 10usize;
+            for (block, scale) in &blocks {
+                n_rows = (n_rows + grow).min(400);
+                // Keys in a scrambled order, as a sample's active rows come: `order` sorts them.
+                // Keys folded into the current columns, so that small rows fill up (and turn dense) early.
+                let mut folded = std::collections::BTreeMap::new();
+                for (&k, &v) in block {
+                    folded.entry(k % n_rows as u32).or_insert(v);
+                }
+                let mut keys: Vec<u32> = folded.keys().copied().collect();
+                keys.reverse();
+                let third = keys.len() / 3;
+                keys.rotate_left(third);
+                let x: Vec<f64> = keys.iter().map(|k| f64::from(folded[k]) * 0.5).collect();
+                let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+                order.sort_unstable_by_key(|&c| keys[c as usize]);
+                let mut out = vec![f64::NAN; keys.len()];
+                let p: Vec<f64> = (0..n_rows).map(|i| (i % 7) as f64 - 3.0).collect();
+                let mut sw = SweepOne { w: &p, acc: 0.0 };
+                let blk = Block { order: &order, keys: &keys, x: &x, n_rows };
+                row.update(&blk, f64::from(*scale), &mut out, &mut sw);
+                for (c, &k) in keys.iter().enumerate() {
+                    let v = want.entry(k).or_insert(0.0);
+                    *v += f64::from(*scale) * x[c];
+                    prop_assert_eq!(out[c], *v);
+                }
+                let outside: f64 = want.iter().filter(|(k, _)| !keys.contains(k)).map(|(&k, &v)| v * p[k as usize]).sum();
+                prop_assert!((sw.acc - outside).abs() <= 1e-9 * (1.0 + outside.abs()));
+                let mut got = Vec::new();
+                row.for_each(|k, v| got.push((k, v)));
+                got.sort_by_key(|e| e.0);
+                prop_assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+                let expect: Vec<(u32, f64)> = want.iter().map(|(&k, &v)| (k, v)).filter(|e| e.1 != 0.0).collect();
+                let got_nz: Vec<(u32, f64)> = got.iter().copied().filter(|e| e.1 != 0.0).collect();
+                prop_assert_eq!(got_nz, expect);
+                for k in 0..n_rows as u32 {
+                    prop_assert_eq!(row.get(k).unwrap_or(0.0), want.get(&k).copied().unwrap_or(0.0));
+                }
+                let dot: f64 = want.iter().map(|(&k, &v)| v * p[k as usize]).sum();
+                prop_assert!((row.dot(&p) - dot).abs() <= 1e-9 * (1.0 + dot.abs()));
+                if let Row::Sparse { cols, main, .. } = &row {
+                    prop_assert!(cols[..*main].windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(cols[*main..].windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+        }
+
         #[test]
         fn exact_rule_is_follow_the_leader_every_step(
             rows in rows_strategy(10), ys in proptest::collection::vec(-2.0f64..2.0, 24), lam in 0.05f64..2.0,
