@@ -256,6 +256,12 @@ def test_truncated_flipped_and_foreign_files_raise(tmp_path: Path) -> None:
         else:
             assert len(loaded) == 40  # an unchecked padding byte: the index is intact
     assert caught > 100
+    # A file of the previous format version (block ids were all u32 then) is refused by name, not misread.
+    old = bytearray(blob)
+    old[8:12] = (1).to_bytes(4, "little")
+    bad.write_bytes(bytes(old))
+    with pytest.raises(IndexFormatError, match="format version 1 is not supported"):
+        sc.InvertedIndex.load(bad)
     bad.write_bytes(b"PK\x03\x04" + bytes(200))
     with pytest.raises(IndexFormatError, match="bad magic"):
         sc.InvertedIndex.load(bad)
