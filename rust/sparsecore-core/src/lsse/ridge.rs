@@ -125,11 +125,11 @@ const PENDING_MIN: usize = 32;
 /// One row of `A`, in one of two layouts chosen by its density.
 #[derive(Debug, Clone)]
 enum Row {
-    /// Entries in two runs, each sorted by column: the main run `[0, main)` and a short pending run
-    /// `[main, len)` that takes new columns. An update walks both runs once in step with the sample's sorted
+    /// Entries in two runs, each sorted by column: the main run `[0, main)` and a pending run `[main, len)`
+    /// (at most as long as the main run plus [`PENDING_MIN`]) that takes new columns. An update walks both runs once in step with the sample's sorted
     /// active set (no hashed random access: at dim ~10^5 a hashed row cost a cache miss per co-active pair),
     /// inserts new columns into the pending run, and folds that into the main run only when it has grown, so
-    /// the long main run is rewritten rarely.
+    /// the main run is not rewritten by every sample that brings a new column.
     Sparse { cols: Vec<u32>, vals: Vec<f64>, main: usize },
     /// Values indexed by column (`vals.len()` may lag behind the number of rows: missing columns are 0); `nnz`
     /// counts the entries that became non-zero.
