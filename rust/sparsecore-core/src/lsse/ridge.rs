@@ -419,8 +419,9 @@ impl Sweep for NoSweep {
     fn dense(&mut self, _: &[f64]) {}
 }
 
-/// Merge the pending run `[main, len)` into the main run in place: the pending run is copied out (it is the
-/// short one) and both are merged from the back.
+/// Merge the pending run `[main, len)` into the main run in place: the pending run is copied out and both are
+/// merged from the back. (Copying the main run out instead, the shorter one at fold time, and merging from the
+/// front measured 30 % slower per update at dim 10^6.)
 fn fold_pending(cols: &mut [u32], vals: &mut [f64], main: usize) {
     let (pc, pv) = (cols[main..].to_vec(), vals[main..].to_vec());
     let (mut r, mut t, mut w) = (main, pc.len(), cols.len());
