@@ -314,21 +314,15 @@ impl Index {
         }
         let mut n = 0;
         for &id in ids {
-            let gid = match &mut self.id_map {
-                IdMap::Identity { live } => {
-                    let g =
-                        usize::try_from(id).ok().filter(|&g| g < self.ext_ids.len() && !is_deleted(&self.deleted, g));
-                    if g.is_some() {
-                        *live -= 1;
-                    }
-                    g
+            let Some(g) = self.internal_id(id) else { continue };
+            match &mut self.id_map {
+                IdMap::Identity { live } => *live -= 1,
+                IdMap::Hashed(m) => {
+                    m.remove(&id);
                 }
-                IdMap::Hashed(m) => m.remove(&id).map(|g| g as usize),
-            };
-            if let Some(g) = gid {
-                self.deleted[g >> 6] |= 1 << (g & 63);
-                n += 1;
             }
+            self.deleted[(g >> 6) as usize] |= 1 << (g & 63);
+            n += 1;
         }
         Ok(n)
     }

@@ -154,46 +154,6 @@ macro_rules! sub_rows_body {
     }};
 }
 
-/// `y -= Σ_s coefs[s] · rows[s]`, where `rows` holds `coefs.len()` rows of `y.len()` values (4 rows per pass).
-#[inline]
-pub fn sub_rows_f64(y: &mut [f64], coefs: &[f64], rows: &[f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
-            unsafe { sub_rows_f64_fma(y, coefs, rows) };
-            return;
-        }
-    }
-    sub_rows_body!(f64, y, coefs, rows, false);
-}
-
-/// `y -= Σ_s coefs[s] · rows[s]`, where `rows` holds `coefs.len()` rows of `y.len()` values (4 rows per pass).
-#[inline]
-pub fn sub_rows_f32(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
-            unsafe { sub_rows_f32_fma(y, coefs, rows) };
-            return;
-        }
-    }
-    sub_rows_body!(f32, y, coefs, rows, false);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn sub_rows_f64_fma(y: &mut [f64], coefs: &[f64], rows: &[f64]) {
-    sub_rows_body!(f64, y, coefs, rows, true);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn sub_rows_f32_fma(y: &mut [f32], coefs: &[f32], rows: &[f32]) {
-    sub_rows_body!(f32, y, coefs, rows, true);
-}
-
 macro_rules! omp_step_body {
     ($t:ty, $out:expr, $base:expr, $coefs:expr, $rows:expr, $scale:expr, $alpha:expr, $vt:expr, $fma:expr) => {{
         const LANES: usize = 16;
@@ -246,7 +206,8 @@ macro_rules! omp_step_body {
 }
 
 /// One OMP step: `out = (base − Σ_s coefs[s] · rows[s]) · scale`, then `alpha −= vt · out`; returns the largest
-/// `|alpha_i|` afterwards. The same arithmetic as a scaled [`sub_rows_f64`] then [`axpy_neg_f64`], in fewer passes
+/// `|alpha_i|` afterwards. The same arithmetic as `out = base − Σ_s coefs[s] · rows[s]` (4 rows per pass), a
+/// scaling, then [`axpy_neg_f64`], in fewer passes
 /// (`base` is read in the first pass, no separate copy).
 #[inline]
 pub fn omp_step_f64(
@@ -347,16 +308,11 @@ mod tests {
         for m in 0..7 {
             let rows: Vec<f64> = (0..m * 37).map(|i| (f64::from(i as u32) * 0.11).sin()).collect();
             let coefs: Vec<f64> = (0..m).map(|i| 0.5 - f64::from(i as u32) * 0.3).collect();
-            let mut y: Vec<f64> = x.clone();
             let mut want = x.clone();
             for s in 0..m {
                 for i in 0..37 {
                     want[i] -= coefs[s] * rows[s * 37 + i];
                 }
-            }
-            sub_rows_f64(&mut y, &coefs, &rows);
-            for (a, b) in y.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-12);
             }
             // The OMP step: (x - sum coefs * rows) * 0.5, then alpha -= 0.3 * that row, and the largest |alpha_i|.
             let mut step = vec![0.0; 37];

@@ -39,8 +39,6 @@ pub trait Real:
     fn axpy_neg_k(y: &mut [Self], a: Self, x: &[Self]);
     /// Largest `|v_i|` (or `v_i` when `signed`), at least 0.
     fn max_key_k(v: &[Self], signed: bool) -> Self;
-    /// `y -= Σ_s coefs[s] · rows[s]` over `coefs.len()` rows of `y.len()` values.
-    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]);
     /// `out = (base − Σ_s coefs[s] · rows[s]) · scale`, then `alpha −= vt · out`; returns the largest `|alpha_i|`.
     fn omp_step_k(
         out: &mut [Self],
@@ -65,9 +63,6 @@ impl Real for f32 {
     }
     fn max_key_k(v: &[Self], signed: bool) -> Self {
         kernels::max_key_f32(v, signed)
-    }
-    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
-        kernels::sub_rows_f32(y, coefs, rows);
     }
     fn omp_step_k(
         out: &mut [Self],
@@ -94,9 +89,6 @@ impl Real for f64 {
     }
     fn max_key_k(v: &[Self], signed: bool) -> Self {
         kernels::max_key_f64(v, signed)
-    }
-    fn sub_rows_k(y: &mut [Self], coefs: &[Self], rows: &[Self]) {
-        kernels::sub_rows_f64(y, coefs, rows);
     }
     fn omp_step_k(
         out: &mut [Self],
