@@ -530,8 +530,8 @@ class DictionaryLearner(_Estimator):
     n_atoms
         Number of atoms to learn (may exceed ``n_features``: overcomplete dictionaries).
     coding
-        ``"omp"`` (at most ``n_nonzero_coefs`` atoms per signal) or ``"lasso"`` (coordinate descent on
-        ``1/2 ||x - zD||² + alpha ||z||₁``, scikit-learn's scaling, as :class:`SparseCoder`).
+        ``"omp"`` (at most ``n_nonzero_coefs`` atoms per signal) or ``"lasso"`` (working-set FISTA on
+        ``1/2 ||x - zD||² + alpha ||z||₁``, scikit-learn's scaling, as :class:`SparseCoder` with ``"lasso_fista"``).
     n_nonzero_coefs
         OMP only; default 10% of ``n_features`` (at least 1, at most ``n_atoms``).
     alpha
@@ -719,7 +719,7 @@ class DictionaryLearner(_Estimator):
         d = self.components_
         if cfg.coding == "omp":
             return np.asarray(omp(x, d, k=cfg.k, num_threads=cfg.num_threads))
-        return np.asarray(lasso(x, d, alpha=cfg.alpha / d.shape[1], method="cd", num_threads=cfg.num_threads))
+        return np.asarray(lasso(x, d, alpha=cfg.alpha / d.shape[1], num_threads=cfg.num_threads))
 
     # -- one update --------------------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ use crate::SparseError;
 const CHUNK: usize = 256;
 /// Fewest signals per chunk.
 const MIN_CHUNK: usize = 16;
+/// Rows of the Gram matrix per parallel task.
+const GRAM_ROWS: usize = 64;
 
 /// The float types the solvers run on natively.
 pub trait Real:
@@ -166,20 +168,52 @@ pub fn validate<T: Real>(x: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(
     Ok(())
 }
 
-/// Gram matrix `G = D Dᵀ` (row blocks in parallel).
+/// Gram matrix `G = D Dᵀ` (row blocks of the upper triangle in parallel, mirrored).
 pub fn gram<T: Real>(d: ArrayView2<'_, T>) -> Result<Array2<T>, SparseError> {
     let n = d.nrows();
     let area = SparseError::checked_area("Gram matrix", n, n)?;
     let mut g = SparseError::try_zeroed::<T>("Gram matrix", area)?;
-    g.par_chunks_mut(MIN_CHUNK * n).enumerate().try_for_each(|(b, block)| {
-        let lo = b * MIN_CHUNK;
+    // The upper triangle by blocks of rows (rows lo..hi against atoms lo..n), half the work of the full product;
+    // then the lower triangle is mirrored from it, so that the result is exactly symmetric.
+    g.par_chunks_mut(GRAM_ROWS * n).enumerate().try_for_each(|(b, block)| {
+        let lo = b * GRAM_ROWS;
         let rows = block.len() / n;
         let mut out = ndarray::ArrayViewMut2::from_shape((rows, n), block)
             .map_err(|e| SparseError::ShapeMismatch(e.to_string()))?;
-        general_mat_mul(T::one(), &d.slice(s![lo..lo + rows, ..]), &d.t(), T::zero(), &mut out);
+        general_mat_mul(
+            T::one(),
+            &d.slice(s![lo..lo + rows, ..]),
+            &d.slice(s![lo.., ..]).t(),
+            T::zero(),
+            &mut out.slice_mut(s![.., lo..]),
+        );
         Ok::<(), SparseError>(())
     })?;
+    mirror_upper(&mut g, n);
     Array2::from_shape_vec((n, n), g).map_err(|e| SparseError::ShapeMismatch(e.to_string()))
+}
+
+/// Copy the strict upper triangle of the row-major `n × n` matrix `g` onto its lower triangle, in square
+/// tiles: each row segment of the upper triangle is read contiguously and written down a column.
+fn mirror_upper<T: Copy>(g: &mut [T], n: usize) {
+    const TILE: usize = 32;
+    for r0 in (0..n).step_by(TILE) {
+        let r1 = (r0 + TILE).min(n);
+        let (upper, lower) = g.split_at_mut(r0 * n);
+        // Tiles left of the diagonal tile: rows r0..r1, columns c of rows above.
+        for c in 0..r0 {
+            let src = &upper[c * n + r0..c * n + r1];
+            for (k, &v) in src.iter().enumerate() {
+                lower[k * n + c] = v;
+            }
+        }
+        // The diagonal tile.
+        for r in r0..r1 {
+            for c in r0..r {
+                lower[(r - r0) * n + c] = lower[(c - r0) * n + r];
+            }
+        }
+    }
 }
 
 /// Check a user-supplied Gram matrix against the dictionary (shape, symmetry and diagonal within tolerance).
