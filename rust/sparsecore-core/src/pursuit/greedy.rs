@@ -201,20 +201,23 @@ fn omp_ls_one<T: Real>(
         let inv = T::one() / ltt;
         let vt = ws.alpha[j] * inv;
         ws.v[m] = vt;
-        // wt = (G[j] − Σ L[m, s] w_s) / L[m, m] and alpha −= vt · wt in one kernel, which also returns the
+        ws.sel.push(j);
+        m += 1;
+        err -= vt.to_f64_lossy() * vt.to_f64_lossy();
+        if m == k || p.tol.is_some_and(|tol| err <= tol.to_f64_lossy()) {
+            // The last atom: no later step reads w_t or the updated correlations, so neither is computed (the
+            // longest step of the signal, t passes over the rows of w).
+            break;
+        }
+        // wt = (G[j] − Σ L[t, s] w_s) / L[t, t] and alpha −= vt · wt in one kernel, which also returns the
         // largest |alpha_i|; alpha[j] is then set to exactly zero (orthogonal in exact arithmetic), so the
         // maximum stays valid unless it was alpha[j]'s rounding residue.
-        let best = T::omp_step_k(wt, grow(g, n, j), &ws.chol[m * k..m * k + m], &done[..m * n], inv, &mut ws.alpha, vt);
+        let t = m - 1;
+        let best = T::omp_step_k(wt, grow(g, n, j), &ws.chol[t * k..t * k + t], &done[..t * n], inv, &mut ws.alpha, vt);
         let residue = ws.alpha[j].abs();
         ws.alpha[j] = T::zero();
         if residue < best {
             known_best = Some(best);
-        }
-        ws.sel.push(j);
-        m += 1;
-        err -= vt.to_f64_lossy() * vt.to_f64_lossy();
-        if p.tol.is_some_and(|tol| err <= tol.to_f64_lossy()) {
-            break;
         }
     }
     for i in (0..m).rev() {
