@@ -8,6 +8,7 @@ argument and, for per-entry problems, the row and flat position.
 from __future__ import annotations
 
 __all__ = [
+    "ConvergenceWarning",
     "DTypeError",
     "IndexFormatError",
     "IndexOutOfRangeError",
@@ -91,3 +92,7 @@ class IndexFormatError(SparsecoreError, OSError):
 
 class TruncationWarning(UserWarning):
     """Input was longer than a model accepts and was cut (only when truncation was asked for explicitly)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its iteration cap before meeting its tolerance on some inputs."""

@@ -17,6 +17,7 @@ stopping, and soft thresholding of the correlations.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
 from sparsecore._estimators import DictionaryLearner, SparseCoder
-from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
+from sparsecore.exceptions import ConvergenceWarning, DTypeError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.sparse import SparseBatch, _check_threads
 
 __all__ = [
@@ -337,7 +338,8 @@ def lasso(
         As for :func:`omp`.
     return_n_iter
         Also return ``(n_iter_max, n_not_converged)``: the largest iteration count over the signals and how many
-        signals hit ``max_iter``.
+        signals hit ``max_iter``. Without it, signals that hit ``max_iter`` raise a
+        :class:`~sparsecore.exceptions.ConvergenceWarning`.
 
     Returns
     -------
@@ -371,7 +373,16 @@ def lasso(
         num_threads=_check_threads(num_threads),
     )
     codes = _output(raw, prep, n_atoms_user, out)
-    return (codes, (int(n_iter), int(n_bad))) if return_n_iter else codes
+    if return_n_iter:
+        return codes, (int(n_iter), int(n_bad))
+    if n_bad:
+        warnings.warn(
+            f"lasso: {n_bad} of {prep.x.shape[0]} signals reached max_iter={max_iter} with the duality gap above "
+            f"tol={t:g}; their codes are not optimal (raise max_iter or tol, or pass return_n_iter=True)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return codes
 
 
 def threshold(

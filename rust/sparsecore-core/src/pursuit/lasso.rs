@@ -23,6 +23,8 @@ use ndarray::{ArrayView1, ArrayView2, CowArray, Ix2};
 use super::{axpy_neg, check_gram, gram, run_batched, soft, validate, Codes, Real};
 use crate::SparseError;
 
+/// Coordinate descent recomputes `G z` from scratch every this many sweeps.
+const CD_REFRESH: usize = 16;
 /// Atoms in the first working set (at most; the violators of `z = 0` with the largest correlations).
 const FIRST_SET: usize = 8;
 
@@ -281,6 +283,16 @@ impl<T: Real> Problem<'_, T> {
                     axpy_neg(gz, old - new, self.row(j));
                 }
             }
+            if it % CD_REFRESH == 0 {
+                // Recompute G z from the code: the running sum drifts by rounding (in float32 enough to keep
+                // the duality gap above a tight tolerance forever).
+                gz.fill(T::zero());
+                for (j, &zj) in z.iter().enumerate() {
+                    if zj != T::zero() {
+                        axpy_neg(gz, -zj, self.row(j));
+                    }
+                }
+            }
             if self.gap(c, z, gz, xx) <= tol_gap {
                 return (it, true);
             }
@@ -435,7 +447,9 @@ impl<T: Real> Problem<'_, T> {
                     yy += ys[a].to_f64_lossy().powi(2);
                 }
                 let l64 = l.to_f64_lossy();
-                if curv <= l64 * len2 * (1.0 + 1e-3) || len2 <= tiny * tiny * yy.max(f64::MIN_POSITIVE) {
+                // Written so that a NaN (overflow on extreme inputs) ends the loop instead of raising L forever.
+                let too_curved = curv > l64 * len2 * (1.0 + 1e-3);
+                if !too_curved || len2 <= tiny * tiny * yy.max(f64::MIN_POSITIVE) {
                     break;
                 }
                 l = T::of(1.1 * curv / len2);
