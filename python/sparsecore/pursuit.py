@@ -327,7 +327,7 @@ def lasso(
         Regularisation strength, ``> 0``.
     method
         ``"fista"`` (the default: accelerated proximal gradient on a working set of atoms that grows until the
-        duality gap over all atoms meets ``tol``; about 1.7x faster than coordinate descent to the same objective
+        duality gap over all atoms meets ``tol``; about 1.8x faster than coordinate descent to the same objective
         in ``benches/bench_pursuit.py``), ``"ista"`` (the same without momentum) or ``"cd"`` (cyclic coordinate
         descent with covariance updates, scikit-learn's algorithm).
     max_iter

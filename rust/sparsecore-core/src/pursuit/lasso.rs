@@ -33,9 +33,10 @@ const FIRST_SET: usize = 8;
 pub enum LassoMethod {
     /// Cyclic coordinate descent with covariance updates (scikit-learn's `lasso_cd` with a precomputed Gram).
     Cd,
-    /// Proximal gradient with step `1/L`.
+    /// Proximal gradient with backtracking, on a working set of atoms that grows with the violators of the
+    /// optimality conditions (see `Problem::prox_ws`).
     Ista,
-    /// Accelerated proximal gradient (Beck & Teboulle 2009).
+    /// Accelerated proximal gradient (Beck & Teboulle 2009) with adaptive restart, on the same working sets.
     Fista,
 }
 
