@@ -400,12 +400,16 @@ mod tests {
 
     #[test]
     fn gram_matches_naive_product() {
-        let d = Array2::from_shape_fn((130, 7), |(i, j)| ((i * 7 + j) as f64 * 0.37).sin());
-        let g = gram(d.view()).unwrap();
-        for i in 0..130 {
-            for j in 0..130 {
-                let want: f64 = (0..7).map(|f| d[[i, f]] * d[[j, f]]).sum();
-                assert!((g[[i, j]] - want).abs() < 1e-12);
+        // Sizes around the row blocks (64) and mirror tiles (32), including partial ones.
+        for n in [1, 31, 33, 64, 65, 130] {
+            let d = Array2::from_shape_fn((n, 7), |(i, j)| ((i * 7 + j) as f64 * 0.37).sin());
+            let g = gram(d.view()).unwrap();
+            for i in 0..n {
+                for j in 0..n {
+                    let want: f64 = (0..7).map(|f| d[[i, f]] * d[[j, f]]).sum();
+                    assert!((g[[i, j]] - want).abs() < 1e-12, "n={n} ({i}, {j})");
+                    assert_eq!(g[[i, j]].to_bits(), g[[j, i]].to_bits(), "n={n}: not exactly symmetric");
+                }
             }
         }
     }
