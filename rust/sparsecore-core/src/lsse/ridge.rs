@@ -40,6 +40,9 @@ const PAR_BLOCK: usize = 32;
 /// inserting new pairs, whose allocations contend between threads (measured at dim 10^6: 2 threads slower).
 const PAR_SWEEP: usize = 100_000;
 
+/// Rows per task when a sample's rows are updated on the pool (each task prefetches its next row).
+const PAR_CHUNK: usize = 8;
+
 /// Relative residual `‖B − (A + λI)W‖ / ‖B‖` at which [`UpdateRule::Exact`] stops its conjugate gradients.
 pub const EXACT_TOL: f64 = 1e-10;
 
@@ -117,20 +120,18 @@ const DENSIFY_DEN: usize = 3;
 /// A dense row that must grow turns sparse again if it holds fewer than `1/SPARSIFY` of the columns (the gap
 /// between the two thresholds keeps rows from flipping back and forth).
 const SPARSIFY: usize = 3;
-/// A sparse row folds its pending run into the main run once the pending run is longer than the main run plus
-/// `PENDING_MIN` entries (measured at dims 10^3 to 10^6: folding at an eighth or a half of the main run was up to
-/// 10 % slower, because at large dims most of a sample's pairs are new and the pending run fills fast).
-const PENDING_MIN: usize = 32;
+/// Marks a row that is not in the current sample's block (see [`Block::pos`]).
+const NOT_IN_BLOCK: u32 = u32::MAX;
 
 /// One row of `A`, in one of two layouts chosen by its density.
 #[derive(Debug, Clone)]
 enum Row {
-    /// Entries in two runs, each sorted by column: the main run `[0, main)` and a pending run `[main, len)`
-    /// (at most as long as the main run plus [`PENDING_MIN`]) that takes new columns. An update walks both runs once in step with the sample's sorted
-    /// active set (no hashed random access: at dim ~10^5 a hashed row cost a cache miss per co-active pair),
-    /// inserts new columns into the pending run, and folds that into the main run only when it has grown, so
-    /// the main run is not rewritten by every sample that brings a new column.
-    Sparse { cols: Vec<u32>, vals: Vec<f64>, main: usize },
+    /// Entries `(cols[i], vals[i])`, distinct columns; the first `sorted` are sorted by column (a row read from
+    /// a checkpoint), the rest are in the order they were inserted. An update streams the row once, summing
+    /// the sweep and finding the block's columns through [`Block::member`] without a branch per entry, then
+    /// appends the columns the row lacked: no merge with the sample's active set (its branches cost more than
+    /// the streaming) and no rewriting of the row to insert.
+    Sparse { cols: Vec<u32>, vals: Vec<f64>, sorted: usize },
     /// Values indexed by column (`vals.len()` may lag behind the number of rows: missing columns are 0); `nnz`
     /// counts the entries that became non-zero.
     Dense { vals: Vec<f64>, nnz: usize },
@@ -138,7 +139,7 @@ enum Row {
 
 impl Default for Row {
     fn default() -> Self {
-        Row::Sparse { cols: Vec::new(), vals: Vec::new(), main: 0 }
+        Row::Sparse { cols: Vec::new(), vals: Vec::new(), sorted: 0 }
     }
 }
 
@@ -150,6 +151,11 @@ struct Block<'a> {
     keys: &'a [u32],
     /// The sample's values at `keys`.
     x: &'a [f64],
+    /// Row id → its position in `keys`, [`NOT_IN_BLOCK`] for the rows outside the block (one entry per row).
+    pos: &'a [u32],
+    /// Bit `k` set when row `k` is in the block (the same as `pos`, 32 times smaller: it stays in L1 while a
+    /// row update tests every entry).
+    member: &'a [u64],
     /// Current number of rows (= columns).
     n_rows: usize,
 }
@@ -160,6 +166,28 @@ trait Sweep {
     fn entry(&mut self, k: u32, v: f64);
     /// All entries of a dense row.
     fn dense(&mut self, vals: &[f64]);
+    /// Entries `(cols[i], vals[i])` of a sparse row; also writes the positions `i` of the entries whose column
+    /// is set in `in_block` to the front of `hits` (longer than `cols`) and returns their number. `next` is the
+    /// row to be updated after this one, whose start is prefetched.
+    fn sparse(&mut self, cols: &[u32], vals: &[f64], in_block: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
+        let _ = next;
+        let mut nh = 0;
+        for (i, (&k, &v)) in cols.iter().zip(vals).enumerate() {
+            self.entry(k, v);
+            hits[nh] = i as u32;
+            nh += bit(in_block, k);
+        }
+        nh
+    }
+}
+
+/// The arrays of the row updated next (empty when unknown), to prefetch.
+type Next<'a> = (&'a [u32], &'a [f64]);
+
+/// Bit `k` of a bitset, as 0 or 1.
+#[inline]
+fn bit(set: &[u64], k: u32) -> usize {
+    ((set[(k >> 6) as usize] >> (k & 63)) & 1) as usize
 }
 
 /// [`Sweep`] for a single output.
@@ -176,6 +204,39 @@ impl Sweep for SweepOne<'_> {
 
     fn dense(&mut self, vals: &[f64]) {
         self.acc += dot(vals, &self.w[..vals.len()]);
+    }
+
+    fn sparse(&mut self, cols: &[u32], vals: &[f64], in_block: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
+        // Four partial sums (one running sum would wait on the adder at every entry). Every position is
+        // written to `hits`, only block columns advance the count: no branch per entry. The next row is
+        // prefetched at the offsets of this one, a line at a time: rows come from all over the heap, and
+        // without it every row starts on cache misses (measured: 25 % of a sweep at dim ~10^4).
+        let w = self.w;
+        let mut acc = [0.0f64; 4];
+        let mut nh = 0;
+        let (cc, cv) = (cols.chunks_exact(4), vals.chunks_exact(4));
+        let (rc, rv) = (cc.remainder(), cv.remainder());
+        for (j, (k, v)) in cc.zip(cv).enumerate() {
+            if j % 2 == 0 {
+                kernels::prefetch(next.1, 4 * j);
+                if j % 4 == 0 {
+                    kernels::prefetch(next.0, 4 * j);
+                }
+            }
+            for i in 0..4 {
+                acc[i] += v[i] * w[k[i] as usize];
+                hits[nh] = (4 * j + i) as u32;
+                nh += bit(in_block, k[i]);
+            }
+        }
+        let base = cols.len() - rc.len();
+        for (i, (&k, &v)) in rc.iter().zip(rv).enumerate() {
+            acc[i] += v * w[k as usize];
+            hits[nh] = (base + i) as u32;
+            nh += bit(in_block, k);
+        }
+        self.acc += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        nh
     }
 }
 
@@ -203,79 +264,72 @@ impl Sweep for SweepMany<'_> {
     }
 }
 
-/// Walk one sorted run, adding `scale * x[c]` at every key of `want` (positions into the block, by increasing
-/// key) that the run holds and writing the new value to `out[c]`; every other entry goes to `sweep`. Keys the
-/// run lacks are kept in `want` (in order); the rest are removed.
-fn walk_run(
-    cols: &[u32],
-    vals: &mut [f64],
-    blk: &Block<'_>,
-    scale: f64,
-    want: &mut Vec<u32>,
-    out: &mut [f64],
-    sweep: &mut impl Sweep,
-) {
-    let mut kept = 0;
-    let mut j = 0;
-    let key_at = |want: &[u32], j: usize| want.get(j).map_or(u32::MAX, |&c| blk.keys[c as usize]);
-    let mut next = key_at(want, 0);
-    for (&k, v) in cols.iter().zip(vals.iter_mut()) {
-        while next < k {
-            want[kept] = want[j];
-            kept += 1;
-            j += 1;
-            next = key_at(want, j);
-        }
-        if k == next {
-            let c = want[j] as usize;
-            *v += scale * blk.x[c];
-            out[c] = *v;
-            j += 1;
-            next = key_at(want, j);
-        } else {
-            sweep.entry(k, *v);
-        }
-    }
-    while j < want.len() {
-        want[kept] = want[j];
-        kept += 1;
-        j += 1;
-    }
-    want.truncate(kept);
-}
-
 impl Row {
     /// An empty sparse row with room for `n` entries (a new feature gets its whole active set at once).
     fn with_capacity(n: usize) -> Self {
-        Row::Sparse { cols: Vec::with_capacity(n), vals: Vec::with_capacity(n), main: 0 }
+        Row::Sparse { cols: Vec::with_capacity(n), vals: Vec::with_capacity(n), sorted: 0 }
     }
 
     /// A row from entries sorted by column (dense if that is the smaller layout).
     fn from_sorted(cols: Vec<u32>, vals: Vec<f64>, n_rows: usize) -> Self {
-        let main = cols.len();
-        let mut row = Row::Sparse { cols, vals, main };
+        let sorted = cols.len();
+        let mut row = Row::Sparse { cols, vals, sorted };
         row.maybe_densify(n_rows);
         row
     }
 
     /// `A[row, col] += delta`, returning the new value; `n_rows` is the current number of rows (columns).
     fn add(&mut self, col: u32, delta: f64, n_rows: usize) -> f64 {
-        let mut out = [0.0];
-        let blk = Block { order: &[0], keys: &[col], x: &[1.0], n_rows };
-        self.update(&blk, delta, &mut out, &mut NoSweep);
-        out[0]
+        let at = self.position(col);
+        let v = match self {
+            Row::Dense { vals, nnz } => {
+                let k = col as usize;
+                if k >= vals.len() {
+                    vals.resize(n_rows.max(k + 1), 0.0);
+                }
+                let old = vals[k];
+                vals[k] += delta;
+                *nnz += usize::from(old == 0.0 && vals[k] != 0.0);
+                vals[k]
+            }
+            Row::Sparse { cols, vals, .. } => {
+                if let Some(i) = at {
+                    vals[i] += delta;
+                    vals[i]
+                } else {
+                    cols.push(col);
+                    vals.push(delta);
+                    delta
+                }
+            }
+        };
+        self.maybe_densify(n_rows);
+        v
     }
 
     /// Apply a sample to this row: `A[row, keys[c]] += scale * x[c]` for every `c` of the block, new values to
-    /// `out[c]`, and every entry outside the block (in the updated row) to `sweep`.
-    fn update(&mut self, blk: &Block<'_>, scale: f64, out: &mut [f64], sweep: &mut impl Sweep) {
+    /// `out[c]`, and the row's entries to `sweep`. The entries at the block's columns reach `sweep` too (with
+    /// their old or new value): the caller zeroes the block's weights, so that the sweep sums exactly the
+    /// entries outside the block (one multiply-add by 0 per block column, against a take-back per column).
+    ///
+    /// `out` has one entry per key of the block; `hits` is scratch; `next` is the row updated after this one
+    /// (prefetched).
+    fn update(
+        &mut self,
+        blk: &Block<'_>,
+        scale: f64,
+        out: &mut [f64],
+        sweep: &mut impl Sweep,
+        hits: &mut Vec<u32>,
+        next: Option<&Row>,
+    ) {
         match self {
             Row::Dense { vals, nnz } => {
                 let top = blk.order.last().map_or(0, |&c| blk.keys[c as usize] as usize + 1);
                 if top > vals.len() {
                     if *nnz * SPARSIFY < blk.n_rows {
                         self.sparsify();
-                        return self.update(blk, scale, out, sweep);
+                        return self.update(blk, scale, out, sweep, hits, next);
                     }
                     vals.resize(blk.n_rows.max(top), 0.0);
                 }
@@ -288,42 +342,40 @@ impl Row {
                     *nnz += usize::from(old == 0.0 && v != 0.0);
                     out[c] = v;
                 }
-                // The whole row, then the block's own entries taken back out.
                 sweep.dense(vals);
-                for &c in blk.order {
-                    sweep.entry(blk.keys[c as usize], -out[c as usize]);
-                }
             }
-            Row::Sparse { cols, vals, main } => {
-                let mut want = blk.order.to_vec();
-                let m = *main;
-                walk_run(&cols[..m], &mut vals[..m], blk, scale, &mut want, out, sweep);
-                walk_run(&cols[m..], &mut vals[m..], blk, scale, &mut want, out, sweep);
-                if want.is_empty() {
-                    return;
+            Row::Sparse { cols, vals, .. } => {
+                // One pass: the sweep over every entry and the positions of the block's columns in the row.
+                let n_keys = blk.keys.len();
+                if hits.len() <= cols.len() {
+                    hits.resize(cols.len() + 1, 0);
                 }
-                // Insert the new keys into the pending run, merging from the back.
-                let (len, new) = (cols.len(), want.len());
-                cols.resize(len + new, 0);
-                vals.resize(len + new, 0.0);
-                let (mut r, mut w) = (len, len + new);
-                for &c in want.iter().rev() {
-                    let c = c as usize;
-                    let key = blk.keys[c];
-                    while r > m && cols[r - 1] > key {
-                        r -= 1;
-                        w -= 1;
-                        cols[w] = cols[r];
-                        vals[w] = vals[r];
+                let next = match next {
+                    Some(Row::Sparse { cols, vals, .. }) => (&cols[..], &vals[..]),
+                    Some(Row::Dense { vals, .. }) => (&[][..], &vals[..]),
+                    None => (&[][..], &[][..]),
+                };
+                let nh = sweep.sparse(cols, vals, blk.member, hits, next);
+                out.fill(f64::NAN);
+                for &i in &hits[..nh] {
+                    let i = i as usize;
+                    let k = cols[i];
+                    let c = blk.pos[k as usize] as usize;
+                    let v = vals[i] + scale * blk.x[c];
+                    vals[i] = v;
+                    out[c] = v;
+                }
+                // The block's columns the row lacked (still NaN in `out`: every stored value is finite).
+                if nh < n_keys {
+                    for &c in blk.order {
+                        let c = c as usize;
+                        if out[c].is_nan() {
+                            let v = scale * blk.x[c];
+                            cols.push(blk.keys[c]);
+                            vals.push(v);
+                            out[c] = v;
+                        }
                     }
-                    w -= 1;
-                    cols[w] = key;
-                    vals[w] = scale * blk.x[c];
-                    out[c] = vals[w];
-                }
-                if cols.len() - m > m + PENDING_MIN {
-                    fold_pending(cols, vals, m);
-                    *main = cols.len();
                 }
                 self.maybe_densify(blk.n_rows);
             }
@@ -353,17 +405,25 @@ impl Row {
                     sv.push(v);
                 }
             }
-            let main = cols.len();
-            *self = Row::Sparse { cols, vals: sv, main };
+            let sorted = cols.len();
+            *self = Row::Sparse { cols, vals: sv, sorted };
+        }
+    }
+
+    /// Where a sparse row stores `col` (a binary search of the sorted prefix, then a scan of the rest).
+    fn position(&self, col: u32) -> Option<usize> {
+        match self {
+            Row::Sparse { cols, sorted, .. } => {
+                let (a, b) = cols.split_at(*sorted);
+                a.binary_search(&col).ok().or_else(|| b.iter().position(|&c| c == col).map(|p| p + sorted))
+            }
+            Row::Dense { .. } => None,
         }
     }
 
     fn get(&self, col: u32) -> Option<f64> {
         match self {
-            Row::Sparse { cols, vals, main } => {
-                let (a, b) = cols.split_at(*main);
-                a.binary_search(&col).ok().or_else(|| b.binary_search(&col).ok().map(|p| p + main)).map(|p| vals[p])
-            }
+            Row::Sparse { vals, .. } => self.position(col).map(|p| vals[p]),
             Row::Dense { vals, .. } => vals.get(col as usize).copied().filter(|v| *v != 0.0),
         }
     }
@@ -407,33 +467,6 @@ impl Row {
         match self {
             Row::Sparse { cols, vals, .. } => cols.capacity() * 4 + vals.capacity() * 8,
             Row::Dense { vals, .. } => vals.capacity() * 8,
-        }
-    }
-}
-
-/// A [`Sweep`] that ignores the entries (single-entry updates).
-struct NoSweep;
-
-impl Sweep for NoSweep {
-    fn entry(&mut self, _: u32, _: f64) {}
-    fn dense(&mut self, _: &[f64]) {}
-}
-
-/// Merge the pending run `[main, len)` into the main run in place: the pending run is copied out and both are
-/// merged from the back.
-fn fold_pending(cols: &mut [u32], vals: &mut [f64], main: usize) {
-    let (pc, pv) = (cols[main..].to_vec(), vals[main..].to_vec());
-    let (mut r, mut t, mut w) = (main, pc.len(), cols.len());
-    while t > 0 {
-        w -= 1;
-        if r > 0 && cols[r - 1] > pc[t - 1] {
-            r -= 1;
-            cols[w] = cols[r];
-            vals[w] = vals[r];
-        } else {
-            t -= 1;
-            cols[w] = pc[t];
-            vals[w] = pv[t];
         }
     }
 }
@@ -513,6 +546,14 @@ struct Scratch {
     m: Vec<f64>,
     rhs: Vec<f64>,
     y: Vec<f64>,
+    /// Row id → position in `act`, [`NOT_IN_BLOCK`] outside it (reset after every update).
+    pos: Vec<u32>,
+    /// Bit per row, set for the rows in `act` (reset after every update).
+    in_block: Vec<u64>,
+    /// The weights of the rows in `act` before the update.
+    w_old: Vec<f64>,
+    /// [`Row::update`]'s scratch on the calling thread.
+    hits: Vec<u32>,
 }
 
 impl Scratch {
@@ -612,7 +653,17 @@ impl OnlineRidge {
             ("A", rows),
             ("B", self.b.capacity() * 8),
             ("W", self.w.capacity() * 8),
-            ("scratch", s.act.capacity() * 4 + (s.val.capacity() + s.m.capacity() + s.rhs.capacity()) * 8),
+            (
+                "scratch",
+                (s.act.capacity() + s.order.capacity() + s.pos.capacity() + s.hits.capacity()) * 4
+                    + (s.val.capacity()
+                        + s.m.capacity()
+                        + s.rhs.capacity()
+                        + s.y.capacity()
+                        + s.in_block.capacity()
+                        + s.w_old.capacity())
+                        * 8,
+            ),
         ]
     }
 
@@ -710,9 +761,8 @@ impl OnlineRidge {
         // A_SS += φφᵀ (read back into the dense block), B_S += φ yᵀ.
         let n_rows = self.features.len();
         sc.sort_active();
-        sc.m.clear();
+        // Every entry of both is written below.
         sc.m.resize(s * s, 0.0);
-        sc.rhs.clear();
         sc.rhs.resize(s * no, 0.0);
         for a in 0..s {
             let ra = sc.act[a] as usize;
@@ -720,52 +770,14 @@ impl OnlineRidge {
                 *bo += sc.val[a] * yo;
             }
         }
-        // Each active row is independent: take the rows out, update and sweep them (in parallel when the pool
-        // has threads and the block is large), put them back. Every row's arithmetic is sequential, so the
-        // result does not depend on the thread count.
-        let mut taken: Vec<Row> = sc.act.iter().map(|&r| std::mem::take(&mut self.rows[r as usize])).collect();
-        let (act, order, val, w, b) = (&sc.act, &sc.order, &sc.val, &self.w, &self.b);
-        let one_row = |a: usize, row: &mut Row, m_row: &mut [f64], out: &mut [f64]| {
-            let ra = act[a] as usize;
-            let va = val[a];
-            // A_SS += φφᵀ (read back into the dense block) and, in the same pass over the row,
-            // rhs = B_S − A_{S,S̄} W_S̄ (every entry outside the block; the ridge goes on the diagonal later).
-            out.copy_from_slice(&b[ra * no..(ra + 1) * no]);
-            let blk = Block { order, keys: act, x: val, n_rows };
-            if no == 1 {
-                let mut sw = SweepOne { w, acc: 0.0 };
-                row.update(&blk, va, m_row, &mut sw);
-                out[0] -= sw.acc;
-            } else {
-                let mut acc = vec![0.0; no];
-                row.update(&blk, va, m_row, &mut SweepMany { w, acc: &mut acc });
-                for (o, a) in out.iter_mut().zip(&acc) {
-                    *o -= a;
-                }
-            }
-        };
-        let sweep: usize = taken.iter().map(Row::len).sum();
-        if s >= PAR_BLOCK && sweep >= PAR_SWEEP && rayon::current_num_threads() > 1 {
-            taken
-                .par_iter_mut()
-                .zip(sc.m.par_chunks_mut(s))
-                .zip(sc.rhs.par_chunks_mut(no))
-                .enumerate()
-                .for_each(|(a, ((row, m_row), out))| one_row(a, row, m_row, out));
-        } else {
-            for (a, ((row, m_row), out)) in
-                taken.iter_mut().zip(sc.m.chunks_mut(s)).zip(sc.rhs.chunks_mut(no)).enumerate()
-            {
-                one_row(a, row, m_row, out);
-            }
-        }
-        for (&r, row) in sc.act.iter().zip(taken) {
-            self.rows[r as usize] = row;
-        }
+        self.update_rows(&mut sc, n_rows);
         for a in 0..s {
             sc.m[a * s + a] += self.ridge;
         }
         if let Err(e) = cholesky(&mut sc.m, s) {
+            for (&r, old) in sc.act.iter().zip(sc.w_old.chunks_exact(no)) {
+                self.w[r as usize * no..(r as usize + 1) * no].copy_from_slice(old);
+            }
             self.take_back(&sc, y);
             self.scratch = sc;
             return Err(e);
@@ -785,6 +797,79 @@ impl OnlineRidge {
             }
         }
         Ok(())
+    }
+
+    /// The row part of [`Self::update_one`] for the active set in `sc`: `A_SS += φφᵀ`, read back into `sc.m`
+    /// (dense, `s × s`), and `sc.rhs = B_S − A_{S,S̄} W_S̄`, with the block's weights left at 0 (their old values
+    /// in `sc.w_old`).
+    fn update_rows(&mut self, sc: &mut Scratch, n_rows: usize) {
+        let (s, no) = (sc.act.len(), self.n_out);
+        // Each active row is independent: take the rows out, update and sweep them (in parallel when the pool
+        // has threads and the block is large), put them back. Every row's arithmetic is sequential, so the
+        // result does not depend on the thread count.
+        let mut taken: Vec<Row> = sc.act.iter().map(|&r| std::mem::take(&mut self.rows[r as usize])).collect();
+        if sc.pos.len() < n_rows {
+            sc.pos.resize(n_rows, NOT_IN_BLOCK);
+            sc.in_block.resize(n_rows.div_ceil(64), 0);
+        }
+        for (a, &r) in sc.act.iter().enumerate() {
+            sc.pos[r as usize] = a as u32;
+            sc.in_block[r as usize / 64] |= 1 << (r % 64);
+        }
+        // The block's weights read as 0 while the rows are swept (they are re-solved below; kept in `w_old` in
+        // case the block fails to factor).
+        sc.w_old.clear();
+        for &r in &sc.act {
+            let wr = &mut self.w[r as usize * no..(r as usize + 1) * no];
+            sc.w_old.extend_from_slice(wr);
+            wr.fill(0.0);
+        }
+        let (act, order, val, pos, in_block) = (&sc.act, &sc.order, &sc.val, &sc.pos, &sc.in_block);
+        let (w, b) = (&self.w, &self.b);
+        let one_row =
+            |a: usize, row: &mut Row, next: Option<&Row>, m_row: &mut [f64], out: &mut [f64], hits: &mut Vec<u32>| {
+                let ra = act[a] as usize;
+                let va = val[a];
+                // A_SS += φφᵀ (read back into the dense block) and, in the same pass over the row,
+                // rhs = B_S − A_{S,S̄} W_S̄ (every entry outside the block; the ridge goes on the diagonal later).
+                out.copy_from_slice(&b[ra * no..(ra + 1) * no]);
+                let blk = Block { order, keys: act, x: val, pos, member: in_block, n_rows };
+                if no == 1 {
+                    let mut sw = SweepOne { w, acc: 0.0 };
+                    row.update(&blk, va, m_row, &mut sw, hits, next);
+                    out[0] -= sw.acc;
+                } else {
+                    let mut acc = vec![0.0; no];
+                    row.update(&blk, va, m_row, &mut SweepMany { w, acc: &mut acc }, hits, next);
+                    for (o, a) in out.iter_mut().zip(&acc) {
+                        *o -= a;
+                    }
+                }
+            };
+        // Rows `first..` in order, each one prefetching the next.
+        let run = |first: usize, rows: &mut [Row], m: &mut [f64], rhs: &mut [f64], hits: &mut Vec<u32>| {
+            for j in 0..rows.len() {
+                let (head, tail) = rows.split_at_mut(j + 1);
+                let (m_row, out) = (&mut m[j * s..(j + 1) * s], &mut rhs[j * no..(j + 1) * no]);
+                one_row(first + j, &mut head[j], tail.first(), m_row, out, hits);
+            }
+        };
+        let sweep: usize = taken.iter().map(Row::len).sum();
+        if s >= PAR_BLOCK && sweep >= PAR_SWEEP && rayon::current_num_threads() > 1 {
+            taken
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(sc.m.par_chunks_mut(PAR_CHUNK * s))
+                .zip(sc.rhs.par_chunks_mut(PAR_CHUNK * no))
+                .enumerate()
+                .for_each_init(Vec::new, |hits, (ci, ((rows, m), rhs))| run(ci * PAR_CHUNK, rows, m, rhs, hits));
+        } else {
+            run(0, &mut taken, &mut sc.m, &mut sc.rhs, &mut sc.hits);
+        }
+        for (&r, row) in sc.act.iter().zip(taken) {
+            self.rows[r as usize] = row;
+            sc.pos[r as usize] = NOT_IN_BLOCK;
+            sc.in_block[r as usize / 64] &= !(1 << (r % 64));
+        }
     }
 
     /// Subtract a sample's contribution again (to rounding) after its block failed to factor, so that the model
@@ -1167,18 +1252,23 @@ mod tests {
     }
 
     proptest! {
-        /// Merging blocks of keys into a row (sparse with a pending run, folding it, turning dense and sparse
-        /// again as the row fills and the column count grows) equals a map of sums, reports each new value, and
-        /// sweeps exactly the entries outside the block. Values are multiples of 0.25, so the sums are exact.
+        /// Applying blocks of keys to a row (sparse from a sorted checkpoint row or empty, appending new columns,
+        /// turning dense and sparse again as the row fills and the column count grows) equals a map of sums,
+        /// reports each new value, and sweeps exactly the entries outside the block; so does `add`, one entry at
+        /// a time. Values are multiples of 0.25, so the sums are exact.
         #[test]
         #[allow(clippy::float_cmp)]
         fn row_updates_equal_a_map_of_sums(
             blocks in proptest::collection::vec(
                 (proptest::collection::btree_map(0u32..400, -4i8..=4, 0..60), -3i8..=3), 1..30),
             grow in 0usize..60,
+            init in proptest::collection::btree_map(0u32..10, -4i8..=4, 0..10),
+            single in (0u32..400, -4i8..=4),
         ) {
-            let mut row = Row::default();
-            let mut want = std::collections::BTreeMap::<u32, f64>::new();
+            let mut want: std::collections::BTreeMap<u32, f64> =
+                init.iter().filter(|e| *e.1 != 0).map(|(&k, &v)| (k, f64::from(v))).collect();
+            let mut row = Row::from_sorted(want.keys().copied().collect(), want.values().copied().collect(), 10);
+            let mut hits = Vec::new();
             let mut n_rows = 10usize;
             for (block, scale) in &blocks {
                 n_rows = (n_rows + grow).min(400);
@@ -1196,10 +1286,18 @@ mod tests {
                 let mut order: Vec<u32> = (0..keys.len() as u32).collect();
                 order.sort_unstable_by_key(|&c| keys[c as usize]);
                 let mut out = vec![f64::NAN; keys.len()];
-                let p: Vec<f64> = (0..n_rows).map(|i| (i % 7) as f64 - 3.0).collect();
+                // Weights as the caller leaves them: 0 at the block's columns.
+                let p: Vec<f64> = (0..n_rows as u32).map(|i| if keys.contains(&i) { 0.0 } else { f64::from(i % 7) - 3.0 }).collect();
                 let mut sw = SweepOne { w: &p, acc: 0.0 };
-                let blk = Block { order: &order, keys: &keys, x: &x, n_rows };
-                row.update(&blk, f64::from(*scale), &mut out, &mut sw);
+                let mut pos = vec![NOT_IN_BLOCK; n_rows];
+                let mut in_block = vec![0u64; n_rows.div_ceil(64)];
+                for (c, &k) in keys.iter().enumerate() {
+                    pos[k as usize] = c as u32;
+                    in_block[k as usize / 64] |= 1 << (k % 64);
+                }
+                let blk = Block { order: &order, keys: &keys, x: &x, pos: &pos, member: &in_block, n_rows };
+                let next = Row::from_sorted(vec![1, 3], vec![0.5, 0.25], n_rows);
+                row.update(&blk, f64::from(*scale), &mut out, &mut sw, &mut hits, Some(&next));
                 for (c, &k) in keys.iter().enumerate() {
                     let v = want.entry(k).or_insert(0.0);
                     *v += f64::from(*scale) * x[c];
@@ -1219,10 +1317,14 @@ mod tests {
                 }
                 let dot: f64 = want.iter().map(|(&k, &v)| v * p[k as usize]).sum();
                 prop_assert!((row.dot(&p) - dot).abs() <= 1e-9 * (1.0 + dot.abs()));
-                if let Row::Sparse { cols, main, .. } = &row {
-                    prop_assert!(cols[..*main].windows(2).all(|w| w[0] < w[1]));
-                    prop_assert!(cols[*main..].windows(2).all(|w| w[0] < w[1]));
+                if let Row::Sparse { cols, sorted, .. } = &row {
+                    prop_assert!(cols[..*sorted].windows(2).all(|w| w[0] < w[1]));
                 }
+                let (k, d) = (single.0 % n_rows as u32, f64::from(single.1) * 0.25);
+                let v = want.entry(k).or_insert(0.0);
+                *v += d;
+                prop_assert_eq!(row.add(k, d, n_rows), *v);
+                prop_assert_eq!(row.get(k).unwrap_or(0.0), *v);
             }
         }
 

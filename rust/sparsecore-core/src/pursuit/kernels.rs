@@ -5,6 +5,7 @@
 //! This is the crate's one exception to `unsafe_code = "deny"`: calling a `#[target_feature]` function is
 //! `unsafe` because it is undefined behaviour on a CPU without those features; every call below sits right
 //! behind the run-time check of exactly the features the function enables. The bodies are plain safe Rust.
+//! [`prefetch`] is the other use: a cache hint, which cannot fault.
 #![allow(unsafe_code)]
 
 /// `y -= a * x` (element-wise over the shorter length).
@@ -276,6 +277,24 @@ fn omp_step_f32_fma(
     vt: f32,
 ) -> f32 {
     omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, true)
+}
+
+/// Ask the CPU to bring the cache line holding `x[i]` into L1 ahead of a later read: a hint that never faults,
+/// and does nothing when `i` is past the end or the CPU is not x86-64.
+#[inline]
+pub fn prefetch<T>(x: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if i < x.len() {
+            // SAFETY: a prefetch only hints the cache and cannot fault; the address is inside `x`; SSE, the
+            // instruction's one requirement, is part of the x86-64 baseline.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(x.as_ptr().add(i).cast());
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, i);
 }
 
 #[cfg(test)]
