@@ -481,6 +481,17 @@ def test_results_are_thread_invariant() -> None:
     two = OnlineRidge(enc.dim, 2).partial_fit(phi[:300], y, num_threads=2)  # active rows updated in parallel
     assert np.array_equal(one.predict(phi), two.predict(phi))
     assert phi.equals(enc.encode(x, num_threads=1))
+    # 200 active features whose rows soon hold hundreds of entries: past the thresholds at which a sample's rows
+    # are updated on the pool (in chunks, each prefetching its next row), with one and with two outputs.
+    big = LsseEncoder(3, num_groups=50, bin_dim=2, num_bins=7, seed=3)
+    phi_big = big.encode(x[:400])
+    for n_out in (1, 2):
+        yb = rng.standard_normal((400, n_out))
+        one = OnlineRidge(big.dim, n_out).partial_fit(phi_big, yb, num_threads=1)
+        two = OnlineRidge(big.dim, n_out).partial_fit(phi_big, yb, num_threads=2)
+        assert one.nnz > 500 * one.n_active_features  # rows average over 500 entries: the parallel path ran
+        assert np.array_equal(one.predict(phi_big), two.predict(phi_big))
+        assert np.array_equal(one.state_dict()["a_data"], two.state_dict()["a_data"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
