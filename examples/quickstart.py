@@ -40,8 +40,10 @@ def main() -> None:
     t_ours = time.perf_counter() - t0
     exact = queries.scores(docs)
     best = np.sort(exact, axis=1)[:, ::-1][:, :10]
-    print(f"scores_top_k: {t_ours * 1e3 / queries.n_rows:.3f} ms/query, matches the dense oracle: "
-          f"{bool(np.allclose(scores, best, rtol=1e-5, atol=1e-6))}")
+    print(
+        f"scores_top_k: {t_ours * 1e3 / queries.n_rows:.3f} ms/query, matches the dense oracle: "
+        f"{bool(np.allclose(scores, best, rtol=1e-5, atol=1e-6))}"
+    )
 
     _, pscores = queries.scores_top_k(pruned, k=10)
     print(f"top-10 score kept after pruning docs to 90% mass: {float(pscores.sum() / scores.sum()):.3f}")

@@ -179,6 +179,7 @@ def lsse_encode(
     *,
     num_threads: int | None = None,
 ) -> _CsrArrays: ...
+
 @final
 class OnlineRidgeCore:
     def __new__(cls, dim: int, n_outputs: int, ridge: float, update: str = "block") -> OnlineRidgeCore: ...
@@ -221,6 +222,7 @@ class OnlineRidgeCore:
     def n_unconverged(self) -> int: ...
     @property
     def nnz(self) -> int: ...
+
 # SDR memory: SDR batches travel as (indptr int64, indices uint32) + dim; codes as (n, Q) int32 winners (-1 silent).
 _Sdr: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32]]
 _FieldParams: TypeAlias = tuple[int, int, float, float, float, float, float, int, float]
@@ -267,6 +269,7 @@ def sdr_category_encode(
 def sdr_grid_encode(
     positions: NDArray[np.float64], periods: NDArray[np.float64], side: int, seed: int, num_threads: int | None = None
 ) -> _Sdr: ...
+
 @final
 class FieldCore:
     def __new__(cls, input_dim: int, params: _FieldParams, sequence: bool, seed: int) -> FieldCore: ...

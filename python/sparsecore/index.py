@@ -49,6 +49,7 @@ def presets_for(block_size: int) -> Mapping[float, tuple[float, float]]:
     """The ``recall_target -> (alpha, beta)`` presets for an index with this block size."""
     return next(p for bs, p in sorted(RECALL_PRESETS.items()) if block_size <= bs)
 
+
 #: Default block size by corpus size: 8 below this many documents, 32 from it on. Measured (CPU time per
 #: query, exact search): 11.6k real SPLADE passages 465 us with blocks of 8, 786 us with 16, 1222 us with 32;
 #: on 200k synthetic documents 32 beats 16 (the bound pass over more blocks costs more than tighter bounds save).

@@ -333,7 +333,9 @@ def lasso(
     max_iter
         Iteration cap per signal (sweeps for ``"cd"``).
     tol
-        Stop when the duality gap is at most ``tol · ||x||² / (2 n_features)`` (scikit-learn's criterion).
+        Stop when the duality gap of the objective above is at most ``tol · ||x||² / (2 n_features)``: twice as
+        strict as scikit-learn's ``Lasso`` at the same ``tol`` (its coordinate descent stops at
+        ``tol · ||x||² / n_features``).
     gram, nonneg, normalize, output, num_threads
         As for :func:`omp`.
     return_n_iter

@@ -730,9 +730,7 @@ class SparseBatch:
         if not np.isfinite(m32).all():
             r, c = (int(v) for v in np.argwhere(~np.isfinite(m32))[0])
             raise NonFiniteError(f"m[{r}, {c}] = {a[r, c]!r} is not finite in float32")
-        return _core.matmul_dense(
-            self._csr, m32, num_threads=_check_threads(num_threads)
-        )
+        return _core.matmul_dense(self._csr, m32, num_threads=_check_threads(num_threads))
 
     # -- quantization ---------------------------------------------------------------------------------------------
 
