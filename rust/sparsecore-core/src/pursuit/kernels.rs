@@ -58,6 +58,32 @@ fn axpy_neg_f32_fma(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// `y -= a[0]·x[0]; y -= a[1]·x[1]; …` for four rows in one pass over `y` (the same rounding as four
+/// [`axpy_neg_f64`] calls in that order; over the shortest length).
+#[inline]
+pub fn axpy4_neg_f64(y: &mut [f64], a: [f64; 4], x: [&[f64]; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { axpy4_neg_f64_fma(y, a, x) };
+            return;
+        }
+    }
+    for ((((yi, &x0), &x1), &x2), &x3) in y.iter_mut().zip(x[0]).zip(x[1]).zip(x[2]).zip(x[3]) {
+        *yi = (((*yi - a[0] * x0) - a[1] * x1) - a[2] * x2) - a[3] * x3;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy4_neg_f64_fma(y: &mut [f64], a: [f64; 4], x: [&[f64]; 4]) {
+    let [a0, a1, a2, a3] = [-a[0], -a[1], -a[2], -a[3]];
+    for ((((yi, &x0), &x1), &x2), &x3) in y.iter_mut().zip(x[0]).zip(x[1]).zip(x[2]).zip(x[3]) {
+        *yi = a3.mul_add(x3, a2.mul_add(x2, a1.mul_add(x1, a0.mul_add(x0, *yi))));
+    }
+}
+
 /// Largest `|v_i|` (or `v_i` when `signed`), at least 0.
 #[inline]
 pub fn max_key_f64(v: &[f64], signed: bool) -> f64 {
@@ -318,6 +344,17 @@ mod tests {
         for (a, b) in y32.iter().zip(&want32) {
             assert!((a - b).abs() < 1e-6);
         }
+        // Four rows in one pass equal four axpy_neg_f64 calls in order, bit for bit.
+        let rows: Vec<Vec<f64>> =
+            (0..4).map(|r| (0..40).map(|i| (f64::from(i * 3 + r) * 0.37).cos()).collect()).collect();
+        let a = [0.3, -1.7, 0.0, 2.5];
+        let mut one_pass = y.clone();
+        axpy4_neg_f64(&mut one_pass, a, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+        let mut four = y.clone();
+        for (r, &ar) in rows.iter().zip(&a) {
+            axpy_neg_f64(&mut four, ar, r);
+        }
+        assert_eq!(one_pass, four);
         let m = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert_eq!(max_key_f64(&x, false), m);
         let ms = x.iter().fold(0.0f64, |m, &v| m.max(v));
