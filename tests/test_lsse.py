@@ -250,13 +250,15 @@ def block_condition_residual(model: OnlineRidge, active: NDArray[np.uint32]) -> 
     return float(np.abs(lhs - rhs).max() / max(1.0, np.abs(rhs).max()))
 
 
-def test_block_rule_solves_the_active_block_and_solve_exact_closes_the_gap() -> None:
+@pytest.mark.parametrize("n_out", [1, 2, 3, 4, 5])
+def test_block_rule_solves_the_active_block_and_solve_exact_closes_the_gap(n_out: int) -> None:
+    # One to five outputs: the sweeps have a path for one output, one each for two to four, and a general one.
     rng = np.random.default_rng(7)
     x = rng.uniform(-2, 2, size=(300, 2))
-    y = np.sin(2 * x[:, :1]) + 0.1 * rng.standard_normal((300, 1))
+    y = np.sin(2 * x[:, :1] + np.arange(n_out)) + 0.1 * rng.standard_normal((300, n_out))
     enc = LsseEncoder(2, num_groups=6, bin_dim=2, num_bins=5, seed=1)
     phi = enc.encode(x)
-    model = OnlineRidge(enc.dim, ridge=0.5)
+    model = OnlineRidge(enc.dim, n_out, ridge=0.5)
     for t in range(300):
         model.partial_fit(phi[t : t + 1], y[t : t + 1])
         if t % 50 == 49:

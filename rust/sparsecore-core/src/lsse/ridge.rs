@@ -256,11 +256,79 @@ impl Sweep for SweepMany<'_> {
     }
 
     fn dense(&mut self, vals: &[f64]) {
-        for (k, &v) in vals.iter().enumerate() {
-            if v != 0.0 {
-                self.entry(k as u32, v);
+        match self.acc.len() {
+            2 => self.dense_n::<2>(vals),
+            3 => self.dense_n::<3>(vals),
+            4 => self.dense_n::<4>(vals),
+            _ => {
+                for (k, &v) in vals.iter().enumerate() {
+                    if v != 0.0 {
+                        self.entry(k as u32, v);
+                    }
+                }
             }
         }
+    }
+
+    fn sparse(&mut self, cols: &[u32], vals: &[f64], member: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
+        match self.acc.len() {
+            2 => self.sparse_n::<2>(cols, vals, member, hits, next),
+            3 => self.sparse_n::<3>(cols, vals, member, hits, next),
+            4 => self.sparse_n::<4>(cols, vals, member, hits, next),
+            _ => {
+                let mut nh = 0;
+                for (i, (&k, &v)) in cols.iter().zip(vals).enumerate() {
+                    self.entry(k, v);
+                    hits[nh] = i as u32;
+                    nh += bit(member, k);
+                }
+                nh
+            }
+        }
+    }
+}
+
+impl SweepMany<'_> {
+    /// [`Sweep::dense`] for `N` outputs, summed in locals (through `acc` every entry waited on the previous
+    /// entry's store).
+    fn dense_n<const N: usize>(&mut self, vals: &[f64]) {
+        let mut a = [0.0f64; N];
+        for (v, wk) in vals.iter().zip(self.w.chunks_exact(N)) {
+            for o in 0..N {
+                a[o] += v * wk[o];
+            }
+        }
+        self.acc.iter_mut().zip(a).for_each(|(o, v)| *o += v);
+    }
+
+    /// [`Sweep::sparse`] for `N` outputs: one pass, sums in locals, block positions to `hits` without a branch
+    /// per entry, the next row prefetched (as [`SweepOne`] does for one output).
+    fn sparse_n<const N: usize>(
+        &mut self,
+        cols: &[u32],
+        vals: &[f64],
+        member: &[u64],
+        hits: &mut [u32],
+        next: Next<'_>,
+    ) -> usize {
+        let mut a = [0.0f64; N];
+        let mut nh = 0;
+        for (i, (&k, &v)) in cols.iter().zip(vals).enumerate() {
+            if i % 8 == 0 {
+                kernels::prefetch(next.1, i);
+                if i % 16 == 0 {
+                    kernels::prefetch(next.0, i);
+                }
+            }
+            let wk = &self.w[k as usize * N..(k as usize + 1) * N];
+            for o in 0..N {
+                a[o] += v * wk[o];
+            }
+            hits[nh] = i as u32;
+            nh += bit(member, k);
+        }
+        self.acc.iter_mut().zip(a).for_each(|(o, v)| *o += v);
+        nh
     }
 }
 
