@@ -2,8 +2,9 @@
 //!
 //! The model after `t` samples is the ridge solution on all of them, `W = (A + λI)⁻¹ B` with `A = Σ φφᵀ` and
 //! `B = Σ φ yᵀ` (`λ` = `ridge`). `A` is kept as one row per feature that has ever been active, holding only the
-//! features it was active together with (sorted by column, or dense once two thirds of the columns are filled), so
-//! memory grows with the number of co-active pairs, not with `dim²` (the paper's reference keeps `A` dense).
+//! features it was active together with (column-value pairs in insertion order, or dense once two thirds of the
+//! columns are filled), so memory grows with the number of co-active pairs, not with `dim²` (the paper's
+//! reference keeps `A` dense).
 //! Features never seen have weight 0 and cost nothing.
 //!
 //! Two update rules:
@@ -167,18 +168,9 @@ trait Sweep {
     /// All entries of a dense row.
     fn dense(&mut self, vals: &[f64]);
     /// Entries `(cols[i], vals[i])` of a sparse row; also writes the positions `i` of the entries whose column
-    /// is set in `in_block` to the front of `hits` (longer than `cols`) and returns their number. `next` is the
-    /// row to be updated after this one, whose start is prefetched.
-    fn sparse(&mut self, cols: &[u32], vals: &[f64], in_block: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
-        let _ = next;
-        let mut nh = 0;
-        for (i, (&k, &v)) in cols.iter().zip(vals).enumerate() {
-            self.entry(k, v);
-            hits[nh] = i as u32;
-            nh += bit(in_block, k);
-        }
-        nh
-    }
+    /// is set in `member` to the front of `hits` (longer than `cols`) and returns their number. `next` is the
+    /// row to be updated after this one, prefetched on the way.
+    fn sparse(&mut self, cols: &[u32], vals: &[f64], member: &[u64], hits: &mut [u32], next: Next<'_>) -> usize;
 }
 
 /// The arrays of the row updated next (empty when unknown), to prefetch.
@@ -206,7 +198,7 @@ impl Sweep for SweepOne<'_> {
         self.acc += dot(vals, &self.w[..vals.len()]);
     }
 
-    fn sparse(&mut self, cols: &[u32], vals: &[f64], in_block: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
+    fn sparse(&mut self, cols: &[u32], vals: &[f64], member: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
         // Four partial sums (one running sum would wait on the adder at every entry). Every position is
         // written to `hits`, only block columns advance the count: no branch per entry. The next row is
         // prefetched at the offsets of this one, a line at a time: rows come from all over the heap, and
@@ -226,14 +218,14 @@ impl Sweep for SweepOne<'_> {
             for i in 0..4 {
                 acc[i] += v[i] * w[k[i] as usize];
                 hits[nh] = (4 * j + i) as u32;
-                nh += bit(in_block, k[i]);
+                nh += bit(member, k[i]);
             }
         }
         let base = cols.len() - rc.len();
         for (i, (&k, &v)) in rc.iter().zip(rv).enumerate() {
             acc[i] += v * w[k as usize];
             hits[nh] = (base + i) as u32;
-            nh += bit(in_block, k);
+            nh += bit(member, k);
         }
         self.acc += (acc[0] + acc[1]) + (acc[2] + acc[3]);
         nh
