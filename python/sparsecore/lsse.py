@@ -320,8 +320,9 @@ class OnlineRidge:
 
     After ``t`` samples the exact model is ``W = (A + ridge·I)⁻¹ B`` with ``A = Σ φφᵀ`` and ``B = Σ φ yᵀ`` over
     all of them. ``A`` is stored as one row per feature ever active, holding only the features it was active
-    together with (sorted runs of column and value, or a dense row once two thirds of the columns are filled), so
-    memory follows the co-active pairs (see :meth:`memory_usage`, about 12 bytes per pair), not ``dim²``.
+    together with (column and value pairs in insertion order, or a dense row once two thirds of the columns are
+    filled), so memory follows the co-active pairs (see :meth:`memory_usage`, about 12 bytes per pair), not
+    ``dim²``.
 
     Parameters
     ----------
