@@ -494,6 +494,10 @@ def test_results_are_thread_invariant() -> None:
         assert one.nnz > 500 * one.n_active_features  # rows average over 500 entries: the parallel path ran
         assert np.array_equal(one.predict(phi_big), two.predict(phi_big))
         assert np.array_equal(one.state_dict()["a_data"], two.state_dict()["a_data"])
+        # Conjugate gradients run their products on the pool for a model this size (over 100k stored entries).
+        one.solve_exact(tol=1e-8, num_threads=1)
+        two.solve_exact(tol=1e-8, num_threads=2)
+        assert np.array_equal(one.predict(phi_big), two.predict(phi_big))
 
 
 # ---------------------------------------------------------------------------------------------------------------

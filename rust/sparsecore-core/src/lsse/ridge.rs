@@ -29,9 +29,10 @@ use crate::SparseError;
 /// Marks an empty slot of a [`Table`]; feature ids are `< dim <= u32::MAX`, so they never collide with it.
 const EMPTY: u32 = u32::MAX;
 
-/// Rows at or above this count run the conjugate-gradient products on the rayon pool; below it the hand-off
-/// costs more than the work (a row has tens to thousands of entries).
-const PAR_ROWS: usize = 4096;
+/// Models storing at least this many entries of `A` run the conjugate-gradient products on the rayon pool;
+/// below it the hand-off costs more than the work. (It was a count of rows, 4096: at dim 3,200 a model of 2,656
+/// rows but 3.1 million entries ran its products on one thread.)
+const PAR_MATVEC: usize = 100_000;
 
 /// Active sets at least this large update their rows on the rayon pool (when it has more than one thread): a
 /// row's update is one merge-walk over the row, microseconds against a ~10 µs fork-join.
@@ -199,35 +200,8 @@ impl Sweep for SweepOne<'_> {
     }
 
     fn sparse(&mut self, cols: &[u32], vals: &[f64], member: &[u64], hits: &mut [u32], next: Next<'_>) -> usize {
-        // Four partial sums (one running sum would wait on the adder at every entry). Every position is
-        // written to `hits`, only block columns advance the count: no branch per entry. The next row is
-        // prefetched at the offsets of this one, a line at a time: rows come from all over the heap, and
-        // without it every row starts on cache misses (measured: 25 % of a sweep at dim ~10^4).
-        let w = self.w;
-        let mut acc = [0.0f64; 4];
-        let mut nh = 0;
-        let (cc, cv) = (cols.chunks_exact(4), vals.chunks_exact(4));
-        let (rc, rv) = (cc.remainder(), cv.remainder());
-        for (j, (k, v)) in cc.zip(cv).enumerate() {
-            if j % 2 == 0 {
-                kernels::prefetch(next.1, 4 * j);
-                if j % 4 == 0 {
-                    kernels::prefetch(next.0, 4 * j);
-                }
-            }
-            for i in 0..4 {
-                acc[i] += v[i] * w[k[i] as usize];
-                hits[nh] = (4 * j + i) as u32;
-                nh += bit(member, k[i]);
-            }
-        }
-        let base = cols.len() - rc.len();
-        for (i, (&k, &v)) in rc.iter().zip(rv).enumerate() {
-            acc[i] += v * w[k as usize];
-            hits[nh] = (base + i) as u32;
-            nh += bit(member, k);
-        }
-        self.acc += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        let (sum, nh) = gather_dot::<true>(cols, vals, self.w, next, member, hits);
+        self.acc += sum;
         nh
     }
 }
@@ -306,12 +280,7 @@ impl SweepMany<'_> {
         let mut a = [0.0f64; N];
         let mut nh = 0;
         for (i, (&k, &v)) in cols.iter().zip(vals).enumerate() {
-            if i % 8 == 0 {
-                kernels::prefetch(next.1, i);
-                if i % 16 == 0 {
-                    kernels::prefetch(next.0, i);
-                }
-            }
+            prefetch_next(next, i);
             let wk = &self.w[k as usize * N..(k as usize + 1) * N];
             for o in 0..N {
                 a[o] += v * wk[o];
@@ -414,12 +383,7 @@ impl Row {
                 if hits.len() <= cols.len() {
                     hits.resize(cols.len() + 1, 0);
                 }
-                let next = match next {
-                    Some(Row::Sparse { cols, vals, .. }) => (&cols[..], &vals[..]),
-                    Some(Row::Dense { vals, .. }) => (&[][..], &vals[..]),
-                    None => (&[][..], &[][..]),
-                };
-                let nh = sweep.sparse(cols, vals, blk.member, hits, next);
+                let nh = sweep.sparse(cols, vals, blk.member, hits, Row::arrays(next));
                 out.fill(f64::NAN);
                 for &i in &hits[..nh] {
                     let i = i as usize;
@@ -506,17 +470,21 @@ impl Row {
         }
     }
 
-    /// `Σ_k A[row, k] p[k]` for a vector `p` with one entry per row.
-    fn dot(&self, p: &[f64]) -> f64 {
+    /// `Σ_k A[row, k] p[k]` for a vector `p` with one entry per row; `next` (the row read after this one) is
+    /// prefetched on the way.
+    fn dot(&self, p: &[f64], next: Option<&Row>) -> f64 {
         match self {
-            Row::Sparse { cols, vals, .. } => {
-                let mut acc = 0.0;
-                for (&k, &v) in cols.iter().zip(vals) {
-                    acc += v * p[k as usize];
-                }
-                acc
-            }
+            Row::Sparse { cols, vals, .. } => gather_dot::<false>(cols, vals, p, Row::arrays(next), &[], &mut []).0,
             Row::Dense { vals, .. } => dot(vals, &p[..vals.len()]),
+        }
+    }
+
+    /// The arrays of a row (empty for none), to prefetch.
+    fn arrays(row: Option<&Row>) -> Next<'_> {
+        match row {
+            Some(Row::Sparse { cols, vals, .. }) => (cols, vals),
+            Some(Row::Dense { vals, .. }) => (&[], vals),
+            None => (&[], &[]),
         }
     }
 
@@ -1002,12 +970,13 @@ impl OnlineRidge {
             self.rows.iter().enumerate().map(|(r, row)| row.get(r as u32).unwrap_or(0.0) + self.ridge).collect();
         let mut report = SolveReport { iterations: 0, rel_residual: 0.0 };
         let (mut x, mut bcol) = (vec![0.0; n], vec![0.0; n]);
+        let par = self.nnz() >= PAR_MATVEC;
         for o in 0..no {
             for (r, (xr, br)) in x.iter_mut().zip(bcol.iter_mut()).enumerate() {
                 *xr = self.w[r * no + o];
                 *br = self.b[r * no + o];
             }
-            let (it, res) = self.cg(&diag, &bcol, &mut x, tol, max_iter);
+            let (it, res) = self.cg(&diag, &bcol, &mut x, tol, max_iter, par);
             for (r, xr) in x.iter().enumerate() {
                 self.w[r * no + o] = *xr;
             }
@@ -1017,19 +986,19 @@ impl OnlineRidge {
         Ok(report)
     }
 
-    /// `out = (A + λI) p`.
-    fn matvec(&self, p: &[f64], out: &mut [f64]) {
+    /// `out = (A + λI) p`, on the rayon pool when `par`.
+    fn matvec(&self, p: &[f64], out: &mut [f64], par: bool) {
         let one = |(r, o): (usize, &mut f64)| {
-            *o = self.ridge * p[r] + self.rows[r].dot(p);
+            *o = self.ridge * p[r] + self.rows[r].dot(p, self.rows.get(r + 1));
         };
-        if out.len() >= PAR_ROWS {
+        if par {
             out.par_iter_mut().enumerate().for_each(one);
         } else {
             out.iter_mut().enumerate().for_each(one);
         }
     }
 
-    fn cg(&self, diag: &[f64], b: &[f64], x: &mut [f64], tol: f64, max_iter: usize) -> (usize, f64) {
+    fn cg(&self, diag: &[f64], b: &[f64], x: &mut [f64], tol: f64, max_iter: usize, par: bool) -> (usize, f64) {
         let n = b.len();
         let bnorm = dot(b, b).sqrt();
         if bnorm == 0.0 {
@@ -1037,7 +1006,7 @@ impl OnlineRidge {
             return (0, 0.0);
         }
         let mut q = vec![0.0; n];
-        self.matvec(x, &mut q);
+        self.matvec(x, &mut q, par);
         let mut r: Vec<f64> = b.iter().zip(&q).map(|(b, q)| b - q).collect();
         let mut rnorm = dot(&r, &r).sqrt();
         if rnorm <= tol * bnorm {
@@ -1047,7 +1016,7 @@ impl OnlineRidge {
         let mut p = z.clone();
         let mut rz = dot(&r, &z);
         for it in 1..=max_iter {
-            self.matvec(&p, &mut q);
+            self.matvec(&p, &mut q, par);
             let pq = dot(&p, &q);
             if pq <= 0.0 {
                 return (it, rnorm / bnorm);
@@ -1196,6 +1165,56 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     }
     let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// At entry `i` of a row, prefetch the next row's arrays at the same offset, a cache line at a time: rows are
+/// scattered over the heap, and without it every row starts on cache misses (measured: 25 % of a sweep at
+/// dim ~10^4, 29 % of a conjugate-gradient product at dim 3,200).
+#[inline]
+fn prefetch_next(next: Next<'_>, i: usize) {
+    if i % 8 == 0 {
+        kernels::prefetch(next.1, i);
+        if i % 16 == 0 {
+            kernels::prefetch(next.0, i);
+        }
+    }
+}
+
+/// `Σ_i vals[i] · p[cols[i]]` with four partial sums (one running sum waits on the adder at every entry),
+/// prefetching the `next` row. With `HITS`, also writes the positions `i` whose column is set in `member` to the
+/// front of `hits` (longer than `cols`) and returns their number: every position is written, only members
+/// advance the count, so there is no branch per entry. Without `HITS`, `member` and `hits` are not read.
+fn gather_dot<const HITS: bool>(
+    cols: &[u32],
+    vals: &[f64],
+    p: &[f64],
+    next: Next<'_>,
+    member: &[u64],
+    hits: &mut [u32],
+) -> (f64, usize) {
+    let mut acc = [0.0f64; 4];
+    let mut nh = 0;
+    let (cc, cv) = (cols.chunks_exact(4), vals.chunks_exact(4));
+    let (rc, rv) = (cc.remainder(), cv.remainder());
+    for (j, (k, v)) in cc.zip(cv).enumerate() {
+        prefetch_next(next, 4 * j);
+        for i in 0..4 {
+            acc[i] += v[i] * p[k[i] as usize];
+            if HITS {
+                hits[nh] = (4 * j + i) as u32;
+                nh += bit(member, k[i]);
+            }
+        }
+    }
+    let base = cols.len() - rc.len();
+    for (i, (&k, &v)) in rc.iter().zip(rv).enumerate() {
+        acc[i] += v * p[k as usize];
+        if HITS {
+            hits[nh] = (base + i) as u32;
+            nh += bit(member, k);
+        }
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3]), nh)
 }
 
 /// Rows per panel of [`cholesky`]: the trailing rows take a panel's updates in one pass (four at a time), so the
@@ -1407,7 +1426,7 @@ mod tests {
                     prop_assert_eq!(row.get(k).unwrap_or(0.0), want.get(&k).copied().unwrap_or(0.0));
                 }
                 let dot: f64 = want.iter().map(|(&k, &v)| v * p[k as usize]).sum();
-                prop_assert!((row.dot(&p) - dot).abs() <= 1e-9 * (1.0 + dot.abs()));
+                prop_assert!((row.dot(&p, Some(&next)) - dot).abs() <= 1e-9 * (1.0 + dot.abs()));
                 if let Row::Sparse { cols, sorted, .. } = &row {
                     prop_assert!(cols[..*sorted].windows(2).all(|w| w[0] < w[1]));
                 }
