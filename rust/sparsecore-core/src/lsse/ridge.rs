@@ -164,8 +164,6 @@ struct Block<'a> {
 
 /// Accumulates `Σ_k A[row, k] W[k, :]` over the entries a row update visits.
 trait Sweep {
-    /// Entry `(k, v)`.
-    fn entry(&mut self, k: u32, v: f64);
     /// All entries of a dense row.
     fn dense(&mut self, vals: &[f64]);
     /// Entries `(cols[i], vals[i])` of a sparse row; also writes the positions `i` of the entries whose column
@@ -190,11 +188,6 @@ struct SweepOne<'a> {
 }
 
 impl Sweep for SweepOne<'_> {
-    #[inline]
-    fn entry(&mut self, k: u32, v: f64) {
-        self.acc += v * self.w[k as usize];
-    }
-
     fn dense(&mut self, vals: &[f64]) {
         self.acc += dot(vals, &self.w[..vals.len()]);
     }
@@ -213,14 +206,6 @@ struct SweepMany<'a> {
 }
 
 impl Sweep for SweepMany<'_> {
-    #[inline]
-    fn entry(&mut self, k: u32, v: f64) {
-        let (k, no) = (k as usize, self.acc.len());
-        for (o, wk) in self.acc.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
-            *o += v * wk;
-        }
-    }
-
     fn dense(&mut self, vals: &[f64]) {
         match self.acc.len() {
             2 => self.dense_n::<2>(vals),
@@ -255,6 +240,15 @@ impl Sweep for SweepMany<'_> {
 }
 
 impl SweepMany<'_> {
+    /// Entry `(k, v)`, for any number of outputs.
+    #[inline]
+    fn entry(&mut self, k: u32, v: f64) {
+        let (k, no) = (k as usize, self.acc.len());
+        for (o, wk) in self.acc.iter_mut().zip(&self.w[k * no..(k + 1) * no]) {
+            *o += v * wk;
+        }
+    }
+
     /// [`Sweep::dense`] for `N` outputs, summed in locals (through `acc` every entry waited on the previous
     /// entry's store).
     fn dense_n<const N: usize>(&mut self, vals: &[f64]) {
@@ -581,7 +575,7 @@ struct Scratch {
     /// Row id → position in `act`, [`NOT_IN_BLOCK`] outside it (reset after every update).
     pos: Vec<u32>,
     /// Bit per row, set for the rows in `act` (reset after every update).
-    in_block: Vec<u64>,
+    member: Vec<u64>,
     /// The weights of the rows in `act` before the update.
     w_old: Vec<f64>,
     /// [`Row::update`]'s scratch on the calling thread.
@@ -692,7 +686,7 @@ impl OnlineRidge {
                         + s.m.capacity()
                         + s.rhs.capacity()
                         + s.y.capacity()
-                        + s.in_block.capacity()
+                        + s.member.capacity()
                         + s.w_old.capacity())
                         * 8,
             ),
@@ -842,11 +836,11 @@ impl OnlineRidge {
         let mut taken: Vec<Row> = sc.act.iter().map(|&r| std::mem::take(&mut self.rows[r as usize])).collect();
         if sc.pos.len() < n_rows {
             sc.pos.resize(n_rows, NOT_IN_BLOCK);
-            sc.in_block.resize(n_rows.div_ceil(64), 0);
+            sc.member.resize(n_rows.div_ceil(64), 0);
         }
         for (a, &r) in sc.act.iter().enumerate() {
             sc.pos[r as usize] = a as u32;
-            sc.in_block[r as usize / 64] |= 1 << (r % 64);
+            sc.member[r as usize / 64] |= 1 << (r % 64);
         }
         // The block's weights read as 0 while the rows are swept (they are re-solved below; kept in `w_old` in
         // case the block fails to factor).
@@ -856,7 +850,7 @@ impl OnlineRidge {
             sc.w_old.extend_from_slice(wr);
             wr.fill(0.0);
         }
-        let (act, order, val, pos, in_block) = (&sc.act, &sc.order, &sc.val, &sc.pos, &sc.in_block);
+        let (act, order, val, pos, member) = (&sc.act, &sc.order, &sc.val, &sc.pos, &sc.member);
         let (w, b) = (&self.w, &self.b);
         let one_row =
             |a: usize, row: &mut Row, next: Option<&Row>, m_row: &mut [f64], out: &mut [f64], hits: &mut Vec<u32>| {
@@ -865,7 +859,7 @@ impl OnlineRidge {
                 // A_SS += φφᵀ (read back into the dense block) and, in the same pass over the row,
                 // rhs = B_S − A_{S,S̄} W_S̄ (every entry outside the block; the ridge goes on the diagonal later).
                 out.copy_from_slice(&b[ra * no..(ra + 1) * no]);
-                let blk = Block { order, keys: act, x: val, pos, member: in_block, n_rows };
+                let blk = Block { order, keys: act, x: val, pos, member, n_rows };
                 if no == 1 {
                     let mut sw = SweepOne { w, acc: 0.0 };
                     row.update(&blk, va, m_row, &mut sw, hits, next);
@@ -900,7 +894,7 @@ impl OnlineRidge {
         for (&r, row) in sc.act.iter().zip(taken) {
             self.rows[r as usize] = row;
             sc.pos[r as usize] = NOT_IN_BLOCK;
-            sc.in_block[r as usize / 64] &= !(1 << (r % 64));
+            sc.member[r as usize / 64] &= !(1 << (r % 64));
         }
     }
 
@@ -1400,12 +1394,12 @@ mod tests {
                 let p: Vec<f64> = (0..n_rows as u32).map(|i| if keys.contains(&i) { 0.0 } else { f64::from(i % 7) - 3.0 }).collect();
                 let mut sw = SweepOne { w: &p, acc: 0.0 };
                 let mut pos = vec![NOT_IN_BLOCK; n_rows];
-                let mut in_block = vec![0u64; n_rows.div_ceil(64)];
+                let mut member = vec![0u64; n_rows.div_ceil(64)];
                 for (c, &k) in keys.iter().enumerate() {
                     pos[k as usize] = c as u32;
-                    in_block[k as usize / 64] |= 1 << (k % 64);
+                    member[k as usize / 64] |= 1 << (k % 64);
                 }
-                let blk = Block { order: &order, keys: &keys, x: &x, pos: &pos, member: &in_block, n_rows };
+                let blk = Block { order: &order, keys: &keys, x: &x, pos: &pos, member: &member, n_rows };
                 let next = Row::from_sorted(vec![1, 3], vec![0.5, 0.25], n_rows);
                 row.update(&blk, f64::from(*scale), &mut out, &mut sw, &mut hits, Some(&next));
                 for (c, &k) in keys.iter().enumerate() {
