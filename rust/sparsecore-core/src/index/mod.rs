@@ -613,6 +613,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Hundreds of blocks over a few frequent terms: the block-max path scans several chunks of blocks and
+        /// stores the terms' bounds densely; exact search still equals brute force.
+        #[test]
+        fn exact_search_over_many_chunks(
+            docs in nonneg_csr(600, 12), queries in nonneg_csr(4, 12), k in 1usize..20, bs in 1usize..4,
+        ) {
+            let dv = docs.view(12).unwrap();
+            let ids: Vec<i64> = (0..dv.n_rows() as i64).collect();
+            let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
+            idx.segments.iter_mut().for_each(|s| s.postings = None);
+            let qv = queries.view(12).unwrap();
+            let top = idx.search(&qv, &SearchParams { k, alpha: 1.0, beta: 1.0 }, None).unwrap();
+            for r in 0..qv.n_rows() {
+                prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &|_| true));
+            }
+        }
+    }
+
     #[test]
     fn add_then_search_finds_new_docs_and_rejects_bad_input() {
         let d = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![1.0] };

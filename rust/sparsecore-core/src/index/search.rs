@@ -3,6 +3,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use crate::pursuit::kernels;
+
 use super::segment::{DocTerms, FwdView, Postings, Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
@@ -123,6 +125,10 @@ pub struct Scratch {
     bounds: Vec<f32>,
     touched: Vec<u32>,
     cand: Vec<(f32, u32)>,
+    /// Maximum bound of each chunk of [`CHUNK`] blocks.
+    chunk_max: Vec<f32>,
+    /// Selection scratch over `chunk_max`.
+    sel: Vec<f32>,
     /// Per-position score accumulator of term-at-a-time search.
     acc: Vec<f32>,
     /// Query terms present in a segment with postings: (term index, query weight).
@@ -296,30 +302,54 @@ pub fn search_query(
 /// every block is a candidate); otherwise `touched` lists the blocks given a bound.
 fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32], touched: &mut Vec<u32>) -> bool {
     touched.clear();
+    // Look every term up first and ask for its listed blocks' memory: the lists are short and scattered, so
+    // fetched one after another each would wait on memory at its start; requested together the waits overlap,
+    // and the dense terms, added first, hide them.
+    let found: Vec<(f32, TermBlocks<'_>)> =
+        bterms.iter().filter_map(|&i| seg.term_blocks(q.terms[i]).map(|(scale, tb)| (q.vals[i] * scale, tb))).collect();
+    for (_, tb) in &found {
+        match tb {
+            TermBlocks::Sparse16(bl, codes) => {
+                prefetch_all(bl);
+                prefetch_all(codes);
+            }
+            TermBlocks::Sparse32(bl, codes) => {
+                prefetch_all(bl);
+                prefetch_all(codes);
+            }
+            TermBlocks::Dense(_) => {}
+        }
+    }
     // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
     // the touched-block bookkeeping.
     let mut all_blocks = false;
-    for &i in bterms {
-        if let Some((scale, TermBlocks::Dense(codes))) = seg.term_blocks(q.terms[i]) {
+    for (s, tb) in &found {
+        if let TermBlocks::Dense(codes) = tb {
             all_blocks = true;
-            let s = q.vals[i] * scale;
-            for (u, &c) in bounds.iter_mut().zip(codes) {
+            for (u, &c) in bounds.iter_mut().zip(*codes) {
                 *u += s * f32::from(c);
             }
         }
     }
-    for &i in bterms {
-        match seg.term_blocks(q.terms[i]) {
-            Some((scale, TermBlocks::Sparse16(bl, codes))) => {
-                add_listed(bl, codes, q.vals[i] * scale, all_blocks, bounds, touched);
-            }
-            Some((scale, TermBlocks::Sparse32(bl, codes))) => {
-                add_listed(bl, codes, q.vals[i] * scale, all_blocks, bounds, touched);
-            }
-            _ => {}
+    for (s, tb) in &found {
+        match tb {
+            TermBlocks::Sparse16(bl, codes) => add_listed(bl, codes, *s, all_blocks, bounds, touched),
+            TermBlocks::Sparse32(bl, codes) => add_listed(bl, codes, *s, all_blocks, bounds, touched),
+            TermBlocks::Dense(_) => {}
         }
     }
     all_blocks
+}
+
+/// Prefetch every cache line of `x`.
+#[inline]
+fn prefetch_all<T>(x: &[T]) {
+    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    let mut i = 0;
+    while i < x.len() {
+        kernels::prefetch(x, i);
+        i += step;
+    }
 }
 
 /// Add one listed term's bounds (`s` times its codes) into `bounds`, recording newly touched blocks unless
@@ -352,6 +382,72 @@ fn add_listed<B: Copy + Into<u32>>(
     }
 }
 
+/// Blocks per chunk of [`chunk_maxima`].
+const CHUNK: usize = 64;
+
+/// Set `chunk_max` to the largest bound of each chunk of [`CHUNK`] blocks; returns the number of positive
+/// bounds. Branch-free over eight lanes, so it vectorizes: one pass over the bounds instead of a branchy one.
+fn chunk_maxima(bounds: &[f32], chunk_max: &mut Vec<f32>) -> u64 {
+    chunk_max.clear();
+    let mut n_pos = 0u64;
+    for ch in bounds.chunks(CHUNK) {
+        let mut m = [0f32; 8];
+        let mut n = [0u32; 8];
+        let eights = ch.chunks_exact(8);
+        for &u in eights.remainder() {
+            m[0] = if u > m[0] { u } else { m[0] };
+            n[0] += u32::from(u > 0.0);
+        }
+        for e in eights {
+            for l in 0..8 {
+                m[l] = if e[l] > m[l] { e[l] } else { m[l] };
+                n[l] += u32::from(e[l] > 0.0);
+            }
+        }
+        chunk_max.push(m.iter().fold(0f32, |a, &b| if b > a { b } else { a }));
+        n_pos += n.iter().map(|&x| u64::from(x)).sum::<u64>();
+    }
+    n_pos
+}
+
+/// The `k`-th largest positive value of `v` (`0` when there are at most `k`), using `sel` as scratch.
+fn kth_largest(v: &[f32], k: usize, sel: &mut Vec<f32>) -> f32 {
+    sel.clear();
+    sel.extend(v.iter().copied().filter(|&x| x > 0.0));
+    if k == 0 || sel.len() <= k {
+        return 0.0;
+    }
+    let (_, kth, _) = sel.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
+}
+
+/// The best positive bounds `(bound, block)` into `top`, best first (an equal bound keeps the smaller block
+/// first); returns how many. Only chunks whose maximum reaches `floor` are scanned: `floor` must not exceed the
+/// `top.len()`-th largest bound (0 scans every chunk).
+fn best_blocks(bounds: &[f32], chunk_max: &[f32], floor: f32, top: &mut [(f32, u32)]) -> usize {
+    let cap = top.len();
+    let mut n_top = 0;
+    for (c, &m) in chunk_max.iter().enumerate() {
+        if m <= 0.0 || m < floor {
+            continue;
+        }
+        let lo = c * CHUNK;
+        for (j, &u) in bounds[lo..(lo + CHUNK).min(bounds.len())].iter().enumerate() {
+            if u > 0.0 && (n_top < cap || u > top[n_top - 1].0) {
+                // Sorted insertion.
+                let mut i = if n_top < cap { n_top } else { cap - 1 };
+                n_top = (n_top + 1).min(cap);
+                while i > 0 && top[i - 1].0 < u {
+                    top[i] = top[i - 1];
+                    i -= 1;
+                }
+                top[i] = (u, (lo + j) as u32);
+            }
+        }
+    }
+    n_top
+}
+
 /// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).
 fn search_segment(
     seg: &Segment,
@@ -367,7 +463,7 @@ fn search_segment(
     if scratch.bounds.len() < nb {
         scratch.bounds.resize(nb, 0.0);
     }
-    let Scratch { dense_query, bounds, touched, cand, stats, .. } = scratch;
+    let Scratch { dense_query, bounds, touched, cand, chunk_max, sel, stats, .. } = scratch;
     let bounds = &mut bounds[..nb];
     let all_blocks = fill_bounds(seg, q, bterms, bounds, touched);
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
@@ -396,27 +492,16 @@ fn search_segment(
     let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     cand.clear();
     if all_blocks {
-        // Every block may have a bound: pick the best few in one scan of the bounds (no list of all blocks),
-        // visit them, then collect only the blocks that can still beat the heap.
-        let mut top = [(0f32, 0u32); FIRST_ROUND];
-        let mut n_top = 0;
-        let mut n_pos = 0u64;
-        for (b, &u) in bounds.iter().enumerate() {
-            if u > 0.0 {
-                n_pos += 1;
-                if n_top < FIRST_ROUND || u > top[n_top - 1].0 {
-                    // Sorted insertion, best first; an equal bound keeps the smaller block first.
-                    let mut i = if n_top < FIRST_ROUND { n_top } else { FIRST_ROUND - 1 };
-                    n_top = (n_top + 1).min(FIRST_ROUND);
-                    while i > 0 && top[i - 1].0 < u {
-                        top[i] = top[i - 1];
-                        i -= 1;
-                    }
-                    top[i] = (u, b as u32);
-                }
-            }
-        }
+        // Every block may have a bound. One vectorizable pass takes the maximum of each chunk of blocks; the
+        // branchy scans then only look at chunks that can matter: those that can hold one of the best few blocks
+        // (visited first), then those that can still beat the heap.
+        let n_pos = chunk_maxima(bounds, chunk_max);
         stats.blocks_bounded += n_pos;
+        // The FIRST_ROUND-th largest chunk maximum is a lower bound on the FIRST_ROUND-th largest block bound (the
+        // chunk maxima are bounds of distinct blocks), so the best blocks all lie in chunks reaching it.
+        let floor = kth_largest(chunk_max, FIRST_ROUND, sel);
+        let mut top = [(0f32, 0u32); FIRST_ROUND];
+        let n_top = best_blocks(bounds, chunk_max, floor, &mut top);
         for &(_, b) in &top[..n_top] {
             bounds[b as usize] = 0.0;
         }
@@ -428,14 +513,17 @@ fn search_segment(
             visit(b, heap);
         }
         let theta = heap.threshold();
-        for (b, u) in bounds.iter_mut().enumerate() {
-            if *u > 0.0 {
-                if *u * slack >= theta {
-                    cand.push((*u, b as u32));
+        for (c, &m) in chunk_max.iter().enumerate() {
+            if m > 0.0 && m * slack >= theta {
+                let lo = c * CHUNK;
+                for (j, &u) in bounds[lo..(lo + CHUNK).min(nb)].iter().enumerate() {
+                    if u > 0.0 && u * slack >= theta {
+                        cand.push((u, (lo + j) as u32));
+                    }
                 }
-                *u = 0.0;
             }
         }
+        bounds.fill(0.0);
     } else {
         cand.extend(touched.iter().map(|&b| (bounds[b as usize], b)));
         for &b in touched.iter() {
@@ -564,4 +652,39 @@ pub fn search_candidates(
         clear_dense_query(q, scratch);
     }
     heap.into_sorted()
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // maxima and selected values are elements of the input
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bounds_strategy() -> impl Strategy<Value = Vec<f32>> {
+        // Few distinct values, so ties between blocks are common; many zeros (blocks without a bound).
+        proptest::collection::vec(prop_oneof![Just(0.0f32), (1u8..6).prop_map(|x| f32::from(x) * 0.5)], 0..400)
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_scans_match_plain_loops(bounds in bounds_strategy(), k in 1usize..20) {
+            let mut cm = Vec::new();
+            let n_pos = chunk_maxima(&bounds, &mut cm);
+            prop_assert_eq!(n_pos, bounds.iter().filter(|&&u| u > 0.0).count() as u64);
+            let want: Vec<f32> = bounds.chunks(CHUNK).map(|c| c.iter().fold(0f32, |a, &b| a.max(b))).collect();
+            prop_assert_eq!(&cm, &want);
+            let mut pos: Vec<f32> = cm.iter().copied().filter(|&x| x > 0.0).collect();
+            pos.sort_by(|a, b| b.total_cmp(a));
+            let kth = kth_largest(&cm, k, &mut Vec::new());
+            prop_assert_eq!(kth, if pos.len() <= k { 0.0 } else { pos[k - 1] });
+            // The best blocks from the chunks reaching the floor are the best blocks overall, ties by block id.
+            let mut all: Vec<(f32, u32)> =
+                bounds.iter().enumerate().filter(|(_, &u)| u > 0.0).map(|(b, &u)| (u, b as u32)).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            all.truncate(k);
+            let mut top = vec![(0f32, 0u32); k];
+            let n = best_blocks(&bounds, &cm, kth, &mut top);
+            prop_assert_eq!(&top[..n], &all[..]);
+        }
+    }
 }
