@@ -323,13 +323,21 @@ fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32
     // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
     // the touched-block bookkeeping.
     let mut all_blocks = false;
+    let (mut scales, mut rows) = ([0f32; 4], [&[][..]; 4]);
+    let mut n = 0;
     for (s, tb) in &found {
         if let TermBlocks::Dense(codes) = tb {
             all_blocks = true;
-            for (u, &c) in bounds.iter_mut().zip(*codes) {
-                *u += s * f32::from(c);
+            (scales[n], rows[n]) = (*s, *codes);
+            n += 1;
+            if n == 4 {
+                kernels::add_scaled_codes(bounds, &scales, &rows);
+                n = 0;
             }
         }
+    }
+    if n > 0 {
+        kernels::add_scaled_codes(bounds, &scales[..n], &rows[..n]);
     }
     for (s, tb) in &found {
         match tb {

@@ -305,6 +305,60 @@ fn omp_step_f32_fma(
     omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, true)
 }
 
+/// `y[i] += a[0]·c0[i]; y[i] += a[1]·c1[i]; …` for up to four rows of u8 codes `c` in one pass over `y`
+/// (rows beyond `c.len()` ignored; over the shortest length). The same rounding as one pass per row in order:
+/// a multiply, then an add, never fused.
+#[inline]
+pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only feature the function enables.
+            unsafe { add_scaled_codes_avx2(y, a, c) };
+            return;
+        }
+    }
+    add_scaled_codes_any(y, a, c);
+}
+
+macro_rules! add_scaled_codes_body {
+    ($y:expr, $a:expr, $c:expr) => {{
+        match ($a, $c) {
+            ([a0, a1, a2, a3, ..], [c0, c1, c2, c3, ..]) => {
+                for ((((yi, &x0), &x1), &x2), &x3) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2).zip(*c3) {
+                    *yi = (((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2)) + a3 * f32::from(x3);
+                }
+            }
+            ([a0, a1, a2], [c0, c1, c2]) => {
+                for (((yi, &x0), &x1), &x2) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2) {
+                    *yi = ((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2);
+                }
+            }
+            ([a0, a1], [c0, c1]) => {
+                for ((yi, &x0), &x1) in $y.iter_mut().zip(*c0).zip(*c1) {
+                    *yi = (*yi + a0 * f32::from(x0)) + a1 * f32::from(x1);
+                }
+            }
+            ([a0, ..], [c0, ..]) => {
+                for (yi, &x0) in $y.iter_mut().zip(*c0) {
+                    *yi += a0 * f32::from(x0);
+                }
+            }
+            _ => {}
+        }
+    }};
+}
+
+fn add_scaled_codes_any(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
+    add_scaled_codes_body!(y, a, c);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_scaled_codes_avx2(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
+    add_scaled_codes_body!(y, a, c);
+}
+
 /// Ask the CPU to bring the cache line holding `x[i]` into L1 ahead of a later read: a hint that never faults,
 /// and does nothing when `i` is past the end or the CPU is not x86-64.
 #[inline]
@@ -327,6 +381,27 @@ pub fn prefetch<T>(x: &[T], i: usize) {
 #[allow(clippy::float_cmp)] // maxima are exact: they are elements of the input
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaled_codes_match_one_pass_per_row() {
+        let rows: Vec<Vec<u8>> = (0..5).map(|r| (0..45).map(|i| ((i * 37 + r * 11) % 256) as u8).collect()).collect();
+        let a = [0.37f32, 1.9e-3, 7.5, 0.011, 3.0];
+        let y0: Vec<f32> = (0..45).map(|i| (i as f32 * 0.31).sin().abs()).collect();
+        for n in 1..=4 {
+            let mut want = y0.clone();
+            for r in 0..n {
+                for (w, &x) in want.iter_mut().zip(&rows[r]) {
+                    *w += a[r] * f32::from(x);
+                }
+            }
+            let c: Vec<&[u8]> = rows[..n].iter().map(Vec::as_slice).collect();
+            let (mut got, mut plain) = (y0.clone(), y0.clone());
+            add_scaled_codes(&mut got, &a[..n], &c);
+            add_scaled_codes_any(&mut plain, &a[..n], &c);
+            assert_eq!(got, want);
+            assert_eq!(plain, want);
+        }
+    }
 
     #[test]
     fn kernels_match_plain_loops() {
