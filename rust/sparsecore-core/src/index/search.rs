@@ -150,7 +150,7 @@ pub struct SearchStats {
 
 /// What a search may return.
 pub struct Visibility<'a> {
-    /// Bitset over global internal ids of deleted documents.
+    /// Bitset over global internal ids of deleted documents (may be empty when none are).
     pub deleted: &'a [u64],
     /// Bitset over global internal ids of allowed documents (None: all).
     pub allowed: Option<&'a [u64]>,
