@@ -310,12 +310,12 @@ fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32
     for (_, tb) in &found {
         match tb {
             TermBlocks::Sparse16(bl, codes) => {
-                prefetch_all(bl);
-                prefetch_all(codes);
+                kernels::prefetch_range(bl, 0, bl.len());
+                kernels::prefetch_range(codes, 0, codes.len());
             }
             TermBlocks::Sparse32(bl, codes) => {
-                prefetch_all(bl);
-                prefetch_all(codes);
+                kernels::prefetch_range(bl, 0, bl.len());
+                kernels::prefetch_range(codes, 0, codes.len());
             }
             TermBlocks::Dense(_) => {}
         }
@@ -347,17 +347,6 @@ fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32
         }
     }
     all_blocks
-}
-
-/// Prefetch every cache line of `x`.
-#[inline]
-fn prefetch_all<T>(x: &[T]) {
-    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
-    let mut i = 0;
-    while i < x.len() {
-        kernels::prefetch(x, i);
-        i += step;
-    }
 }
 
 /// Add one listed term's bounds (`s` times its codes) into `bounds`, recording newly touched blocks unless
@@ -477,12 +466,16 @@ fn search_segment(
     let dense = if use_dense { Some(&dense_query[..]) } else { None };
     let slack = params.alpha * (1.0 + BOUND_SLACK);
     let fwd = seg.fwd_view();
-    let mut visit = |b: u32, heap: &mut TopKHeap| {
-        let start = b as usize * seg.block_size;
-        let end = (start + seg.block_size).min(fwd.doc_ids.len());
+    let bs = seg.block_size;
+    // `next`: the block likely visited after this one, whose documents are prefetched one per scored document.
+    let mut visit = |b: u32, next: Option<&(f32, u32)>, heap: &mut TopKHeap| {
+        let start = b as usize * bs;
+        let end = (start + bs).min(fwd.doc_ids.len());
+        let ahead = next.map_or(usize::MAX, |&(_, nb)| nb as usize * bs);
         stats.blocks_visited += 1;
         stats.docs_scored += (end - start) as u64;
         for p in start..end {
+            fwd.prefetch_doc(ahead.wrapping_add(p - start));
             let gid = fwd.doc_ids[p];
             if !vis.visible(gid) {
                 continue;
@@ -513,12 +506,12 @@ fn search_segment(
         for &(_, b) in &top[..n_top] {
             bounds[b as usize] = 0.0;
         }
-        for &(ub, b) in &top[..n_top] {
+        for (i, &(ub, b)) in top[..n_top].iter().enumerate() {
             if ub * slack < heap.threshold() {
                 bounds.fill(0.0);
                 return;
             }
-            visit(b, heap);
+            visit(b, top[..n_top].get(i + 1), heap);
         }
         let theta = heap.threshold();
         for (c, &m) in chunk_max.iter().enumerate() {
@@ -543,11 +536,11 @@ fn search_segment(
             cand.select_nth_unstable_by(first - 1, desc);
         }
         cand[..first].sort_unstable_by(desc);
-        for &(ub, b) in &cand[..first] {
+        for (i, &(ub, b)) in cand[..first].iter().enumerate() {
             if ub * slack < heap.threshold() {
                 return;
             }
-            visit(b, heap);
+            visit(b, cand[..first].get(i + 1), heap);
         }
         let theta = heap.threshold();
         let mut i = 0;
@@ -557,11 +550,11 @@ fn search_segment(
         });
     }
     cand.sort_unstable_by(desc);
-    for &(ub, b) in cand.iter() {
+    for (i, &(ub, b)) in cand.iter().enumerate() {
         if ub * slack < heap.threshold() {
             return;
         }
-        visit(b, heap);
+        visit(b, cand.get(i + 1), heap);
     }
 }
 

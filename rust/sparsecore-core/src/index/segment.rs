@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use super::storage::Buf;
+use crate::pursuit::kernels;
 use crate::sparse::{take_rows, CsrView};
 use crate::SparseError;
 
@@ -113,6 +114,26 @@ impl<'a> FwdView<'a> {
             DocTerms::U16(&self.terms16[rg.clone()])
         };
         (terms, &self.vals[rg])
+    }
+}
+
+impl FwdView<'_> {
+    /// Ask the caches for the forward-index entries (term ids and weights) of the document at position `p`
+    /// (nothing when out of range). Searches call it, document by document, for the block they visit next: the
+    /// hardware prefetchers stop at 4 KiB pages, so each page of a new block would otherwise start with a wait
+    /// on memory (scoring from memory: ~0.9 against ~1.05 ns per entry in a scratch benchmark).
+    #[inline]
+    pub fn prefetch_doc(&self, p: usize) {
+        let (Some(&a), Some(&b)) = (self.ptr.get(p), self.ptr.get(p + 1)) else {
+            return;
+        };
+        let (a, b) = (a as usize, b as usize);
+        kernels::prefetch_range(self.vals, a, b);
+        if self.terms16.is_empty() {
+            kernels::prefetch_range(self.terms32, a, b);
+        } else {
+            kernels::prefetch_range(self.terms16, a, b);
+        }
     }
 }
 

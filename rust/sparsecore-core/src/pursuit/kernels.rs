@@ -377,6 +377,21 @@ pub fn prefetch<T>(x: &[T], i: usize) {
     let _ = (x, i);
 }
 
+/// [`prefetch`] every cache line holding `x[lo..hi]` (clipped to `x`).
+#[inline]
+pub fn prefetch_range<T>(x: &[T], lo: usize, hi: usize) {
+    let hi = hi.min(x.len());
+    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    let mut i = lo;
+    while i < hi {
+        prefetch(x, i);
+        i += step;
+    }
+    if lo < hi {
+        prefetch(x, hi - 1);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // maxima are exact: they are elements of the input
 mod tests {
