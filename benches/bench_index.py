@@ -105,7 +105,8 @@ SEISMIC_SEARCH: dict[str, list[tuple[int, float]]] = {
 # target, which is how Seismic's configuration is picked too.
 OURS_SEARCH: dict[str, list[tuple[float, float]]] = {
     "quick": [(a, b) for a in (0.6, 0.8) for b in (0.9, 1.0)],
-    "full": [(a, b) for a in (0.5, 0.6, 0.7, 0.8, 0.9) for b in (0.8, 0.9, 1.0)],
+    "full": [(a, b) for a in (0.5, 0.6, 0.7, 0.8, 0.9) for b in (0.8, 0.9, 1.0)]
+    + [(0.6, 0.85), (0.65, 0.85), (0.85, 0.85)],
 }
 
 F32 = NDArray[np.float32]
