@@ -99,6 +99,7 @@ def time_pair(
     min_sample_s: float = 0.02,
     slow_call_s: float = 5.0,
     slow_repeats: int = 3,
+    settle_s: float = 0.0,
 ) -> PairTiming:
     """Time ``ours`` and ``anchor`` alternately, ``repeats`` samples each, after one warm-up call each.
 
@@ -106,6 +107,9 @@ def time_pair(
     job starting, lands on both sides. A sample is the mean of ``number`` back-to-back calls, with ``number`` chosen
     so a sample lasts at least ``min_sample_s``; medians over samples are what the reports use. When a warm-up call
     of either side takes longer than ``slow_call_s``, only ``min(repeats, slow_repeats)`` samples are taken.
+    ``settle_s``: idle time before every sample, so that worker threads the other side left spinning do not take
+    cores from this one (OpenBLAS keeps its threads busy-waiting for ~0.1 s after a call: a 2-thread Lasso of ours
+    measured 27 ms right after scikit-learn's BLAS call and 14 ms alone).
     """
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
@@ -115,13 +119,19 @@ def time_pair(
         repeats = min(repeats, slow_repeats)
     ours_ms: list[float] = []
     anchor_ms: list[float] = []
+
+    def sample(fn: Callable[[], object], number: int) -> float:
+        if settle_s > 0:
+            time.sleep(settle_s)
+        return _time_once(fn, number)
+
     for r in range(repeats):
         if r % 2 == 0:
-            ours_ms.append(_time_once(ours, n_ours))
-            anchor_ms.append(_time_once(anchor, n_anchor))
+            ours_ms.append(sample(ours, n_ours))
+            anchor_ms.append(sample(anchor, n_anchor))
         else:
-            anchor_ms.append(_time_once(anchor, n_anchor))
-            ours_ms.append(_time_once(ours, n_ours))
+            anchor_ms.append(sample(anchor, n_anchor))
+            ours_ms.append(sample(ours, n_ours))
     return PairTiming(ours_ms, anchor_ms, n_ours, n_anchor)
 
 

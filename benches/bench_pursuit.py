@@ -41,6 +41,9 @@ from _common import (
 )
 
 N_FEATURES, N_ATOMS, NOISE = 256, 1024, 0.01
+#: Idle seconds before every timed sample (``time_pair(settle_s=...)``): OpenBLAS, under scikit-learn, leaves its
+#: threads spinning ~0.1 s after a call, which took the second core from our 2-thread runs that followed.
+SETTLE_S = 0.15
 
 
 def make_problem(n: int, k: int, seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
@@ -104,14 +107,17 @@ def bench_omp(
                 if dtype == np.float64:
                     with blas_threads(th):
                         t = time_pair(
-                            ours_fn, functools.partial(orthogonal_mp_gram, gram64, xy64, n_nonzero_coefs=k), repeats
+                            ours_fn,
+                            functools.partial(orthogonal_mp_gram, gram64, xy64, n_nonzero_coefs=k),
+                            repeats,
+                            settle_s=SETTLE_S,
                         )
                     cases.append(
                         CaseResult.from_timing("OMP vs sklearn orthogonal_mp_gram", ds, th, t, q, qm, f"BLAS {th}")
                     )
                     encode = functools.partial(sparse_encode, x64, d64, algorithm="omp", n_nonzero_coefs=k, n_jobs=th)
                     with blas_threads(1):
-                        t = time_pair(ours_fn, encode, repeats)
+                        t = time_pair(ours_fn, encode, repeats, settle_s=SETTLE_S)
                     cases.append(
                         CaseResult.from_timing("OMP vs sklearn sparse_encode(omp)", ds, th, t, q, qm, f"n_jobs={th}")
                     )
@@ -129,7 +135,8 @@ def bench_omp(
                             f"OMP {ds} threads={th}: SPAMS returned (near-)empty codes (relative residual "
                             f"{rel_residual(x, theirs, d):.3f}), so its time in that row is not a comparable OMP run."
                         )
-                    t = time_pair(ours_fn, functools.partial(spams.omp, xf, df, L=k, eps=0.0, numThreads=th), repeats)
+                    spams_fn = functools.partial(spams.omp, xf, df, L=k, eps=0.0, numThreads=th)
+                    t = time_pair(ours_fn, spams_fn, repeats, settle_s=SETTLE_S)
                     cases.append(
                         CaseResult.from_timing("OMP vs SPAMS spams.omp", ds, th, t, qs, qms, f"numThreads={th}")
                     )
@@ -162,7 +169,7 @@ def bench_lasso(n: int, threads: list[int], repeats: int, cases: list[CaseResult
                 sp.lasso, x, d, alpha=alpha, method=method, tol=tol, max_iter=10_000, num_threads=th
             )
             with blas_threads(th):
-                t = time_pair(ours_fn, sklearn_fit, repeats)
+                t = time_pair(ours_fn, sklearn_fit, repeats, settle_s=SETTLE_S)
             cases.append(
                 CaseResult.from_timing(
                     f"Lasso ({method}) vs sklearn Lasso(precompute=True), alpha={alpha}",
@@ -195,6 +202,8 @@ def main() -> int:
     machine = machine_info(["sklearn", "spams", "scipy"])
     cases: list[CaseResult] = []
     notes = [
+        f"Each timed sample starts after {SETTLE_S} s idle, so threads the previous call left spinning (OpenBLAS "
+        "busy-waits ~0.1 s after a call) do not take the second core from the next one.",
         "Support agreement: fraction of signals whose set of non-zero atoms is identical. scikit-learn's "
         "orthogonal_mp_gram is the reference OMP solution; 'truth' is the generating support (noise 0.01).",
         "SPAMS (spams-bin, GPL) is only a benchmark anchor, never a dependency. It is called with eps=0.0 (stop on "
