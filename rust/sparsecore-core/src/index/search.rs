@@ -471,11 +471,13 @@ fn search_segment(
     let mut visit = |b: u32, next: Option<&(f32, u32)>, heap: &mut TopKHeap| {
         let start = b as usize * bs;
         let end = (start + bs).min(fwd.doc_ids.len());
-        let ahead = next.map_or(usize::MAX, |&(_, nb)| nb as usize * bs);
+        let ahead = next.map(|&(_, nb)| nb as usize * bs);
         stats.blocks_visited += 1;
         stats.docs_scored += (end - start) as u64;
         for p in start..end {
-            fwd.prefetch_doc(ahead.wrapping_add(p - start));
+            if let Some(a) = ahead {
+                fwd.prefetch_doc(a + (p - start));
+            }
             let gid = fwd.doc_ids[p];
             if !vis.visible(gid) {
                 continue;
