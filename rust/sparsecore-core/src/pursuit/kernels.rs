@@ -1,6 +1,7 @@
-//! Inner loops of the pursuits, compiled twice: once for the baseline target and once with AVX2 + FMA, chosen at
-//! run time (`is_x86_feature_detected!`, cached by std). The wheel stays runnable on any x86-64 CPU while recent
-//! CPUs get 4-wide fused multiply-adds (measured 1.6-2x on OMP, benches/bench_pursuit.py).
+//! Inner loops of the pursuits (and a few of Losse and the index), compiled twice: once for the baseline target
+//! and once with AVX2 (+ FMA where the rounding allows it), chosen at run time (`is_x86_feature_detected!`, cached
+//! by std). The wheel stays runnable on any x86-64 CPU while recent CPUs get 4-wide fused multiply-adds (measured
+//! 1.6-2x on OMP, benches/bench_pursuit.py).
 //!
 //! This is the crate's one exception to `unsafe_code = "deny"`: calling a `#[target_feature]` function is
 //! `unsafe` because it is undefined behaviour on a CPU without those features; every call below sits right
@@ -305,9 +306,9 @@ fn omp_step_f32_fma(
     omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, true)
 }
 
-/// `y[i] += a[0]·c0[i]; y[i] += a[1]·c1[i]; …` for up to four rows of u8 codes `c` in one pass over `y`
-/// (rows beyond `c.len()` ignored; over the shortest length). The same rounding as one pass per row in order:
-/// a multiply, then an add, never fused.
+/// `y[i] += a[0]·c[0][i]; y[i] += a[1]·c[1][i]; …` for the first `min(a.len(), c.len(), 4)` rows of u8 codes in
+/// one pass over `y` (over the shortest length). The same rounding as one pass per row in order: a multiply, then
+/// an add, never fused.
 #[inline]
 pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
     #[cfg(target_arch = "x86_64")]
@@ -323,8 +324,9 @@ pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
 
 macro_rules! add_scaled_codes_body {
     ($y:expr, $a:expr, $c:expr) => {{
-        match ($a, $c) {
-            ([a0, a1, a2, a3, ..], [c0, c1, c2, c3, ..]) => {
+        let n = $a.len().min($c.len()).min(4);
+        match (&$a[..n], &$c[..n]) {
+            ([a0, a1, a2, a3], [c0, c1, c2, c3]) => {
                 for ((((yi, &x0), &x1), &x2), &x3) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2).zip(*c3) {
                     *yi = (((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2)) + a3 * f32::from(x3);
                 }
@@ -339,7 +341,7 @@ macro_rules! add_scaled_codes_body {
                     *yi = (*yi + a0 * f32::from(x0)) + a1 * f32::from(x1);
                 }
             }
-            ([a0, ..], [c0, ..]) => {
+            ([a0], [c0]) => {
                 for (yi, &x0) in $y.iter_mut().zip(*c0) {
                     *yi += a0 * f32::from(x0);
                 }
@@ -410,11 +412,14 @@ mod tests {
                 }
             }
             let c: Vec<&[u8]> = rows[..n].iter().map(Vec::as_slice).collect();
-            let (mut got, mut plain) = (y0.clone(), y0.clone());
+            let (mut got, mut plain, mut extra) = (y0.clone(), y0.clone(), y0.clone());
             add_scaled_codes(&mut got, &a[..n], &c);
             add_scaled_codes_any(&mut plain, &a[..n], &c);
+            // Scales beyond the rows given are ignored.
+            add_scaled_codes(&mut extra, &a, &c);
             assert_eq!(got, want);
             assert_eq!(plain, want);
+            assert_eq!(extra, want);
         }
     }
 
