@@ -225,6 +225,7 @@ fn load_segment(
         fwd_terms16: buf(backing, take(t(11), 2)?),
         bm_blocks16: buf(backing, take(t(12), 2)?),
         postings: None,
+        term_lookup: Vec::new(),
     })
 }
 

@@ -166,6 +166,7 @@ impl Index {
             if s.postings.is_none() {
                 s.build_postings();
             }
+            s.build_lookup();
         }
         let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
         for (si, s) in segments.iter().enumerate() {
@@ -641,6 +642,23 @@ mod tests {
                 prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &|_| true));
             }
         }
+    }
+
+    /// The direct term lookup answers like a binary search over the segment's terms, for present, absent and
+    /// out-of-range ids; term ids from 2^20 on use the binary search.
+    #[test]
+    fn term_lookup_agrees_with_binary_search() {
+        let d = Csr { indptr: vec![0, 2, 3], indices: vec![3, 17, 9], data: vec![1.0, 2.0, 0.5] };
+        let idx = Index::build(&d.view(40).unwrap(), None, BuildParams::default()).unwrap();
+        let seg = &idx.segments[0];
+        assert_eq!(seg.term_lookup.len(), 18);
+        for t in 0..45u32 {
+            assert_eq!(seg.term_index(t), seg.terms.binary_search(&t).ok(), "term {t}");
+        }
+        let wide = Csr { indices: vec![3, 17, super::segment::LOOKUP_MAX_TERM], ..d };
+        let idx = Index::build(&wide.view(1 << 21).unwrap(), None, BuildParams::default()).unwrap();
+        assert!(idx.segments[0].term_lookup.is_empty());
+        assert_eq!(idx.segments[0].term_index(17), Some(1));
     }
 
     #[test]

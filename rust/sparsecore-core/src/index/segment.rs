@@ -51,7 +51,14 @@ pub struct Segment {
     pub dense_codes: Buf<u8>,
     /// Term-major postings of small segments (see [`POSTINGS_MAX_DOCS`]); in memory only, rebuilt on load.
     pub postings: Option<Postings>,
+    /// Term id -> index in `terms` (`u32::MAX` where absent), when the largest term id is below
+    /// [`LOOKUP_MAX_TERM`] (else empty: binary search); in memory only, rebuilt on load.
+    pub term_lookup: Vec<u32>,
 }
+
+/// Segments whose term ids are all below this keep a direct term lookup table (at most 4 MiB): a query looks up
+/// each of its terms, and a binary search over ~30k terms waited on memory at its first steps.
+pub const LOOKUP_MAX_TERM: u32 = 1 << 20;
 
 /// Segments with at most this many documents also keep term-major postings, for exact search term at a time:
 /// on small collections block bounds are too coarse to prune (measured on 11.6k real SPLADE passages: exact
@@ -182,7 +189,8 @@ impl Segment {
                     + self.bm_blocks16.nbytes()
                     + self.bm_codes.nbytes()
                     + self.term_dense.nbytes()
-                    + self.dense_codes.nbytes(),
+                    + self.dense_codes.nbytes()
+                    + self.term_lookup.len() * 4,
             ),
             ("doc_ids", self.doc_ids.nbytes()),
             ("postings", self.postings.as_ref().map_or(0, Postings::nbytes)),
@@ -309,13 +317,32 @@ impl Segment {
     /// Index of term `t` in [`Segment::terms`], if the segment has it.
     #[inline]
     pub fn term_index(&self, t: u32) -> Option<usize> {
-        self.terms.binary_search(&t).ok()
+        if self.term_lookup.is_empty() {
+            self.terms.binary_search(&t).ok()
+        } else {
+            self.term_lookup.get(t as usize).filter(|&&i| i != u32::MAX).map(|&i| i as usize)
+        }
+    }
+
+    /// Build the direct term lookup table when the term ids allow one (else drop it). Call after `terms` is
+    /// final (and, for loaded segments, validated).
+    pub fn build_lookup(&mut self) {
+        self.term_lookup = match self.terms.last() {
+            Some(&last) if last < LOOKUP_MAX_TERM => {
+                let mut table = vec![u32::MAX; last as usize + 1];
+                for (i, &t) in self.terms.iter().enumerate() {
+                    table[t as usize] = i as u32;
+                }
+                table
+            }
+            _ => Vec::new(),
+        };
     }
 
     /// The block bounds of term `t` and its quantization step, if the segment has the term.
     #[inline]
     pub fn term_blocks(&self, t: u32) -> Option<(f32, TermBlocks<'_>)> {
-        let i = self.terms.binary_search(&t).ok()?;
+        let i = self.term_index(t)?;
         let d = self.term_dense[i];
         let blocks = if d == u32::MAX {
             let rg = self.term_ptr[i] as usize..self.term_ptr[i + 1] as usize;
@@ -439,8 +466,10 @@ impl Segment {
             term_dense: term_dense.into(),
             dense_codes: dense_codes.into(),
             postings: None,
+            term_lookup: Vec::new(),
         };
         seg.build_postings();
+        seg.build_lookup();
         Ok(seg)
     }
 }
