@@ -163,10 +163,10 @@ impl Index {
         let mut segments = segments;
         for (si, s) in segments.iter_mut().enumerate() {
             s.validate(dim, n_ext).map_err(|m| bad(format!("segment {si}: {m}")))?;
+            s.build_lookup();
             if s.postings.is_none() {
                 s.build_postings();
             }
-            s.build_lookup();
         }
         let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
         for (si, s) in segments.iter().enumerate() {

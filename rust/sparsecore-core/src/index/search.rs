@@ -308,17 +308,7 @@ fn fill_bounds(seg: &Segment, q: &Query<'_>, bterms: &[usize], bounds: &mut [f32
     let found: Vec<(f32, TermBlocks<'_>)> =
         bterms.iter().filter_map(|&i| seg.term_blocks(q.terms[i]).map(|(scale, tb)| (q.vals[i] * scale, tb))).collect();
     for (_, tb) in &found {
-        match tb {
-            TermBlocks::Sparse16(bl, codes) => {
-                kernels::prefetch_range(bl, 0, bl.len());
-                kernels::prefetch_range(codes, 0, codes.len());
-            }
-            TermBlocks::Sparse32(bl, codes) => {
-                kernels::prefetch_range(bl, 0, bl.len());
-                kernels::prefetch_range(codes, 0, codes.len());
-            }
-            TermBlocks::Dense(_) => {}
-        }
+        tb.prefetch();
     }
     // Dense terms first: once one has run every block is a candidate, and the listed terms that follow skip
     // the touched-block bookkeeping.

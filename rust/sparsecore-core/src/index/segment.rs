@@ -122,9 +122,7 @@ impl<'a> FwdView<'a> {
         };
         (terms, &self.vals[rg])
     }
-}
 
-impl FwdView<'_> {
     /// Ask the caches for the forward-index entries (term ids and weights) of the document at position `p`
     /// (nothing when out of range). Searches call it, document by document, for the block they visit next: the
     /// hardware prefetchers stop at 4 KiB pages, so each page of a new block would otherwise start with a wait
@@ -160,6 +158,24 @@ pub enum TermBlocks<'a> {
     Sparse32(&'a [u32], &'a [u8]),
     /// One code per block (0 where absent).
     Dense(&'a [u8]),
+}
+
+impl TermBlocks<'_> {
+    /// Ask the caches for a listed term's block ids and codes (dense rows are streamed, so nothing for them).
+    #[inline]
+    pub fn prefetch(&self) {
+        match self {
+            TermBlocks::Sparse16(bl, codes) => {
+                kernels::prefetch_range(bl, 0, bl.len());
+                kernels::prefetch_range(codes, 0, codes.len());
+            }
+            TermBlocks::Sparse32(bl, codes) => {
+                kernels::prefetch_range(bl, 0, bl.len());
+                kernels::prefetch_range(codes, 0, codes.len());
+            }
+            TermBlocks::Dense(_) => {}
+        }
+    }
 }
 
 impl Segment {
@@ -198,17 +214,19 @@ impl Segment {
     }
 
     /// Build the term-major postings when the segment is small enough (else drop them). Call after the
-    /// forward index and `terms` are final (and, for loaded segments, validated).
+    /// forward index and `terms` are final (and, for loaded segments, validated), and after
+    /// [`Segment::build_lookup`], whose table it uses.
     pub fn build_postings(&mut self) {
         let n = self.n_docs();
         if n == 0 || n > POSTINGS_MAX_DOCS {
             self.postings = None;
             return;
         }
-        let terms: &[u32] = &self.terms;
-        let fwd = self.fwd_view();
-        let index_of = |t: u32| terms.binary_search(&t).ok();
-        let mut ptr = vec![0u64; terms.len() + 1];
+        let this = &*self;
+        let fwd = this.fwd_view();
+        let index_of = |t: u32| this.term_index(t);
+        let n_terms = this.terms.len();
+        let mut ptr = vec![0u64; n_terms + 1];
         let visit = |f: &mut dyn FnMut(usize, usize, f32)| {
             for p in 0..n {
                 let (dt, v) = fwd.doc(p);
@@ -231,12 +249,12 @@ impl Segment {
             }
         };
         visit(&mut |i, _, _| ptr[i + 1] += 1);
-        for i in 0..terms.len() {
+        for i in 0..n_terms {
             ptr[i + 1] += ptr[i];
         }
-        let total = ptr[terms.len()] as usize;
+        let total = ptr[n_terms] as usize;
         let (mut pos, mut vals) = (vec![0u16; total], vec![0f32; total]);
-        let mut next: Vec<u64> = ptr[..terms.len()].to_vec();
+        let mut next: Vec<u64> = ptr[..n_terms].to_vec();
         visit(&mut |i, p, w| {
             let at = next[i] as usize;
             pos[at] = p as u16;
@@ -468,8 +486,8 @@ impl Segment {
             postings: None,
             term_lookup: Vec::new(),
         };
-        seg.build_postings();
         seg.build_lookup();
+        seg.build_postings();
         Ok(seg)
     }
 }

@@ -306,9 +306,9 @@ fn omp_step_f32_fma(
     omp_step_body!(f32, out, base, coefs, rows, scale, alpha, vt, true)
 }
 
-/// `y[i] += a[0]·c[0][i]; y[i] += a[1]·c[1][i]; …` for the first `min(a.len(), c.len(), 4)` rows of u8 codes in
-/// one pass over `y` (over the shortest length). The same rounding as one pass per row in order: a multiply, then
-/// an add, never fused.
+/// `y[i] += a[0]·c[0][i]; y[i] += a[1]·c[1][i]; …` for the first `min(a.len(), c.len())` rows of u8 codes (over
+/// the shortest length): four rows share one pass over `y`, fewer take one pass each. The same rounding as one
+/// pass per row in order: a multiply, then an add, never fused.
 #[inline]
 pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
     #[cfg(target_arch = "x86_64")]
@@ -324,29 +324,17 @@ pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
 
 macro_rules! add_scaled_codes_body {
     ($y:expr, $a:expr, $c:expr) => {{
-        let n = $a.len().min($c.len()).min(4);
-        match (&$a[..n], &$c[..n]) {
-            ([a0, a1, a2, a3], [c0, c1, c2, c3]) => {
-                for ((((yi, &x0), &x1), &x2), &x3) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2).zip(*c3) {
-                    *yi = (((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2)) + a3 * f32::from(x3);
-                }
+        let (mut a, mut c) = ($a, $c);
+        while let ([a0, a1, a2, a3, ar @ ..], [c0, c1, c2, c3, cr @ ..]) = (a, c) {
+            for ((((yi, &x0), &x1), &x2), &x3) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2).zip(*c3) {
+                *yi = (((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2)) + a3 * f32::from(x3);
             }
-            ([a0, a1, a2], [c0, c1, c2]) => {
-                for (((yi, &x0), &x1), &x2) in $y.iter_mut().zip(*c0).zip(*c1).zip(*c2) {
-                    *yi = ((*yi + a0 * f32::from(x0)) + a1 * f32::from(x1)) + a2 * f32::from(x2);
-                }
+            (a, c) = (ar, cr);
+        }
+        for (&ai, ci) in a.iter().zip(c) {
+            for (yi, &x) in $y.iter_mut().zip(*ci) {
+                *yi += ai * f32::from(x);
             }
-            ([a0, a1], [c0, c1]) => {
-                for ((yi, &x0), &x1) in $y.iter_mut().zip(*c0).zip(*c1) {
-                    *yi = (*yi + a0 * f32::from(x0)) + a1 * f32::from(x1);
-                }
-            }
-            ([a0], [c0]) => {
-                for (yi, &x0) in $y.iter_mut().zip(*c0) {
-                    *yi += a0 * f32::from(x0);
-                }
-            }
-            _ => {}
         }
     }};
 }
@@ -404,7 +392,7 @@ mod tests {
         let rows: Vec<Vec<u8>> = (0..5).map(|r| (0..45).map(|i| ((i * 37 + r * 11) % 256) as u8).collect()).collect();
         let a = [0.37f32, 1.9e-3, 7.5, 0.011, 3.0];
         let y0: Vec<f32> = (0..45).map(|i| (i as f32 * 0.31).sin().abs()).collect();
-        for n in 1..=4 {
+        for n in 1..=5 {
             let mut want = y0.clone();
             for r in 0..n {
                 for (w, &x) in want.iter_mut().zip(&rows[r]) {
@@ -416,7 +404,8 @@ mod tests {
             add_scaled_codes(&mut got, &a[..n], &c);
             add_scaled_codes_any(&mut plain, &a[..n], &c);
             // Scales beyond the rows given are ignored.
-            add_scaled_codes(&mut extra, &a, &c);
+            let more = [a.as_slice(), &[1.0; 3]].concat();
+            add_scaled_codes(&mut extra, &more, &c);
             assert_eq!(got, want);
             assert_eq!(plain, want);
             assert_eq!(extra, want);
