@@ -119,12 +119,12 @@ pub enum SparseError {
 
 impl SparseError {
     /// Allocate a zeroed vector of `n` elements, or a [`SparseError::TooLarge`] instead of aborting.
-    pub fn try_zeroed<T: Clone + Default>(what: &'static str, n: usize) -> Result<Vec<T>, Self> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(n)
-            .map_err(|_| Self::TooLarge { what, bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64) })?;
-        v.resize(n, T::default());
-        Ok(v)
+    ///
+    /// The memory comes zeroed from the allocator (`calloc`): a large vector is not written here, so its pages
+    /// are first touched, and faulted in, by whichever thread fills them.
+    pub fn try_zeroed<T: bytemuck::Zeroable>(what: &'static str, n: usize) -> Result<Vec<T>, Self> {
+        bytemuck::allocation::try_zeroed_vec(n)
+            .map_err(|()| Self::TooLarge { what, bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64) })
     }
 
     /// The element count of an `rows x cols` output, or [`SparseError::TooLarge`] on overflow.

@@ -4,7 +4,7 @@
 //! float32 and float64); each function runs natively in that dtype and returns codes as CSR arrays
 //! `(indptr int64, indices uint32, data, n_atoms)` or as a dense `(n_signals, n_atoms)` array.
 
-use numpy::{Element, IntoPyArray, PyReadonlyArray2};
+use numpy::{Element, IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -15,10 +15,26 @@ use sparsecore_core::SparseError;
 
 use crate::detach::run;
 
-fn codes_out<T: Real + Element>(py: Python<'_>, codes: Codes<T>, dense: bool) -> PyResult<Bound<'_, PyAny>> {
+fn codes_out<T: Real + Element>(
+    py: Python<'_>,
+    codes: Codes<T>,
+    dense: bool,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'_, PyAny>> {
     if dense {
-        let arr = codes.to_dense().map_err(crate::errors::to_py)?;
-        return arr.into_pyarray(py).into_bound_py_any(py);
+        // Allocated by numpy (a MemoryError when too large; huge pages for a large output, as `np.zeros` gets),
+        // then filled on the pool with the GIL released.
+        let arr = py
+            .import("numpy")?
+            .getattr("zeros")?
+            .call1(((codes.n_rows(), codes.n_atoms), numpy::dtype::<T>(py)))?
+            .cast_into::<PyArray2<T>>()?;
+        {
+            let mut rw = arr.readwrite();
+            let out = rw.as_slice_mut()?;
+            run(py, num_threads, || codes.fill_dense(out))?;
+        }
+        return Ok(arr.into_any());
     }
     let n_atoms = codes.n_atoms;
     (codes.indptr.into_pyarray(py), codes.indices.into_pyarray(py), codes.data.into_pyarray(py), n_atoms)
@@ -46,7 +62,7 @@ fn greedy_typed<'py, T: Real + Element>(
         "gp" => gradient_pursuit(xv, dv, gv, &p),
         other => Err(SparseError::invalid("method", format!("unknown greedy method {other:?}"))),
     })?;
-    codes_out(py, codes, dense)
+    codes_out(py, codes, dense, num_threads)
 }
 
 /// OMP / MP / gradient pursuit (`method` = "omp" | "mp" | "gp") of the rows of `x` over the rows of `d`.
@@ -89,7 +105,7 @@ fn lasso_typed<'py, T: Real + Element>(
     let (xv, dv) = (x.as_array(), d.as_array());
     let gv = gram.as_ref().map(PyReadonlyArray2::as_array);
     let out = run(py, num_threads, || lasso(xv, dv, gv, &p))?;
-    Ok((codes_out(py, out.codes, dense)?, out.n_iter_max, out.n_not_converged))
+    Ok((codes_out(py, out.codes, dense, num_threads)?, out.n_iter_max, out.n_not_converged))
 }
 
 fn lasso_method(method: &str) -> PyResult<LassoMethod> {
@@ -152,13 +168,13 @@ pub fn pursuit_threshold<'py>(
         let d64 = d.extract::<PyReadonlyArray2<'py, f64>>()?;
         let (xv, dv) = (x64.as_array(), d64.as_array());
         let codes = run(py, num_threads, || threshold(xv, dv, alpha, nonneg))?;
-        return codes_out(py, codes, dense);
+        return codes_out(py, codes, dense, num_threads);
     }
     if let Ok(x32) = x.extract::<PyReadonlyArray2<'py, f32>>() {
         let d32 = d.extract::<PyReadonlyArray2<'py, f32>>()?;
         let (xv, dv) = (x32.as_array(), d32.as_array());
         let codes = run(py, num_threads, || threshold(xv, dv, alpha as f32, nonneg))?;
-        return codes_out(py, codes, dense);
+        return codes_out(py, codes, dense, num_threads);
     }
     Err(PyTypeError::new_err("X: expected a 2-D float32 or float64 array"))
 }

@@ -28,10 +28,20 @@ const CHUNK: usize = 256;
 const MIN_CHUNK: usize = 16;
 /// Rows of the Gram matrix per parallel task.
 const GRAM_ROWS: usize = 64;
+/// Rows of a dense output per parallel task.
+const DENSE_ROWS: usize = 64;
 
 /// The float types the solvers run on natively.
 pub trait Real:
-    Float + ndarray::LinalgScalar + Send + Sync + Default + std::fmt::Debug + std::fmt::Display + std::iter::Sum
+    Float
+    + ndarray::LinalgScalar
+    + bytemuck::Zeroable
+    + Send
+    + Sync
+    + Default
+    + std::fmt::Debug
+    + std::fmt::Display
+    + std::iter::Sum
 {
     /// Conversion from an `f64` constant or user parameter.
     fn of(v: f64) -> Self;
@@ -124,17 +134,39 @@ impl<T: Real> Codes<T> {
         self.indptr.len().saturating_sub(1)
     }
 
-    /// The codes as a dense `(n_signals, n_atoms)` array.
+    /// The codes as a dense `(n_signals, n_atoms)` array (see [`Self::fill_dense`]).
     pub fn to_dense(&self) -> Result<Array2<T>, SparseError> {
-        let n = self.n_rows();
-        SparseError::checked_area("dense codes", n, self.n_atoms)?;
-        let mut out = Array2::zeros((n, self.n_atoms));
-        for r in 0..n {
-            for p in self.indptr[r] as usize..self.indptr[r + 1] as usize {
-                out[[r, self.indices[p] as usize]] = self.data[p];
-            }
+        let (n, width) = (self.n_rows(), self.n_atoms);
+        let mut out = SparseError::try_zeroed::<T>("dense codes", SparseError::checked_area("dense codes", n, width)?)?;
+        self.fill_dense(&mut out)?;
+        Array2::from_shape_vec((n, width), out).map_err(|e| SparseError::ShapeMismatch(e.to_string()))
+    }
+
+    /// Write the codes into a zeroed row-major `(n_signals, n_atoms)` buffer, by blocks of rows in parallel (the
+    /// pages of a freshly allocated output are faulted in by the threads that fill them).
+    ///
+    /// Errors: `out` of another length.
+    pub fn fill_dense(&self, out: &mut [T]) -> Result<(), SparseError> {
+        let width = self.n_atoms;
+        if Some(out.len()) != self.n_rows().checked_mul(width) {
+            return Err(SparseError::ShapeMismatch(format!(
+                "the dense output has {} elements, expected {} x {}",
+                out.len(),
+                self.n_rows(),
+                width
+            )));
         }
-        Ok(out)
+        if width > 0 {
+            out.par_chunks_mut(DENSE_ROWS * width).enumerate().for_each(|(b, block)| {
+                for (i, row) in block.chunks_exact_mut(width).enumerate() {
+                    let r = b * DENSE_ROWS + i;
+                    for p in self.indptr[r] as usize..self.indptr[r + 1] as usize {
+                        row[self.indices[p] as usize] = self.data[p];
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 }
 
@@ -154,11 +186,12 @@ pub fn validate<T: Real>(x: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(
             d.ncols()
         )));
     }
-    if let Some(((r, c), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(SparseError::invalid("X", format!("X[{r}, {c}] = {v} is not finite")));
-    }
-    if let Some(((r, c), v)) = d.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(SparseError::invalid("D", format!("D[{r}, {c}] = {v} is not finite")));
+    for (arr, name) in [(x, "X"), (d, "D")] {
+        if !all_finite(arr) {
+            if let Some(((r, c), v)) = arr.indexed_iter().find(|(_, v)| !v.is_finite()) {
+                return Err(SparseError::invalid(name, format!("{name}[{r}, {c}] = {v} is not finite")));
+            }
+        }
     }
     for (a, row) in d.outer_iter().enumerate() {
         if row.iter().all(|v| *v == T::zero()) {
@@ -166,6 +199,15 @@ pub fn validate<T: Real>(x: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Whether every element of `a` is finite: branch-free over blocks of a contiguous array, in parallel.
+fn all_finite<T: Real>(a: ArrayView2<'_, T>) -> bool {
+    const BLOCK: usize = 1 << 14;
+    match a.as_slice() {
+        Some(v) => v.par_chunks(BLOCK).all(|c| c.iter().fold(true, |ok, e| ok & e.is_finite())),
+        None => a.iter().all(|e| e.is_finite()),
+    }
 }
 
 /// Gram matrix `G = D Dᵀ` (row blocks of the upper triangle in parallel, mirrored).
@@ -438,5 +480,54 @@ mod tests {
         assert!(matches!(validate(x3.view(), d.view()), Err(SparseError::ShapeMismatch(_))));
         let xn = array![[f64::NAN, 0.0]];
         assert!(validate(xn.view(), array![[1.0, 0.0]].view()).unwrap_err().to_string().contains("X[0, 0]"));
+    }
+
+    #[test]
+    fn non_finite_values_are_found_in_any_block_and_layout() {
+        // Spans several parallel blocks of the finiteness check; the bad value goes first, into a middle block
+        // and last, in X and in D, and X is also checked through a non-contiguous (transposed) view.
+        let (rows, cols) = (700, 50);
+        let d = Array2::from_shape_fn((3, cols), |(i, j)| if i == j { 1.0f64 } else { 0.0 });
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for at in [0, rows * cols / 2 + 3, rows * cols - 1] {
+                let (r, c) = (at / cols, at % cols);
+                let mut x = Array2::from_elem((rows, cols), 0.5f64);
+                x[[r, c]] = bad;
+                let msg = validate(x.view(), d.view()).unwrap_err().to_string();
+                assert!(msg.contains(&format!("X[{r}, {c}]")), "{msg}");
+                let xt = x.t().to_owned();
+                let dt = Array2::from_elem((3, rows), 1.0f64);
+                let msg = validate(dt.view(), xt.t().t()).unwrap_err().to_string();
+                assert!(msg.contains(&format!("D[{c}, {r}]")), "{msg}");
+                let msg = validate(xt.t(), d.view()).unwrap_err().to_string();
+                assert!(msg.contains(&format!("X[{r}, {c}]")), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_codes_match_the_csr_codes() {
+        // More rows than one parallel block of the fill, some empty.
+        let n_atoms = 9;
+        let mut codes = Codes { indptr: vec![0], indices: Vec::new(), data: Vec::new(), n_atoms };
+        for r in 0..150usize {
+            for a in (0..n_atoms).filter(|a| (r * 7 + a * 3) % 5 == 0 && r % 11 != 0) {
+                codes.indices.push(a as u32);
+                codes.data.push((r * n_atoms + a) as f64 + 0.5);
+            }
+            codes.indptr.push(codes.indices.len() as i64);
+        }
+        let dense = codes.to_dense().unwrap();
+        assert_eq!(dense.dim(), (150, n_atoms));
+        for r in 0..150 {
+            for a in 0..n_atoms {
+                let lo = codes.indptr[r] as usize;
+                let hi = codes.indptr[r + 1] as usize;
+                let want = (lo..hi).find(|&p| codes.indices[p] as usize == a).map_or(0.0, |p| codes.data[p]);
+                assert_eq!(dense[[r, a]].to_bits(), want.to_bits(), "({r}, {a})");
+            }
+        }
+        let mut short = vec![0.0; 150 * n_atoms - 1];
+        assert!(matches!(codes.fill_dense(&mut short), Err(SparseError::ShapeMismatch(_))));
     }
 }
