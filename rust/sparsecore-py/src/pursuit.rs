@@ -4,7 +4,8 @@
 //! float32 and float64); each function runs natively in that dtype and returns codes as CSR arrays
 //! `(indptr int64, indices uint32, data, n_atoms)` or as a dense `(n_signals, n_atoms)` array.
 
-use numpy::{Element, IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
+use ndarray::Array2;
+use numpy::{Element, IntoPyArray, PyReadonlyArray2};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -15,30 +16,33 @@ use sparsecore_core::SparseError;
 
 use crate::detach::run;
 
-fn codes_out<T: Real + Element>(
-    py: Python<'_>,
-    codes: Codes<T>,
-    dense: bool,
-    num_threads: Option<usize>,
-) -> PyResult<Bound<'_, PyAny>> {
+/// Codes on their way to Python: CSR arrays, or the dense array.
+enum Out<T> {
+    Sparse(Codes<T>),
+    Dense(Array2<T>),
+}
+
+/// The requested form of `codes`. Called inside [`run`]: the dense array is filled on the pool with the GIL
+/// released, into memory from the Rust allocator. (An array from `numpy.zeros` gets huge pages, and after
+/// another library's large allocations their first touch stalled on memory compaction: 370 -> 470-560 ms per
+/// OMP call on the bench problem when alternating with SPAMS.)
+fn shaped<T: Real>(codes: Codes<T>, dense: bool) -> Result<Out<T>, SparseError> {
     if dense {
-        // Allocated by numpy (a MemoryError when too large; huge pages for a large output, as `np.zeros` gets),
-        // then filled on the pool with the GIL released.
-        let arr = py
-            .import("numpy")?
-            .getattr("zeros")?
-            .call1(((codes.n_rows(), codes.n_atoms), numpy::dtype::<T>(py)))?
-            .cast_into::<PyArray2<T>>()?;
-        {
-            let mut rw = arr.readwrite();
-            let out = rw.as_slice_mut()?;
-            run(py, num_threads, || codes.fill_dense(out))?;
-        }
-        return Ok(arr.into_any());
+        codes.to_dense().map(Out::Dense)
+    } else {
+        Ok(Out::Sparse(codes))
     }
-    let n_atoms = codes.n_atoms;
-    (codes.indptr.into_pyarray(py), codes.indices.into_pyarray(py), codes.data.into_pyarray(py), n_atoms)
-        .into_bound_py_any(py)
+}
+
+fn codes_out<T: Real + Element>(py: Python<'_>, out: Out<T>) -> PyResult<Bound<'_, PyAny>> {
+    match out {
+        Out::Dense(arr) => arr.into_pyarray(py).into_bound_py_any(py),
+        Out::Sparse(codes) => {
+            let n_atoms = codes.n_atoms;
+            (codes.indptr.into_pyarray(py), codes.indices.into_pyarray(py), codes.data.into_pyarray(py), n_atoms)
+                .into_bound_py_any(py)
+        }
+    }
 }
 
 fn greedy_typed<'py, T: Real + Element>(
@@ -56,13 +60,16 @@ fn greedy_typed<'py, T: Real + Element>(
     let (xv, dv) = (x.as_array(), d.as_array());
     let gv = gram.as_ref().map(PyReadonlyArray2::as_array);
     let p = GreedyParams { k, tol: tol.map(T::of), nonneg };
-    let codes = run(py, num_threads, || match method {
-        "omp" => omp(xv, dv, gv, &p),
-        "mp" => mp(xv, dv, gv, &p),
-        "gp" => gradient_pursuit(xv, dv, gv, &p),
-        other => Err(SparseError::invalid("method", format!("unknown greedy method {other:?}"))),
+    let out = run(py, num_threads, || {
+        let codes = match method {
+            "omp" => omp(xv, dv, gv, &p),
+            "mp" => mp(xv, dv, gv, &p),
+            "gp" => gradient_pursuit(xv, dv, gv, &p),
+            other => Err(SparseError::invalid("method", format!("unknown greedy method {other:?}"))),
+        }?;
+        shaped(codes, dense)
     })?;
-    codes_out(py, codes, dense, num_threads)
+    codes_out(py, out)
 }
 
 /// OMP / MP / gradient pursuit (`method` = "omp" | "mp" | "gp") of the rows of `x` over the rows of `d`.
@@ -104,8 +111,11 @@ fn lasso_typed<'py, T: Real + Element>(
 ) -> PyResult<(Bound<'py, PyAny>, usize, usize)> {
     let (xv, dv) = (x.as_array(), d.as_array());
     let gv = gram.as_ref().map(PyReadonlyArray2::as_array);
-    let out = run(py, num_threads, || lasso(xv, dv, gv, &p))?;
-    Ok((codes_out(py, out.codes, dense, num_threads)?, out.n_iter_max, out.n_not_converged))
+    let (out, n_iter_max, n_not_converged) = run(py, num_threads, || {
+        let out = lasso(xv, dv, gv, &p)?;
+        Ok((shaped(out.codes, dense)?, out.n_iter_max, out.n_not_converged))
+    })?;
+    Ok((codes_out(py, out)?, n_iter_max, n_not_converged))
 }
 
 fn lasso_method(method: &str) -> PyResult<LassoMethod> {
@@ -167,14 +177,14 @@ pub fn pursuit_threshold<'py>(
     if let Ok(x64) = x.extract::<PyReadonlyArray2<'py, f64>>() {
         let d64 = d.extract::<PyReadonlyArray2<'py, f64>>()?;
         let (xv, dv) = (x64.as_array(), d64.as_array());
-        let codes = run(py, num_threads, || threshold(xv, dv, alpha, nonneg))?;
-        return codes_out(py, codes, dense, num_threads);
+        let out = run(py, num_threads, || shaped(threshold(xv, dv, alpha, nonneg)?, dense))?;
+        return codes_out(py, out);
     }
     if let Ok(x32) = x.extract::<PyReadonlyArray2<'py, f32>>() {
         let d32 = d.extract::<PyReadonlyArray2<'py, f32>>()?;
         let (xv, dv) = (x32.as_array(), d32.as_array());
-        let codes = run(py, num_threads, || threshold(xv, dv, alpha as f32, nonneg))?;
-        return codes_out(py, codes, dense, num_threads);
+        let out = run(py, num_threads, || shaped(threshold(xv, dv, alpha as f32, nonneg)?, dense))?;
+        return codes_out(py, out);
     }
     Err(PyTypeError::new_err("X: expected a 2-D float32 or float64 array"))
 }
