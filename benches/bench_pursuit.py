@@ -5,6 +5,8 @@ combinations of its atoms plus 0.01 Gaussian noise, k = 16 and 32; float64 and f
 
 Cases (ratio = ours / anchor, medians of alternating calls):
 - OMP vs ``sklearn.linear_model.orthogonal_mp_gram`` (Gram and correlations precomputed for it, untimed), vs
+  ``sklearn.linear_model.orthogonal_mp`` (its default, a QR update per signal from X and D; float64 only; one call
+  takes 10-20 s, so ``time_pair`` takes 3 samples), vs
   ``sklearn.decomposition.sparse_encode(algorithm="omp", n_jobs=threads)`` and vs SPAMS ``spams.omp``
   (``pip install spams-bin``; skipped when absent; its ``numThreads`` follows ours). Quality: support agreement
   with scikit-learn (the reference solution) and with the true support, relative residual of both.
@@ -76,7 +78,7 @@ def bench_omp(
     n: int, ks: list[int], threads: list[int], repeats: int, cases: list[CaseResult], notes: list[str]
 ) -> None:
     from sklearn.decomposition import sparse_encode
-    from sklearn.linear_model import orthogonal_mp_gram
+    from sklearn.linear_model import orthogonal_mp, orthogonal_mp_gram
 
     try:
         import spams
@@ -115,6 +117,14 @@ def bench_omp(
                     cases.append(
                         CaseResult.from_timing("OMP vs sklearn orthogonal_mp_gram", ds, th, t, q, qm, f"BLAS {th}")
                     )
+                    with blas_threads(th):
+                        t = time_pair(
+                            ours_fn,
+                            functools.partial(orthogonal_mp, d64.T, x64.T, n_nonzero_coefs=k),
+                            repeats,
+                            settle_s=SETTLE_S,
+                        )
+                    cases.append(CaseResult.from_timing("OMP vs sklearn orthogonal_mp", ds, th, t, q, qm, f"BLAS {th}"))
                     encode = functools.partial(sparse_encode, x64, d64, algorithm="omp", n_nonzero_coefs=k, n_jobs=th)
                     with blas_threads(1):
                         t = time_pair(ours_fn, encode, repeats, settle_s=SETTLE_S)
