@@ -24,8 +24,8 @@ enum Out<T> {
 
 /// The requested form of `codes`. Called inside [`run`]: the dense array is filled on the pool with the GIL
 /// released, into memory from the Rust allocator. (An array from `numpy.zeros` gets huge pages, and after
-/// another library's large allocations their first touch stalled on memory compaction: 370 -> 470-560 ms per
-/// OMP call on the bench problem when alternating with SPAMS.)
+/// another library's large allocations their first touch stalled on memory compaction: an OMP call on the bench
+/// problem, alternating with SPAMS, took 465-557 ms that way against 350-390 ms.)
 fn shaped<T: Real>(codes: Codes<T>, dense: bool) -> Result<Out<T>, SparseError> {
     if dense {
         codes.to_dense().map(Out::Dense)
