@@ -164,15 +164,13 @@ impl TermBlocks<'_> {
     /// Ask the caches for a listed term's block ids and codes (dense rows are streamed, so nothing for them).
     #[inline]
     pub fn prefetch(&self) {
+        fn listed<B>(bl: &[B], codes: &[u8]) {
+            kernels::prefetch_range(bl, 0, bl.len());
+            kernels::prefetch_range(codes, 0, codes.len());
+        }
         match self {
-            TermBlocks::Sparse16(bl, codes) => {
-                kernels::prefetch_range(bl, 0, bl.len());
-                kernels::prefetch_range(codes, 0, codes.len());
-            }
-            TermBlocks::Sparse32(bl, codes) => {
-                kernels::prefetch_range(bl, 0, bl.len());
-                kernels::prefetch_range(codes, 0, codes.len());
-            }
+            TermBlocks::Sparse16(bl, codes) => listed(bl, codes),
+            TermBlocks::Sparse32(bl, codes) => listed(bl, codes),
             TermBlocks::Dense(_) => {}
         }
     }
