@@ -380,11 +380,12 @@ def test_explain_counts_the_work_and_approximation_does_less() -> None:
     for r in range(queries.n_rows):
         e = idx.explain(*queries.row(r), k=10, recall_target=1.0)
         a = idx.explain(*queries.row(r), k=10, alpha=0.3, beta=0.6)
-        assert set(e) == {"n_hits", "blocks_bounded", "blocks_visited", "docs_scored"}
+        assert set(e) == {"n_hits", "blocks_bounded", "blocks_visited", "docs_scored", "docs_rescored"}
         assert e["n_hits"] == len(idx.search_one(*queries.row(r), k=10, recall_target=1.0)[0])
         assert e["blocks_visited"] <= e["blocks_bounded"]
         assert e["docs_scored"] <= 16 * e["blocks_visited"]
         assert e["docs_scored"] >= e["n_hits"]
+        assert e["n_hits"] <= e["docs_rescored"] <= e["docs_scored"]
         exact_docs += e["docs_scored"]
         approx_docs += a["docs_scored"]
     assert approx_docs < exact_docs

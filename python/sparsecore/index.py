@@ -326,7 +326,11 @@ class InvertedIndex:
     ) -> dict[str, int]:
         """Work a single query does: blocks bounded, blocks visited, documents scored, hits returned.
 
-        Deterministic (unlike timings), so it is the right measure when tuning ``alpha``/``beta``/``block_size``.
+        Keys: ``blocks_bounded``, ``blocks_visited``, ``docs_scored`` (documents of visited blocks),
+        ``docs_rescored`` (those of them scored a second time, exactly: a visited document is first scored from
+        the upper 16 bits of its f32 weights, and only one that may still enter the top ``k`` reads the rest),
+        ``n_hits``. Deterministic (unlike timings), so it is the right measure when tuning
+        ``alpha``/``beta``/``block_size``.
         """
         a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
         return dict(self._core.explain_one(_as_indices(indices), _as_data(values), _positive_int(k, "k"), a, b))

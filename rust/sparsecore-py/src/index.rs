@@ -154,7 +154,7 @@ impl IndexCore {
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
     }
 
-    /// Work one query does: dict with blocks_bounded, blocks_visited, docs_scored (and n_hits).
+    /// Work one query does: dict with blocks_bounded, blocks_visited, docs_scored, docs_rescored (and n_hits).
     #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0))]
     fn explain_one<'py>(
         &self,
@@ -174,6 +174,7 @@ impl IndexCore {
         d.set_item("blocks_bounded", st.blocks_bounded)?;
         d.set_item("blocks_visited", st.blocks_visited)?;
         d.set_item("docs_scored", st.docs_scored)?;
+        d.set_item("docs_rescored", st.docs_rescored)?;
         Ok(d)
     }
 

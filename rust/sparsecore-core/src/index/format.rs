@@ -8,9 +8,12 @@
 //! data:           each array at a 64-byte-aligned offset, little-endian, zero padding between arrays
 //! ```
 //! Arrays, in order: `ext_ids` (i64), `deleted` (u64 bitset), then per segment `doc_ids` u32, `fwd_ptr` u64,
-//! `fwd_terms` u32, `fwd_vals` f32, `terms` u32, `term_ptr` u64, `term_scale` f32, `bm_blocks` u32,
-//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8, `fwd_terms16` u16, `bm_blocks16` u16 (version 2; of each
-//! pair `fwd_terms`/`fwd_terms16` and `bm_blocks`/`bm_blocks16` one is empty). Tags are `segment * 16 + field` (global arrays use segment `0xFFFF`). Loading checks magic,
+//! `fwd_terms` u32, `fwd_hi` u16, `terms` u32, `term_ptr` u64, `term_scale` f32, `bm_blocks` u32,
+//! `bm_codes` u8, `term_dense` u32, `dense_codes` u8, `fwd_terms16` u16, `bm_blocks16` u16, `fwd_lo` u16 (of
+//! each pair `fwd_terms`/`fwd_terms16` and `bm_blocks`/`bm_blocks16` one is empty; `fwd_hi`/`fwd_lo` are the
+//! upper and lower 16 bits of each f32 weight). Tags are `segment * 16 + field` (global arrays use segment
+//! `0xFFFF`). Version history: 1 had only u32 block ids; 2 added `fwd_terms16` and `bm_blocks16`; 3 split the
+//! f32 weights `fwd_vals` (field 3) into `fwd_hi` (field 3) and `fwd_lo` (field 13). Loading checks magic,
 //! version, byte order, length, every checksum, and every structural invariant the search relies on, so a
 //! truncated, corrupted or foreign file is an error, never a crash. Files are written to a temporary name,
 //! fsynced, and renamed over the target (atomic on POSIX).
@@ -31,13 +34,13 @@ use crate::SparseError;
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SPCOREIX";
 /// Current format version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const BOM: u32 = 0x0102_0304;
 const HEADER_LEN: usize = 64;
 const ENTRY_LEN: usize = 32;
 const ALIGN: usize = 64;
 const GLOBAL: u32 = 0xFFFF;
-const SEGMENT_FIELDS: u32 = 13;
+const SEGMENT_FIELDS: u32 = 14;
 
 fn fmt_err(path: &Path, msg: impl std::fmt::Display) -> SparseError {
     SparseError::Format(format!("{}: {msg}", path.display()))
@@ -58,13 +61,13 @@ fn arr<T: Pod>(tag: u32, v: &[T]) -> Out<'_> {
     Out { tag, elem: std::mem::size_of::<T>() as u32, bytes: bytemuck::cast_slice(v) }
 }
 
-fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 13] {
+fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; SEGMENT_FIELDS as usize] {
     let t = |f: u32| si * 16 + f;
     [
         arr(t(0), &s.doc_ids),
         arr(t(1), &s.fwd_ptr),
         arr(t(2), &s.fwd_terms),
-        arr(t(3), &s.fwd_vals),
+        arr(t(3), &s.fwd_hi),
         arr(t(4), &s.terms),
         arr(t(5), &s.term_ptr),
         arr(t(6), &s.term_scale),
@@ -74,6 +77,7 @@ fn segment_arrays(si: u32, s: &Segment) -> [Out<'_>; 13] {
         arr(t(10), &s.dense_codes),
         arr(t(11), &s.fwd_terms16),
         arr(t(12), &s.bm_blocks16),
+        arr(t(13), &s.fwd_lo),
     ]
 }
 
@@ -214,7 +218,7 @@ fn load_segment(
         doc_ids: buf(backing, take(t(0), 4)?),
         fwd_ptr: buf(backing, take(t(1), 8)?),
         fwd_terms: buf(backing, take(t(2), 4)?),
-        fwd_vals: buf(backing, take(t(3), 4)?),
+        fwd_hi: buf(backing, take(t(3), 2)?),
         terms: buf(backing, take(t(4), 4)?),
         term_ptr: buf(backing, take(t(5), 8)?),
         term_scale: buf(backing, take(t(6), 4)?),
@@ -224,6 +228,7 @@ fn load_segment(
         dense_codes: buf(backing, take(t(10), 1)?),
         fwd_terms16: buf(backing, take(t(11), 2)?),
         bm_blocks16: buf(backing, take(t(12), 2)?),
+        fwd_lo: buf(backing, take(t(13), 2)?),
         postings: None,
         term_lookup: Vec::new(),
     })

@@ -625,6 +625,62 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// Weights with full f32 fractions, whose upper 16 bits often tie: the block-max path scores documents
+        /// from the upper halves and rescores exactly those that may reach the top k. Exact results equal
+        /// scoring every document exactly with the same arithmetic (ids and scores bit for bit, ties by smaller
+        /// id), and approximate results carry exact scores.
+        #[test]
+        fn truncated_scoring_keeps_exact_results(
+            rows in proptest::collection::vec(
+                proptest::collection::btree_map(0u32..24, (1u32..7, 0u32..1 << 18), 0..10), 0..200),
+            queries in nonneg_csr(4, 24), k in 1usize..12, bs in 1usize..9,
+        ) {
+            let mut docs = Csr { indptr: vec![0], ..Csr::default() };
+            for r in &rows {
+                for (&c, &(m, lo)) in r {
+                    docs.indices.push(c);
+                    // The low 16 bits and the last two of the upper half vary: truncated scores tie or differ
+                    // by less than what the lower halves add.
+                    docs.data.push(f32::from_bits((m as f32 * 0.5).to_bits() + lo));
+                }
+                docs.indptr.push(docs.indices.len() as i64);
+            }
+            let dv = docs.view(24).unwrap();
+            // Ids decrease with the row, so ties are decided against the layout order.
+            let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 500 - i).collect();
+            let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
+            idx.segments.iter_mut().for_each(|s| s.postings = None);
+            let qv = queries.view(24).unwrap();
+            let exact = idx.search(&qv, &SearchParams { k, alpha: 1.0, beta: 1.0 }, None).unwrap();
+            let approx = idx.search(&qv, &SearchParams { k, alpha: 0.5, beta: 0.7 }, None).unwrap();
+            for r in 0..qv.n_rows() {
+                let (qt, qw) = qv.row(r);
+                let mut d = vec![0f32; 1 << 16];
+                for (&t, &w) in qt.iter().zip(qw) {
+                    d[t as usize] = w;
+                }
+                let mut all = Vec::new();
+                for i in 0..dv.n_rows() {
+                    let (t, w) = dv.row(i);
+                    let (hi, lo): (Vec<u16>, Vec<u16>) =
+                        w.iter().map(|x| ((x.to_bits() >> 16) as u16, x.to_bits() as u16)).unzip();
+                    let s = search::dot_gather_exact(&d, t, &hi, &lo);
+                    if s > 0.0 {
+                        all.push((ids[i], s));
+                    }
+                }
+                all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                for (id, s) in got(&approx, r) {
+                    prop_assert!(all.contains(&(id, s)), "approximate hit {} with score {} is not exact", id, s);
+                }
+                all.truncate(k);
+                prop_assert_eq!(got(&exact, r), all);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// Hundreds of blocks over a few frequent terms: the block-max path scans several chunks of blocks and
         /// stores the terms' bounds densely; exact search still equals brute force.

@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use crate::pursuit::kernels;
 
-use super::segment::{DocTerms, FwdView, Postings, Segment, TermBlocks};
+use super::segment::{hi_weight, join_weight, DocTerms, FwdView, Postings, Segment, TermBlocks};
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
@@ -75,16 +75,56 @@ impl PartialEq for Hit {
 }
 impl Eq for Hit {}
 
+/// A heap entry: a hit whose score is exact, or a lower bound of it (`approx`: see [`TopKHeap::push_approx`]).
+#[derive(Clone, Copy)]
+struct Entry {
+    hit: Hit,
+    approx: bool,
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.hit.cmp(&other.hit)
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+
+/// A document scored from the upper halves of its weights that may still be in the top k: its truncated score
+/// and entry count (for [`ExactBound`]), its segment and layout position (to score it exactly at the end).
+#[derive(Clone, Copy)]
+struct Pending {
+    approx: f32,
+    n: u32,
+    seg: u32,
+    pos: u32,
+}
+
 /// Top-k accumulator.
+///
+/// Hits are exact or, from [`TopKHeap::push_approx`], scored from truncated weights: a lower bound of the exact
+/// score (the same f32 operations in the same order on weights that are never larger, and rounding is
+/// monotone). The k-th best of these lower bounds never exceeds the k-th best exact score, so it is a safe
+/// threshold for pruning; [`TopKHeap::finish`] then scores exactly only the documents that may still reach it.
 pub struct TopKHeap {
     k: usize,
-    heap: BinaryHeap<Hit>,
+    heap: BinaryHeap<Entry>,
+    pending: Vec<Pending>,
 }
 
 impl TopKHeap {
     /// Empty heap for `k` results.
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k + 1) }
+        Self { k, heap: BinaryHeap::with_capacity(k + 1), pending: Vec::new() }
     }
 
     /// The score to beat once full (else `-inf`).
@@ -93,26 +133,70 @@ impl TopKHeap {
         if self.heap.len() < self.k {
             f32::NEG_INFINITY
         } else {
-            self.heap.peek().map_or(f32::NEG_INFINITY, |h| h.score)
+            self.heap.peek().map_or(f32::NEG_INFINITY, |e| e.hit.score)
         }
     }
 
-    /// Offer a hit.
     #[inline]
-    pub fn push(&mut self, hit: Hit) {
+    fn offer(&mut self, e: Entry) {
         if self.heap.len() < self.k {
-            self.heap.push(hit);
+            self.heap.push(e);
         } else if let Some(worst) = self.heap.peek() {
-            if hit.better_than(worst) {
+            if e.hit.better_than(&worst.hit) {
                 self.heap.pop();
-                self.heap.push(hit);
+                self.heap.push(e);
             }
         }
     }
 
-    /// Hits best first.
+    /// Offer a hit with its exact score.
+    #[inline]
+    pub fn push(&mut self, hit: Hit) {
+        self.offer(Entry { hit, approx: false });
+    }
+
+    /// Whether a truncated score can enter the heap as a lower bound.
+    #[inline]
+    fn approx_enters(&self, approx: f32) -> bool {
+        approx > 0.0 && approx >= self.threshold()
+    }
+
+    /// Record a document scored from truncated weights that may reach the threshold (checked by the caller with
+    /// [`ExactBound::may_reach`]); `hit` (its truncated score) enters the heap as a lower bound when it can.
+    #[inline]
+    fn push_approx(&mut self, pending: Pending, hit: Option<Hit>) {
+        self.pending.push(pending);
+        if let Some(hit) = hit {
+            self.offer(Entry { hit, approx: true });
+        }
+    }
+
+    /// Hits best first, all with exact scores: the exact hits kept, and every pending document that may reach
+    /// the final threshold scored exactly by `rescore(segment, position)` (returning its score and external id,
+    /// `None` if it no longer counts). Returns the hits and the number of documents rescored.
+    fn finish(self, bound: &ExactBound, mut rescore: impl FnMut(u32, u32) -> Option<Hit>) -> (Vec<Hit>, u64) {
+        let theta = self.threshold();
+        let mut out = TopKHeap::new(self.k);
+        for e in self.heap.into_iter().filter(|e| !e.approx) {
+            out.push(e.hit);
+        }
+        let mut n_rescored = 0;
+        for p in &self.pending {
+            if bound.may_reach_theta(p.approx, p.n as usize, theta) {
+                n_rescored += 1;
+                if let Some(hit) = rescore(p.seg, p.pos) {
+                    if hit.score > 0.0 {
+                        out.push(hit);
+                    }
+                }
+            }
+        }
+        (out.into_sorted(), n_rescored)
+    }
+
+    /// Hits best first (exact hits only: the searches that push truncated scores end with [`TopKHeap::finish`]).
     pub fn into_sorted(self) -> Vec<Hit> {
-        let mut v = self.heap.into_vec();
+        let mut v: Vec<Hit> = self.heap.into_iter().filter(|e| !e.approx).map(|e| e.hit).collect();
         v.sort_unstable();
         v
     }
@@ -146,6 +230,9 @@ pub struct SearchStats {
     pub blocks_visited: u64,
     /// Documents scored.
     pub docs_scored: u64,
+    /// Documents of visited blocks scored exactly after their score from the upper weight halves (see
+    /// [`FwdView::doc`]) showed that they might enter the top k.
+    pub docs_rescored: u64,
 }
 
 /// What a search may return.
@@ -178,49 +265,160 @@ pub struct Query<'a> {
     pub vals: &'a [f32],
 }
 
-/// Score the document at position `p` of a forward index against the query (dense query array when given).
+/// Exact score of the document at position `p` of a forward index against the query (dense query array when
+/// given).
 #[inline]
-fn score_at(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
-    let (terms, vals) = fwd.doc(p);
+fn score_exact(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
+    let (terms, hi, lo) = fwd.doc(p);
     match (terms, dense) {
-        (DocTerms::U16(terms), Some(d)) => dot_gather(d, terms, vals),
-        (DocTerms::U32(terms), Some(d)) => dot_gather(d, terms, vals),
+        (DocTerms::U16(terms), Some(d)) => dot_gather_exact(d, terms, hi, lo),
+        (DocTerms::U32(terms), Some(d)) => dot_gather_exact(d, terms, hi, lo),
         (DocTerms::U16(terms), None) => {
             let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
-            merge_score(q, &wide, vals)
+            merge_score(q, &wide, hi, lo)
         }
-        (DocTerms::U32(terms), None) => merge_score(q, terms, vals),
+        (DocTerms::U32(terms), None) => merge_score(q, terms, hi, lo),
     }
 }
 
-/// `sum_i d[terms[i]] * vals[i]` with four independent accumulators: one accumulator would serialise every
-/// add on the floating-point latency (~4 cycles per entry), which dominated scoring. The summation order is
-/// fixed, so scores stay deterministic.
+/// Score of the document at position `p` from the upper halves of its weights (dense query array): never above
+/// the exact score but for rounding, see [`ExactBound`].
 #[inline]
-fn dot_gather<T: Copy + Into<u64>>(d: &[f32], terms: &[T], vals: &[f32]) -> f32 {
+fn score_hi(fwd: &FwdView<'_>, p: usize, d: &[f32]) -> (f32, usize) {
+    let (terms, hi, _) = fwd.doc(p);
+    match terms {
+        // A dense array of 2^16 entries takes any u16 term id: no bounds checks in the loop.
+        DocTerms::U16(terms) => match <&[f32; 1 << 16]>::try_from(d.get(..1 << 16).unwrap_or(&[])) {
+            Ok(d16) => (dot_gather_hi16(d16, terms, hi), terms.len()),
+            Err(_) => (dot_gather_hi(d, terms, hi), terms.len()),
+        },
+        DocTerms::U32(terms) => (dot_gather_hi(d, terms, hi), terms.len()),
+    }
+}
+
+/// [`dot_gather_hi`] for u16 term ids and a dense array that holds every u16 id.
+#[inline]
+fn dot_gather_hi16(d: &[f32; 1 << 16], terms: &[u16], hi: &[u16]) -> f32 {
     let mut acc = [0.0f32; 4];
     let mut t4 = terms.chunks_exact(4);
-    let mut v4 = vals.chunks_exact(4);
-    for (t, v) in (&mut t4).zip(&mut v4) {
+    let mut h4 = hi.chunks_exact(4);
+    for (t, h) in (&mut t4).zip(&mut h4) {
         for j in 0..4 {
-            acc[j] += d[t[j].into() as usize] * v[j];
+            acc[j] += d[usize::from(t[j])] * hi_weight(h[j]);
         }
     }
-    for (&t, &v) in t4.remainder().iter().zip(v4.remainder()) {
-        acc[0] += d[t.into() as usize] * v;
+    for (&t, &h) in t4.remainder().iter().zip(h4.remainder()) {
+        acc[0] += d[usize::from(t)] * hi_weight(h);
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
-/// Score by merging sorted query and document terms (for dims too large for a dense query array).
-fn merge_score(q: &Query<'_>, terms: &[u32], vals: &[f32]) -> f32 {
+/// An upper bound on a document's exact score from its score over the upper weight halves ([`score_hi`]).
+///
+/// A weight `w >= 0` and its truncation `h` satisfy `h <= w <= h * (1 + 2^-7) + 2^-133` (a bfloat16 keeps 7
+/// of the 23 fraction bits; `2^-133` covers subnormals). The exact real score is thus at most the real
+/// truncated score times `1 + 2^-7` plus `2^-133` times the query's L1 norm. Both scores are f32 sums of `n`
+/// non-negative products, each within a factor `1 ± n·2^-24` (to first order) of its real value; the bound
+/// allows `8·n·2^-24`, over three times that. It is computed in f64, so it cannot overflow; a bound above
+/// `f32::MAX` means that the exact f32 score may overflow to infinity, so it reaches any threshold. For the
+/// usual document of at most [`SHORT_DOC`] entries one comparison against a precomputed cut decides.
+#[derive(Clone, Copy)]
+struct ExactBound {
+    /// `2^-133` times the query's L1 norm, rounded up.
+    tiny: f64,
+    /// A truncated score below this cannot reach the threshold it was computed for (documents of at most
+    /// [`SHORT_DOC`] entries).
+    cut: f32,
+    /// The threshold `cut` was computed for.
+    theta: f32,
+}
+
+/// Documents with at most this many entries share one bound factor, `1 + 2^-7 + 8·SHORT_DOC·2^-24`.
+const SHORT_DOC: usize = 4096;
+
+impl ExactBound {
+    fn new(q: &Query<'_>) -> Self {
+        let l1: f64 = q.vals.iter().map(|&v| f64::from(v.max(0.0))).sum();
+        Self { tiny: l1 * 2f64.powi(-133) * (1.0 + 1e-9), cut: f32::NEG_INFINITY, theta: f32::NEG_INFINITY }
+    }
+
+    /// The bound's factor for a document of `n` entries.
+    #[inline]
+    fn factor(n: usize) -> f64 {
+        1.0 + 2f64.powi(-7) + 8.0 * n as f64 * 2f64.powi(-24)
+    }
+
+    /// Recompute the cut when the threshold changed.
+    #[inline]
+    fn set_theta(&mut self, theta: f32) {
+        if theta.to_bits() != self.theta.to_bits() {
+            self.theta = theta;
+            // Shrunk by 1e-6 so that rounding to f32 cannot move it up.
+            let reach = (f64::from(theta) - self.tiny).min(f64::from(f32::MAX));
+            let c = reach / Self::factor(SHORT_DOC) * (1.0 - 1e-6);
+            self.cut = if c.is_nan() { f32::NEG_INFINITY } else { c as f32 };
+        }
+    }
+
+    /// Whether a document with `n` entries and truncated score `approx` may score at least the threshold of the
+    /// last [`ExactBound::set_theta`] exactly.
+    #[inline]
+    fn may_reach(&self, approx: f32, n: usize) -> bool {
+        if n <= SHORT_DOC {
+            return approx >= self.cut;
+        }
+        self.may_reach_theta(approx, n, self.theta)
+    }
+
+    /// Whether a document with `n` entries and truncated score `approx` may score at least `theta` exactly.
+    fn may_reach_theta(&self, approx: f32, n: usize, theta: f32) -> bool {
+        // Past 2^20 entries the first-order rounding bound above no longer holds: always score exactly.
+        let b = f64::from(approx) * Self::factor(n) + self.tiny;
+        n >= 1 << 20 || b >= f64::from(theta) || b > f64::from(f32::MAX)
+    }
+}
+
+/// `sum_i d[terms[i]] * w[i]` with four independent accumulators: one accumulator would serialise every
+/// add on the floating-point latency (~4 cycles per entry), which dominated scoring. The summation order is
+/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]).
+#[inline]
+fn dot_gather_hi<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let mut t4 = terms.chunks_exact(4);
+    let mut h4 = hi.chunks_exact(4);
+    for (t, h) in (&mut t4).zip(&mut h4) {
+        for j in 0..4 {
+            acc[j] += d[t[j].into() as usize] * hi_weight(h[j]);
+        }
+    }
+    for (&t, &h) in t4.remainder().iter().zip(h4.remainder()) {
+        acc[0] += d[t.into() as usize] * hi_weight(h);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// [`dot_gather_hi`] with the exact weights, in the same order.
+#[inline]
+pub(super) fn dot_gather_exact<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16], lo: &[u16]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let n = terms.len().min(hi.len()).min(lo.len());
+    let head = n / 4 * 4;
+    for (i, ((&t, &h), &l)) in terms[..n].iter().zip(&hi[..n]).zip(&lo[..n]).enumerate() {
+        let x = d[t.into() as usize] * join_weight(h, l);
+        acc[if i < head { i % 4 } else { 0 }] += x;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// Exact score by merging sorted query and document terms (for dims too large for a dense query array).
+fn merge_score(q: &Query<'_>, terms: &[u32], hi: &[u16], lo: &[u16]) -> f32 {
     let (mut i, mut j, mut s) = (0, 0, 0.0f32);
     while i < q.terms.len() && j < terms.len() {
         match q.terms[i].cmp(&terms[j]) {
             Ordering::Less => i += 1,
             Ordering::Greater => j += 1,
             Ordering::Equal => {
-                s += q.vals[i] * vals[j];
+                s += q.vals[i] * join_weight(hi[j], lo[j]);
                 i += 1;
                 j += 1;
             }
@@ -234,8 +432,10 @@ fn load_dense_query(dim: u64, q: &Query<'_>, scratch: &mut Scratch) -> bool {
     if dim > DENSE_QUERY_MAX_DIM {
         return false;
     }
-    if scratch.dense_query.len() < dim as usize {
-        scratch.dense_query.resize(dim as usize, 0.0);
+    // At least 2^16 entries, so that any u16 term id indexes it (see `score_hi`).
+    let len = (dim as usize).max(1 << 16);
+    if scratch.dense_query.len() < len {
+        scratch.dense_query.resize(len, 0.0);
     }
     for (&t, &v) in q.terms.iter().zip(q.vals) {
         scratch.dense_query[t as usize] = v;
@@ -284,18 +484,26 @@ pub fn search_query(
     // Both are only needed by segments searched with block bounds: set up on the first such segment.
     let mut use_dense = None;
     let mut bterms = None;
-    for seg in segments {
+    let mut bound = ExactBound::new(q);
+    for (si, seg) in segments.iter().enumerate() {
         if try_postings(seg, q, params, vis, scratch, &mut heap) {
             continue;
         }
         let dense = *use_dense.get_or_insert_with(|| load_dense_query(dim, q, scratch));
         let bt = bterms.get_or_insert_with(|| bound_terms(q, params.beta));
-        search_segment(seg, q, bt, params, vis, scratch, dense, &mut heap);
+        search_segment(si as u32, seg, q, bt, params, vis, scratch, dense, &mut bound, &mut heap);
     }
+    let dense = if use_dense == Some(true) { Some(&scratch.dense_query[..]) } else { None };
+    let (hits, n_rescored) = heap.finish(&bound, |si, p| {
+        let seg = &segments[si as usize];
+        let s = score_exact(&seg.fwd_view(), p as usize, q, dense);
+        Some(Hit { score: s, id: vis.ext_ids[seg.doc_ids[p as usize] as usize] })
+    });
+    scratch.stats.docs_rescored += n_rescored;
     if use_dense == Some(true) {
         clear_dense_query(q, scratch);
     }
-    heap.into_sorted()
+    hits
 }
 
 /// Add the bound terms' block bounds into `bounds` (all zero on entry). Returns whether a dense term ran (then
@@ -435,8 +643,41 @@ fn best_blocks(bounds: &[f32], chunk_max: &[f32], floor: f32, top: &mut [(f32, u
     n_top
 }
 
+/// Score the visible document at position `p` (global id `gid`) of segment `si` and offer it to the heap. With a
+/// dense query it is scored from the upper weight halves: a document that may reach the threshold is kept for
+/// exact scoring at the end, and its truncated score (a lower bound) enters the heap when it can. Otherwise it
+/// is scored exactly. The external id is a random read (positions are reordered): it is only fetched for a hit
+/// that can enter the heap (`>=`: a tie with the k-th score may still enter by a smaller id).
+#[inline]
+fn offer_doc(
+    si: u32,
+    p: usize,
+    gid: u32,
+    fwd: &FwdView<'_>,
+    q: &Query<'_>,
+    dense: Option<&[f32]>,
+    vis: &Visibility<'_>,
+    bound: &mut ExactBound,
+    heap: &mut TopKHeap,
+) {
+    if let Some(d) = dense {
+        let (approx, n) = score_hi(fwd, p, d);
+        bound.set_theta(heap.threshold());
+        if bound.may_reach(approx, n) {
+            let hit = heap.approx_enters(approx).then(|| Hit { score: approx, id: vis.ext_ids[gid as usize] });
+            heap.push_approx(Pending { approx, n: n as u32, seg: si, pos: p as u32 }, hit);
+        }
+        return;
+    }
+    let s = score_exact(fwd, p, q, dense);
+    if s > 0.0 && s >= heap.threshold() {
+        heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
+    }
+}
+
 /// Block-max search of one segment (the driver first offers the segment to [`try_postings`]).
 fn search_segment(
+    si: u32,
     seg: &Segment,
     q: &Query<'_>,
     bterms: &[usize],
@@ -444,6 +685,7 @@ fn search_segment(
     vis: &Visibility<'_>,
     scratch: &mut Scratch,
     use_dense: bool,
+    exact_bound: &mut ExactBound,
     heap: &mut TopKHeap,
 ) {
     let nb = seg.n_blocks();
@@ -472,12 +714,7 @@ fn search_segment(
             if !vis.visible(gid) {
                 continue;
             }
-            let s = score_at(&fwd, p, q, dense);
-            // The external id is a random read (positions are reordered): only fetch it for a hit that can enter
-            // the heap (`>=`: a tie with the k-th score may still enter by a smaller id).
-            if s > 0.0 && s >= heap.threshold() {
-                heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
-            }
+            offer_doc(si, p, gid, &fwd, q, dense, vis, exact_bound, heap);
         }
     };
     // Visit blocks best bound first without sorting them all: the best few, then (once the heap has a
@@ -636,7 +873,7 @@ pub fn search_candidates(
             continue;
         }
         scratch.stats.docs_scored += 1;
-        let s = score_at(&seg.fwd_view(), p as usize, q, dense);
+        let s = score_exact(&seg.fwd_view(), p as usize, q, dense);
         if s > 0.0 && s >= heap.threshold() {
             heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
         }
@@ -658,7 +895,69 @@ mod tests {
         proptest::collection::vec(prop_oneof![Just(0.0f32), (1u8..6).prop_map(|x| f32::from(x) * 0.5)], 0..400)
     }
 
+    /// Non-negative finite f32 weights over the whole range (subnormals and values whose products overflow
+    /// included), and weights whose upper halves tie while their lower halves differ.
+    fn weight() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            (0u32..0x7F80_0000).prop_map(f32::from_bits),
+            (1u32..7, 0u32..1 << 16).prop_map(|(m, lo)| f32::from_bits((m as f32 * 0.5).to_bits() | lo)),
+            Just(0.0f32),
+        ]
+    }
+
+    /// A score whose exact sum overflows to infinity while its truncated sum stays finite still reaches an
+    /// infinite threshold (a tie at infinity is decided by the id).
+    #[test]
+    fn exact_bound_lets_overflowing_scores_through() {
+        let half_max = f32::from_bits(0x7EFF_FFFF);
+        let (terms, hi, lo) = ([0u16, 1], [0x7EFFu16; 2], [0xFFFFu16; 2]);
+        let mut d = vec![0f32; 1 << 16];
+        d[..2].fill(1.001);
+        let approx = dot_gather_hi(&d, &terms, &hi);
+        let exact = dot_gather_exact(&d, &terms, &hi, &lo);
+        assert!(approx.is_finite() && exact == f32::INFINITY && 1.001 * half_max < f32::MAX);
+        let (qt, qv) = ([0u32, 1], [1.001f32; 2]);
+        let mut b = ExactBound::new(&Query { terms: &qt, vals: &qv });
+        b.set_theta(f32::INFINITY);
+        assert!(b.may_reach(approx, 2));
+        assert!(b.may_reach_theta(approx, SHORT_DOC + 1, f32::INFINITY));
+    }
+
     proptest! {
+        /// The truncated score never exceeds the exact one, and the bound never falls below it (whatever the
+        /// threshold's history), for short documents (the precomputed cut) and long ones.
+        #[test]
+        fn exact_bound_holds(
+            entries in proptest::collection::vec((0u16..64, weight()), 0..300),
+            qv in proptest::collection::vec(prop_oneof![(0u32..0x7F80_0000).prop_map(f32::from_bits), 0.0f32..4.0], 64),
+            long: bool,
+            theta0 in prop_oneof![Just(f32::NEG_INFINITY), 0.0f32..1e3, Just(f32::INFINITY)],
+        ) {
+            let mut entries = entries;
+            entries.sort_by_key(|e| e.0);
+            entries.dedup_by_key(|e| e.0);
+            let terms: Vec<u16> = entries.iter().map(|e| e.0).collect();
+            let w: Vec<f32> = entries.iter().map(|e| e.1).collect();
+            let hi: Vec<u16> = w.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            let lo: Vec<u16> = w.iter().map(|x| x.to_bits() as u16).collect();
+            let mut d = vec![0f32; 1 << 16];
+            d[..64].copy_from_slice(&qv);
+            let qt: Vec<u32> = (0..64).collect();
+            let q = Query { terms: &qt, vals: &qv };
+            let d16: &[f32; 1 << 16] = d[..].try_into().unwrap();
+            let approx = dot_gather_hi16(d16, &terms, &hi);
+            prop_assert_eq!(approx.to_bits(), dot_gather_hi(&d, &terms, &hi).to_bits());
+            let exact = dot_gather_exact(&d, &terms, &hi, &lo);
+            prop_assert!(approx <= exact, "approx {} exact {}", approx, exact);
+            // A long document takes the general path; the bound must not depend on it.
+            let n = if long { SHORT_DOC + 1 + terms.len() } else { terms.len() };
+            let mut b = ExactBound::new(&q);
+            b.set_theta(theta0);
+            b.set_theta(exact);
+            prop_assert!(b.may_reach(approx, n), "approx {} exact {} n {}", approx, exact, n);
+            prop_assert!(b.may_reach_theta(approx, n, exact));
+        }
+
         #[test]
         fn chunk_scans_match_plain_loops(bounds in bounds_strategy(), k in 1usize..20) {
             let mut cm = Vec::new();
