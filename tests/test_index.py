@@ -316,6 +316,13 @@ def test_bad_input_raises_typed_errors() -> None:
         idx.search_one([1], [1.0], alpha=1.5)
     with pytest.raises(InvalidArgumentError, match="recall_target"):
         idx.search_one([1], [1.0], recall_target=0.9, alpha=0.5)
+    with pytest.raises(InvalidArgumentError, match="recall_target"):
+        idx.search_one([1], [1.0], recall_target=0.9, patience=0.01)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InvalidArgumentError, match="patience"):
+            idx.search_one([1], [1.0], patience=bad)
+        with pytest.raises(InvalidArgumentError, match="patience"):
+            idx.search(sc.SparseBatch.from_dicts([{1: 1.0}], dim=10), patience=bad)
     with pytest.raises(IndexOutOfRangeError, match="out of range"):
         idx.search_one([10], [1.0])
     with pytest.raises(NonFiniteError):
@@ -376,7 +383,7 @@ def test_explain_counts_the_work_and_approximation_does_less() -> None:
     docs, queries = clustered(70_000, 12, seed=8)
     idx = sc.InvertedIndex.build(docs, block_size=16)
     assert idx.memory_usage()["postings"] == 0
-    exact_docs = approx_docs = 0
+    exact_docs = approx_docs = patient_docs = 0
     for r in range(queries.n_rows):
         e = idx.explain(*queries.row(r), k=10, recall_target=1.0)
         a = idx.explain(*queries.row(r), k=10, alpha=0.3, beta=0.6)
@@ -388,7 +395,26 @@ def test_explain_counts_the_work_and_approximation_does_less() -> None:
         assert e["n_hits"] <= e["docs_rescored"] <= e["docs_scored"]
         exact_docs += e["docs_scored"]
         approx_docs += a["docs_scored"]
+        # Patience only ever stops a search earlier; it needs at least 16 visited blocks without a new entry.
+        p = idx.explain(*queries.row(r), k=10, alpha=1.0, beta=1.0, patience=1e-4)
+        assert p["blocks_visited"] <= e["blocks_visited"]
+        if e["blocks_visited"] <= 16:
+            assert p == e
+        patient_docs += p["docs_scored"]
     assert approx_docs < exact_docs
+    assert patient_docs < exact_docs
+    # Patience stops early but does not change scores: the hits found carry their exact scores, best first,
+    # and much of the exact top 10 is found (stopping after only 16 idle blocks on these small clusters).
+    # A patience of every block never stops early: exact results.
+    exact_ids, _ = idx.search(queries, 10, recall_target=1.0)
+    assert np.array_equal(idx.search(queries, 10, alpha=1.0, beta=1.0, patience=1.0)[0], exact_ids)
+    ids, scores = idx.search(queries, 10, alpha=1.0, beta=1.0, patience=1e-4)
+    dense = queries.scores(docs)
+    for r in range(queries.n_rows):
+        ok = ids[r] >= 0
+        np.testing.assert_allclose(scores[r, ok], dense[r, ids[r, ok]], rtol=1e-5)
+        assert np.all(np.diff(scores[r, ok]) <= 0)
+    assert recall_at(ids, exact_ids) >= 0.5
 
 
 def test_small_segments_search_term_at_a_time_exactly(tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ class IndexCore:
         k: int,
         alpha: float = 1.0,
         beta: float = 1.0,
+        patience: float = 0.0,
         allow_ids: NDArray[np.int64] | None = None,
         allow_mask: NDArray[np.bool_] | None = None,
         num_threads: int | None = None,
@@ -143,11 +144,18 @@ class IndexCore:
         k: int,
         alpha: float = 1.0,
         beta: float = 1.0,
+        patience: float = 0.0,
         allow_ids: NDArray[np.int64] | None = None,
         allow_mask: NDArray[np.bool_] | None = None,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
     def explain_one(
-        self, indices: NDArray[np.uint32], values: NDArray[np.float32], k: int, alpha: float = 1.0, beta: float = 1.0
+        self,
+        indices: NDArray[np.uint32],
+        values: NDArray[np.float32],
+        k: int,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        patience: float = 0.0,
     ) -> dict[str, int]: ...
     def add(
         self, docs: _Csr, ids: NDArray[np.int64] | None = None, num_threads: int | None = None

@@ -34,21 +34,30 @@ from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _check_threads
 
 __all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_for"]
 
-#: ``largest block size of the tier -> {recall_target: (alpha, beta)}``. From grids (alpha 0.5..1 by 0.1, beta
-#: 0.8, 0.9, 1) on the real SPLADE vectors (../shared/data/lsr-dev) and on 200k and 1M synthetic SPLADE-like
-#: documents (benches/_synthetic.py): each setting is the cheapest that reached its mean recall@10 on every set
-#: of its tier (small tier: blocks of 8 and 16 on lsr-dev, 16 on synthetic; large tier: 32 on 200k and 1M).
-#: The large tier's 0.90 and 0.95 settings come from a finer grid (alpha by 0.05, beta 0.85): recall@10 0.946 /
-#: 0.958 on 200k and 0.923 / 0.959 on 1M documents. Larger blocks have looser bounds, so the same recall needs a
-#: smaller alpha. 1.0 is exact.
-RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float]]] = {
-    16: {0.90: (0.9, 0.8), 0.95: (0.9, 0.9), 0.99: (0.95, 1.0), 1.0: (1.0, 1.0)},
-    1 << 16: {0.90: (0.6, 0.85), 0.95: (0.65, 0.85), 0.99: (0.9, 0.9), 1.0: (1.0, 1.0)},
+#: ``largest block size of the tier -> {recall_target: (alpha, beta, patience)}``. From grids (alpha 0.5..1 by
+#: 0.1, beta 0.8, 0.9, 1) on the real SPLADE vectors (../shared/data/lsr-dev) and on 200k and 1M synthetic
+#: SPLADE-like documents (benches/_synthetic.py): each setting is the cheapest that reached its mean recall@10 on
+#: every set of its tier (small tier: blocks of 8 and 16 on lsr-dev, 16 on synthetic; large tier: 32 on 200k and
+#: 1M). The large tier's settings come from a finer grid (alpha 0.6..1, beta 0.85..1, patience 0..0.004): recall@10
+#: 0.946 / 0.956 / 0.991 on 200k and 0.921 / 0.957 / 0.994 on 1M documents for 0.90 / 0.95 / 0.99. Larger blocks
+#: have looser bounds, so the same recall needs a smaller alpha; on large segments most blocks a search visits at
+#: high recall add nothing, which ``patience`` cuts short. 1.0 is exact.
+RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float, float]]] = {
+    16: {0.90: (0.9, 0.8, 0.0), 0.95: (0.9, 0.9, 0.0), 0.99: (0.95, 1.0, 0.0), 1.0: (1.0, 1.0, 0.0)},
+    1 << 16: {
+        0.90: (0.6, 0.85, 0.001),
+        0.95: (0.65, 0.85, 0.0015),
+        0.99: (0.9, 1.0, 0.003),
+        1.0: (1.0, 1.0, 0.0),
+    },
 }
 
+#: The knobs of an approximate search: ``(alpha, beta, patience)``.
+Knobs = tuple[float, float, float]
 
-def presets_for(block_size: int) -> Mapping[float, tuple[float, float]]:
-    """The ``recall_target -> (alpha, beta)`` presets for an index with this block size."""
+
+def presets_for(block_size: int) -> Mapping[float, Knobs]:
+    """The ``recall_target -> (alpha, beta, patience)`` presets for an index with this block size."""
     return next(p for bs, p in sorted(RECALL_PRESETS.items()) if block_size <= bs)
 
 
@@ -62,30 +71,37 @@ Filter = ArrayLike | None
 
 
 def _search_params(
-    presets: Mapping[float, tuple[float, float]],
+    presets: Mapping[float, Knobs],
     mode: Mode,
     recall_target: float | None,
     alpha: float | None,
     beta: float | None,
-) -> tuple[float, float]:
-    """Resolve (alpha, beta) from explicit values, a recall target, or the index mode."""
+    patience: float | None = None,
+) -> Knobs:
+    """Resolve (alpha, beta, patience) from explicit values, a recall target, or the index mode."""
     if recall_target is not None:
-        if alpha is not None or beta is not None:
-            raise InvalidArgumentError("recall_target: pass either recall_target or alpha/beta, not both")
+        if alpha is not None or beta is not None or patience is not None:
+            raise InvalidArgumentError("recall_target: pass either recall_target or alpha/beta/patience, not both")
         target = float(recall_target)
         if not 0.0 < target <= 1.0:
             raise InvalidArgumentError(f"recall_target: must be in (0, 1], got {recall_target!r}")
         return presets[next((c for c in sorted(presets) if c >= target), 1.0)]
     if mode == "exact":
-        a, b = 1.0, 1.0
+        a, b, p = 1.0, 1.0, 0.0
     else:
-        a, b = presets[0.95]
+        a, b, p = presets[0.95]
+    if alpha is not None or beta is not None:
+        # Explicit bounds knobs without an explicit patience: no stagnation stop.
+        p = 0.0
     a = a if alpha is None else float(alpha)
     b = b if beta is None else float(beta)
+    p = p if patience is None else float(patience)
     for name, v in (("alpha", a), ("beta", b)):
         if not 0.0 < v <= 1.0:
             raise InvalidArgumentError(f"{name}: must be in (0, 1], got {v!r}")
-    return a, b
+    if not 0.0 <= p <= 1.0:
+        raise InvalidArgumentError(f"patience: must be in [0, 1], got {p!r}")
+    return a, b, p
 
 
 def _filter_args(flt: Filter) -> tuple[NDArray[np.int64] | None, NDArray[np.bool_] | None]:
@@ -182,7 +198,7 @@ class InvertedIndex:
         self._core = core
         self._mode: Mode = mode
         self._presets = presets_for(int(core.block_size))
-        self._default = (1.0, 1.0) if mode == "exact" else self._presets[0.95]
+        self._default: Knobs = (1.0, 1.0, 0.0) if mode == "exact" else self._presets[0.95]
 
     @classmethod
     def build(
@@ -248,6 +264,7 @@ class InvertedIndex:
         recall_target: float | None = None,
         alpha: float | None = None,
         beta: float | None = None,
+        patience: float | None = None,
         filter: Filter = None,
         num_threads: int | None = None,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -260,10 +277,16 @@ class InvertedIndex:
         k
             Results per query.
         recall_target
-            Pick ``alpha``/``beta`` from :data:`RECALL_PRESETS` for this index's block size (the smallest preset
-            ``>=`` the target); 1.0 is exact.
+            Pick ``alpha``/``beta``/``patience`` from :data:`RECALL_PRESETS` for this index's block size (the
+            smallest preset ``>=`` the target); 1.0 is exact.
         alpha, beta
-            Explicit approximation knobs in ``(0, 1]`` (1, 1 is exact); default from the index mode.
+            Explicit approximation knobs in ``(0, 1]`` (1, 1 is exact): block bounds are scaled by ``alpha``
+            before the stopping test, and computed from the heaviest query terms holding ``beta`` of its L1 mass.
+            Default from the index mode.
+        patience
+            Early termination in ``[0, 1]``: a segment's search stops once ``ceil(patience * n_blocks)`` (at least
+            16) blocks visited in a row added nothing to the top ``k``. 0 (the default with explicit
+            ``alpha``/``beta``) turns it off; exact search needs 0.
         filter
             Allowed documents: an array of external ids, or a boolean mask indexed by external id. Other
             documents are never returned, and in exact mode the result is the exact top-k among the allowed.
@@ -279,10 +302,10 @@ class InvertedIndex:
         """
         if not isinstance(queries, SparseBatch):
             raise DTypeError(f"queries: must be a SparseBatch, got {type(queries).__name__}")
-        a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
+        a, b, p = _search_params(self._presets, self._mode, recall_target, alpha, beta, patience)
         ai, am = _filter_args(filter)
         return self._core.search(
-            queries._csr, _positive_int(k, "k"), a, b, ai, am, num_threads=_check_threads(num_threads)
+            queries._csr, _positive_int(k, "k"), a, b, p, ai, am, num_threads=_check_threads(num_threads)
         )
 
     def search_one(
@@ -294,25 +317,27 @@ class InvertedIndex:
         recall_target: float | None = None,
         alpha: float | None = None,
         beta: float | None = None,
+        patience: float | None = None,
         filter: Filter = None,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Top-``k`` for a single query given as sorted term ids and weights, with minimal overhead.
 
         Runs on the calling thread. Returns 1-D ``(ids, scores)`` holding only real hits (no padding), best
-        first. uint32 ids and float32 weights are used without conversion.
+        first. uint32 ids and float32 weights are used without conversion. The knobs are those of
+        :meth:`search`.
         """
         idx = indices if isinstance(indices, np.ndarray) and indices.dtype == np.uint32 else _as_indices(indices)
         val = values if isinstance(values, np.ndarray) and values.dtype == np.float32 else _as_data(values)
         if type(k) is not int or k < 1:
             k = _positive_int(k, "k")
-        if recall_target is None and alpha is None and beta is None:
-            a, b = self._default
+        if recall_target is None and alpha is None and beta is None and patience is None:
+            a, b, p = self._default
         else:
-            a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
+            a, b, p = _search_params(self._presets, self._mode, recall_target, alpha, beta, patience)
         if filter is None:
-            return self._core.search_one(idx, val, k, a, b)
+            return self._core.search_one(idx, val, k, a, b, p)
         ai, am = _filter_args(filter)
-        return self._core.search_one(idx, val, k, a, b, ai, am)
+        return self._core.search_one(idx, val, k, a, b, p, ai, am)
 
     def explain(
         self,
@@ -323,6 +348,7 @@ class InvertedIndex:
         recall_target: float | None = None,
         alpha: float | None = None,
         beta: float | None = None,
+        patience: float | None = None,
     ) -> dict[str, int]:
         """Work a single query does: blocks bounded, blocks visited, documents scored, hits returned.
 
@@ -330,10 +356,10 @@ class InvertedIndex:
         ``docs_rescored`` (those of them scored a second time, exactly: a visited document is first scored from
         the upper 16 bits of its f32 weights, and only one that may still enter the top ``k`` reads the rest),
         ``n_hits``. Deterministic (unlike timings), so it is the right measure when tuning
-        ``alpha``/``beta``/``block_size``.
+        ``alpha``/``beta``/``patience``/``block_size``.
         """
-        a, b = _search_params(self._presets, self._mode, recall_target, alpha, beta)
-        return dict(self._core.explain_one(_as_indices(indices), _as_data(values), _positive_int(k, "k"), a, b))
+        a, b, p = _search_params(self._presets, self._mode, recall_target, alpha, beta, patience)
+        return dict(self._core.explain_one(_as_indices(indices), _as_data(values), _positive_int(k, "k"), a, b, p))
 
     # -- updates --------------------------------------------------------------------------------------------------
 

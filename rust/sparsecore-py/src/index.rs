@@ -96,7 +96,7 @@ impl IndexCore {
     }
 
     /// Top-k of every query row: (ids int64 (nq, k), scores float32 (nq, k)), padded with -1 / -inf.
-    #[pyo3(signature = (queries, k, alpha=1.0, beta=1.0, allow_ids=None, allow_mask=None, num_threads=None))]
+    #[pyo3(signature = (queries, k, alpha=1.0, beta=1.0, patience=0.0, allow_ids=None, allow_mask=None, num_threads=None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
@@ -104,6 +104,7 @@ impl IndexCore {
         k: usize,
         alpha: f32,
         beta: f32,
+        patience: f32,
         allow_ids: Option<PyReadonlyArray1<'py, i64>>,
         allow_mask: Option<PyReadonlyArray1<'py, bool>>,
         num_threads: Option<usize>,
@@ -111,7 +112,7 @@ impl IndexCore {
         let qv = queries.view("queries")?;
         let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
         let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
-        let params = SearchParams { k, alpha, beta };
+        let params = SearchParams { k, alpha, beta, patience };
         let nq = qv.n_rows();
         let top = run(py, num_threads, || {
             let idx = self.read()?;
@@ -125,7 +126,7 @@ impl IndexCore {
 
     /// Top-k of one query (sorted uint32 term ids, float32 weights) on the calling thread: 1-D (ids, scores),
     /// only real hits (no padding).
-    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0, allow_ids=None, allow_mask=None))]
+    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0, patience=0.0, allow_ids=None, allow_mask=None))]
     fn search_one<'py>(
         &self,
         py: Python<'py>,
@@ -134,6 +135,7 @@ impl IndexCore {
         k: usize,
         alpha: f32,
         beta: f32,
+        patience: f32,
         allow_ids: Option<PyReadonlyArray1<'py, i64>>,
         allow_mask: Option<PyReadonlyArray1<'py, bool>>,
     ) -> PyResult<HitArrays<'py>> {
@@ -141,7 +143,7 @@ impl IndexCore {
         let v = slice(&values, "values")?;
         let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
         let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
-        let params = SearchParams { k, alpha, beta };
+        let params = SearchParams { k, alpha, beta, patience };
         let hits = py
             .detach(|| {
                 let idx = self.read()?;
@@ -155,7 +157,7 @@ impl IndexCore {
     }
 
     /// Work one query does: dict with blocks_bounded, blocks_visited, docs_scored, docs_rescored (and n_hits).
-    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0))]
+    #[pyo3(signature = (indices, values, k, alpha=1.0, beta=1.0, patience=0.0))]
     fn explain_one<'py>(
         &self,
         py: Python<'py>,
@@ -164,10 +166,11 @@ impl IndexCore {
         k: usize,
         alpha: f32,
         beta: f32,
+        patience: f32,
     ) -> PyResult<Bound<'py, PyDict>> {
         let t = slice(&indices, "indices")?;
         let v = slice(&values, "values")?;
-        let params = SearchParams { k, alpha, beta };
+        let params = SearchParams { k, alpha, beta, patience };
         let (hits, st) = py.detach(|| self.read()?.search_one_stats(t, v, &params, None)).map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("n_hits", hits.len())?;

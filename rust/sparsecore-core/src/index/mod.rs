@@ -602,7 +602,7 @@ mod tests {
             prop_assert_eq!(idx.len(), ids.len() - dead.len());
             prop_assert!(dead.iter().all(|&i| !idx.contains(i)));
             let qv = queries.view(dim).unwrap();
-            let p = SearchParams { k, alpha: 1.0, beta: 1.0 };
+            let p = SearchParams::exact(k);
             let allow: Vec<i64> = ids.iter().copied().filter(|i| i % filt_mod == 0).collect();
             let bits = idx.allow_ids(&allow);
             for filtered in [false, true] {
@@ -652,8 +652,8 @@ mod tests {
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
             idx.segments.iter_mut().for_each(|s| s.postings = None);
             let qv = queries.view(24).unwrap();
-            let exact = idx.search(&qv, &SearchParams { k, alpha: 1.0, beta: 1.0 }, None).unwrap();
-            let approx = idx.search(&qv, &SearchParams { k, alpha: 0.5, beta: 0.7 }, None).unwrap();
+            let exact = idx.search(&qv, &SearchParams::exact(k), None).unwrap();
+            let approx = idx.search(&qv, &SearchParams { k, alpha: 0.5, beta: 0.7, patience: 0.05 }, None).unwrap();
             for r in 0..qv.n_rows() {
                 let (qt, qw) = qv.row(r);
                 let mut d = vec![0f32; 1 << 16];
@@ -693,7 +693,7 @@ mod tests {
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
             idx.segments.iter_mut().for_each(|s| s.postings = None);
             let qv = queries.view(12).unwrap();
-            let top = idx.search(&qv, &SearchParams { k, alpha: 1.0, beta: 1.0 }, None).unwrap();
+            let top = idx.search(&qv, &SearchParams::exact(k), None).unwrap();
             for r in 0..qv.n_rows() {
                 prop_assert_eq!(got(&top, r), brute(&docs, &ids, qv.row(r), k, &|_| true));
             }
@@ -725,10 +725,10 @@ mod tests {
         assert_eq!(idx.add(&new.view(10).unwrap(), None).unwrap(), vec![1]);
         assert!(idx.add(&new.view(10).unwrap(), Some(&[1])).is_err());
         let q = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![1.0] };
-        let top = idx.search(&q.view(10).unwrap(), &SearchParams { k: 3, alpha: 1.0, beta: 1.0 }, None).unwrap();
+        let top = idx.search(&q.view(10).unwrap(), &SearchParams::exact(3), None).unwrap();
         assert_eq!(top.ids, vec![1, 0, -1]);
         let neg = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![-1.0] };
-        assert!(idx.search(&neg.view(10).unwrap(), &SearchParams { k: 1, alpha: 1.0, beta: 1.0 }, None).is_err());
+        assert!(idx.search(&neg.view(10).unwrap(), &SearchParams::exact(1), None).is_err());
         assert!(idx.delete(&[99], false).is_err());
         assert_eq!(idx.delete(&[99, 0], true).unwrap(), 1);
         assert_eq!(idx.len(), 1);
@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(idx.add(&new.view(10).unwrap(), None).unwrap(), vec![2]);
         assert!(idx.delete(&[0], false).is_err());
         assert_eq!(idx.delete(&[1, -7], false).unwrap(), 2);
-        let top = idx.search(&q.view(10).unwrap(), &SearchParams { k: 3, alpha: 1.0, beta: 1.0 }, None).unwrap();
+        let top = idx.search(&q.view(10).unwrap(), &SearchParams::exact(3), None).unwrap();
         assert_eq!(top.ids, vec![2, -1, -1]);
     }
 
@@ -777,7 +777,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         for ix in [&idx, &loaded] {
             for (alpha, beta) in [(1.0, 1.0), (0.9, 0.8)] {
-                let top = ix.search(&qv, &SearchParams { k: 10, alpha, beta }, None).unwrap();
+                let top = ix.search(&qv, &SearchParams { k: 10, alpha, beta, patience: 0.0 }, None).unwrap();
                 let g = got(&top, 0);
                 // Approximate search may miss documents but never misreports a score.
                 assert!(g.iter().all(|x| all.contains(x)));

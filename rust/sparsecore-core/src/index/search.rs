@@ -32,12 +32,31 @@ pub struct SearchParams {
     pub alpha: f32,
     /// Fraction of the query's L1 mass (heaviest terms first) used for block bounds: 1 is exact.
     pub beta: f32,
+    /// Early termination on stagnation: once this fraction of a segment's blocks (rounded up, at least
+    /// [`FIRST_ROUND`]) has been visited in a row without adding anything to the top k, the segment's search
+    /// stops. 0 turns it off (exact).
+    pub patience: f32,
 }
 
 impl SearchParams {
+    /// Exact search for `k` results.
+    pub fn exact(k: usize) -> Self {
+        Self { k, alpha: 1.0, beta: 1.0, patience: 0.0 }
+    }
+
     /// Whether these parameters give exact results.
     pub fn is_exact(&self) -> bool {
-        self.alpha >= 1.0 && self.beta >= 1.0
+        self.alpha >= 1.0 && self.beta >= 1.0 && self.patience <= 0.0
+    }
+
+    /// Consecutive visited blocks without a new top-k entry after which the search of a segment with `n_blocks`
+    /// blocks stops (`usize::MAX`: never).
+    fn patience_blocks(&self, n_blocks: usize) -> usize {
+        if self.patience > 0.0 {
+            ((f64::from(self.patience) * n_blocks as f64).ceil() as usize).max(FIRST_ROUND)
+        } else {
+            usize::MAX
+        }
     }
 }
 
@@ -119,12 +138,14 @@ pub struct TopKHeap {
     k: usize,
     heap: BinaryHeap<Entry>,
     pending: Vec<Pending>,
+    /// Entries that entered the heap so far.
+    entered: u64,
 }
 
 impl TopKHeap {
     /// Empty heap for `k` results.
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k + 1), pending: Vec::new() }
+        Self { k, heap: BinaryHeap::with_capacity(k + 1), pending: Vec::new(), entered: 0 }
     }
 
     /// The score to beat once full (else `-inf`).
@@ -141,10 +162,12 @@ impl TopKHeap {
     fn offer(&mut self, e: Entry) {
         if self.heap.len() < self.k {
             self.heap.push(e);
+            self.entered += 1;
         } else if let Some(worst) = self.heap.peek() {
             if e.hit.better_than(&worst.hit) {
                 self.heap.pop();
                 self.heap.push(e);
+                self.entered += 1;
             }
         }
     }
@@ -779,11 +802,16 @@ fn search_segment(
         });
     }
     cand.sort_unstable_by(desc);
+    // Stagnation stop (approximate searches with `patience`): blocks visited in a row without a new entry.
+    let patience = params.patience_blocks(nb);
+    let mut idle = 0;
     for (i, &(ub, b)) in cand.iter().enumerate() {
-        if ub * slack < heap.threshold() {
+        if ub * slack < heap.threshold() || idle >= patience {
             return;
         }
+        let before = heap.entered;
         visit(b, cand.get(i + 1), heap);
+        idle = if heap.entered == before { idle + 1 } else { 0 };
     }
 }
 
