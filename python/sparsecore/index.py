@@ -41,9 +41,8 @@ __all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_
 #: 1M). The large tier's settings come from finer grids (alpha 0.5..1, beta 0.8..1, patience 0..0.004): recall@10
 #: 0.946 / 0.957 / 0.992 on 200k and 0.913 / 0.957 / 0.994 on 1M documents for 0.90 / 0.95 / 0.99, and
 #: 0.940 / 0.958 / 0.992 on a held-out set (300k documents, another seed; patience 0.002 gave 0.990 there, so 0.99
-#: takes 0.0025). Larger blocks
-#: have looser bounds, so the same recall needs a smaller alpha; on large segments most blocks a search visits at
-#: high recall add nothing, which ``patience`` cuts short. 1.0 is exact.
+#: takes 0.0025). Larger blocks have looser bounds, so the same recall needs a smaller alpha; on large segments
+#: most blocks a search visits at high recall add nothing, which ``patience`` cuts short. 1.0 is exact.
 RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float, float]]] = {
     16: {0.90: (0.9, 0.8, 0.0), 0.95: (0.9, 0.9, 0.0), 0.99: (0.95, 1.0, 0.0), 1.0: (1.0, 1.0, 0.0)},
     1 << 16: {
