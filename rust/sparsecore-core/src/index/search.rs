@@ -95,28 +95,12 @@ impl PartialEq for Hit {
 impl Eq for Hit {}
 
 /// A heap entry: a hit whose score is exact, or a lower bound of it (`approx`: see [`TopKHeap::push_approx`]).
-#[derive(Clone, Copy)]
+/// Ordered by the hit (a document's id is unique, so `approx` never decides).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
     hit: Hit,
     approx: bool,
 }
-
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.hit.cmp(&other.hit)
-    }
-}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
 
 /// A document scored from the upper halves of its weights that may still be in the top k: its truncated score
 /// and entry count (for [`ExactBound`]), its segment and layout position (to score it exactly at the end).
@@ -312,28 +296,11 @@ fn score_hi(fwd: &FwdView<'_>, p: usize, d: &[f32]) -> (f32, usize) {
     match terms {
         // A dense array of 2^16 entries takes any u16 term id: no bounds checks in the loop.
         DocTerms::U16(terms) => match <&[f32; 1 << 16]>::try_from(d.get(..1 << 16).unwrap_or(&[])) {
-            Ok(d16) => (dot_gather_hi16(d16, terms, hi), terms.len()),
+            Ok(d16) => (dot_gather_hi(d16, terms, hi), terms.len()),
             Err(_) => (dot_gather_hi(d, terms, hi), terms.len()),
         },
         DocTerms::U32(terms) => (dot_gather_hi(d, terms, hi), terms.len()),
     }
-}
-
-/// [`dot_gather_hi`] for u16 term ids and a dense array that holds every u16 id.
-#[inline]
-fn dot_gather_hi16(d: &[f32; 1 << 16], terms: &[u16], hi: &[u16]) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let mut t4 = terms.chunks_exact(4);
-    let mut h4 = hi.chunks_exact(4);
-    for (t, h) in (&mut t4).zip(&mut h4) {
-        for j in 0..4 {
-            acc[j] += d[usize::from(t[j])] * hi_weight(h[j]);
-        }
-    }
-    for (&t, &h) in t4.remainder().iter().zip(h4.remainder()) {
-        acc[0] += d[usize::from(t)] * hi_weight(h);
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// An upper bound on a document's exact score from its score over the upper weight halves ([`score_hi`]).
@@ -403,9 +370,14 @@ impl ExactBound {
 
 /// `sum_i d[terms[i]] * w[i]` with four independent accumulators: one accumulator would serialise every
 /// add on the floating-point latency (~4 cycles per entry), which dominated scoring. The summation order is
-/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]).
+/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]). `d` is a slice,
+/// or an array of 2^16 entries for u16 ids (then the loop has no bounds checks).
 #[inline]
-fn dot_gather_hi<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16]) -> f32 {
+fn dot_gather_hi<T: Copy + Into<u64>, D: std::ops::Index<usize, Output = f32> + ?Sized>(
+    d: &D,
+    terms: &[T],
+    hi: &[u16],
+) -> f32 {
     let mut acc = [0.0f32; 4];
     let mut t4 = terms.chunks_exact(4);
     let mut h4 = hi.chunks_exact(4);
@@ -973,8 +945,8 @@ mod tests {
             let qt: Vec<u32> = (0..64).collect();
             let q = Query { terms: &qt, vals: &qv };
             let d16: &[f32; 1 << 16] = d[..].try_into().unwrap();
-            let approx = dot_gather_hi16(d16, &terms, &hi);
-            prop_assert_eq!(approx.to_bits(), dot_gather_hi(&d, &terms, &hi).to_bits());
+            let approx = dot_gather_hi(d16, &terms, &hi);
+            prop_assert_eq!(approx.to_bits(), dot_gather_hi(&d[..], &terms, &hi).to_bits());
             let exact = dot_gather_exact(&d, &terms, &hi, &lo);
             prop_assert!(approx <= exact, "approx {} exact {}", approx, exact);
             // A long document takes the general path; the bound must not depend on it.
