@@ -27,7 +27,7 @@ use bytemuck::Pod;
 use rayon::prelude::*;
 
 use super::segment::Segment;
-use super::storage::{Backing, Buf};
+use super::storage::{advise_huge, Backing, Buf, HUGE_MIN_BYTES};
 use super::{BuildParams, Index};
 use crate::SparseError;
 
@@ -175,7 +175,8 @@ struct Entry {
     crc: u32,
 }
 
-/// Open `path` as a backing (memory-mapped, or read into aligned heap memory) and its length in bytes.
+/// Open `path` as a backing (memory-mapped, or read into anonymous memory advised for huge pages when large) and
+/// its length in bytes.
 fn open_backing(path: &Path, mmap: bool) -> Result<(Backing, usize), SparseError> {
     let mut f = File::open(path).map_err(|e| io_err(path, &e))?;
     if mmap {
@@ -188,15 +189,17 @@ fn open_backing(path: &Path, mmap: bool) -> Result<(Backing, usize), SparseError
         Ok((Backing::Mapped(m), len))
     } else {
         let len = f.metadata().map_err(|e| io_err(path, &e))?.len() as usize;
-        let mut words = vec![0u64; len.div_ceil(8)];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        f.read_exact(&mut bytes[..len]).map_err(|e| io_err(path, &e))?;
+        let mut anon = memmap2::MmapMut::map_anon(len.max(1)).map_err(|e| io_err(path, &e))?;
+        if len >= HUGE_MIN_BYTES {
+            advise_huge(&anon);
+        }
+        f.read_exact(&mut anon[..len]).map_err(|e| io_err(path, &e))?;
         let mut rest = Vec::new();
         f.read_to_end(&mut rest).map_err(|e| io_err(path, &e))?;
         if !rest.is_empty() {
             return Err(fmt_err(path, "file grew while being read"));
         }
-        Ok((Backing::Heap(words), len))
+        Ok((Backing::Anon(anon.make_read_only().map_err(|e| io_err(path, &e))?), len))
     }
 }
 

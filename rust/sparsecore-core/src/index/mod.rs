@@ -24,6 +24,13 @@ use crate::sparse::{CsrView, TopK};
 use crate::SparseError;
 use search::{search_candidates, search_query, Query, Scratch, Visibility};
 
+thread_local! {
+    /// Per-thread search scratch, kept across calls (Python threads calling `search_one`, and the pool's workers
+    /// in batch searches): its dense query and bound arrays sit in huge pages, which a fresh scratch per call or
+    /// per batch split would fault in again.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// How documents are laid out when a segment is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildParams {
@@ -420,9 +427,6 @@ impl Index {
         params: &SearchParams,
         allowed: Option<&[u64]>,
     ) -> Result<(Vec<Hit>, SearchStats), SparseError> {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-        }
         let indptr = [0, terms.len() as i64];
         let q = CsrView::new(&indptr, terms, vals, self.dim)?;
         self.check_search(&q, params)?;
@@ -496,26 +500,26 @@ impl Index {
         let area = SparseError::checked_area("search results", nq, k)?;
         let mut ids = SparseError::try_zeroed::<i64>("search ids", area)?;
         let mut scores = SparseError::try_zeroed::<f32>("search scores", area)?;
-        ids.par_chunks_mut(k).zip(scores.par_chunks_mut(k)).enumerate().for_each_init(
-            Scratch::default,
-            |scratch, (r, (out_ids, out_scores))| {
-                let (terms, vals) = queries.row(r);
-                let q = Query { terms, vals };
-                let hits = match &direct {
+        ids.par_chunks_mut(k).zip(scores.par_chunks_mut(k)).enumerate().for_each(|(r, (out_ids, out_scores))| {
+            let (terms, vals) = queries.row(r);
+            let q = Query { terms, vals };
+            let hits = SCRATCH.with(|cell| {
+                let scratch = &mut *cell.borrow_mut();
+                match &direct {
                     Some(c) => search_candidates(&self.segments, self.dim, &q, k, c, &vis, scratch),
                     None => search_query(&self.segments, self.dim, &q, params, &vis, scratch),
-                };
-                for slot in 0..k {
-                    if let Some(h) = hits.get(slot) {
-                        out_ids[slot] = h.id;
-                        out_scores[slot] = h.score;
-                    } else {
-                        out_ids[slot] = -1;
-                        out_scores[slot] = f32::NEG_INFINITY;
-                    }
                 }
-            },
-        );
+            });
+            for slot in 0..k {
+                if let Some(h) = hits.get(slot) {
+                    out_ids[slot] = h.id;
+                    out_scores[slot] = h.score;
+                } else {
+                    out_ids[slot] = -1;
+                    out_scores[slot] = f32::NEG_INFINITY;
+                }
+            }
+        });
         Ok(TopK { ids, scores, k })
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 use crate::pursuit::kernels;
 
 use super::segment::{hi_weight, join_weight, DocTerms, FwdView, Postings, Segment, TermBlocks};
+use super::storage::ZeroedF32;
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
 /// document tying or beating the k-th score (bounds and scores are summed in different orders).
@@ -212,8 +213,8 @@ impl TopKHeap {
 /// Per-thread scratch reused across queries.
 #[derive(Default)]
 pub struct Scratch {
-    dense_query: Vec<f32>,
-    bounds: Vec<f32>,
+    dense_query: ZeroedF32,
+    bounds: ZeroedF32,
     touched: Vec<u32>,
     cand: Vec<(f32, u32)>,
     /// Maximum bound of each chunk of [`CHUNK`] blocks.
@@ -429,9 +430,7 @@ fn load_dense_query(dim: u64, q: &Query<'_>, scratch: &mut Scratch) -> bool {
     }
     // At least 2^16 entries, so that any u16 term id indexes it (see `score_hi`).
     let len = (dim as usize).max(1 << 16);
-    if scratch.dense_query.len() < len {
-        scratch.dense_query.resize(len, 0.0);
-    }
+    scratch.dense_query.ensure_zeroed(len);
     for (&t, &v) in q.terms.iter().zip(q.vals) {
         scratch.dense_query[t as usize] = v;
     }
@@ -684,9 +683,7 @@ fn search_segment(
     heap: &mut TopKHeap,
 ) {
     let nb = seg.n_blocks();
-    if scratch.bounds.len() < nb {
-        scratch.bounds.resize(nb, 0.0);
-    }
+    scratch.bounds.ensure_zeroed(nb);
     let Scratch { dense_query, bounds, touched, cand, chunk_max, sel, stats, .. } = scratch;
     let bounds = &mut bounds[..nb];
     let all_blocks = fill_bounds(seg, q, bterms, bounds, touched);

@@ -500,24 +500,24 @@ impl Segment {
         let (bm_blocks, bm_blocks16) = block_id_width(bm_blocks, n_blocks);
         let mut seg = Self {
             block_size,
-            doc_ids: doc_ids.into(),
-            fwd_ptr: fwd.indptr.iter().map(|&x| x as u64).collect::<Vec<u64>>().into(),
+            doc_ids: Buf::huge(doc_ids),
+            fwd_ptr: Buf::huge(fwd.indptr.iter().map(|&x| x as u64).collect()),
             fwd_terms16: if narrow {
-                fwd.indices.iter().map(|&t| t as u16).collect::<Vec<u16>>().into()
+                Buf::huge(fwd.indices.iter().map(|&t| t as u16).collect())
             } else {
                 Buf::default()
             },
-            fwd_terms: if narrow { Buf::default() } else { fwd.indices.into() },
-            fwd_hi: fwd_hi.into(),
-            fwd_lo: fwd_lo.into(),
+            fwd_terms: if narrow { Buf::default() } else { Buf::huge(fwd.indices) },
+            fwd_hi: Buf::huge(fwd_hi),
+            fwd_lo: Buf::huge(fwd_lo),
             terms: terms.into(),
             term_ptr: term_ptr.into(),
             term_scale: term_scale.into(),
             bm_blocks,
             bm_blocks16,
-            bm_codes: bm_codes.into(),
+            bm_codes: Buf::huge(bm_codes),
             term_dense: term_dense.into(),
-            dense_codes: dense_codes.into(),
+            dense_codes: Buf::huge(dense_codes),
             postings: None,
             term_lookup: Vec::new(),
         };
@@ -552,12 +552,13 @@ fn block_maxima(view: &CsrView<'_>, n: usize, block_size: usize) -> Vec<Vec<(u32
         .collect()
 }
 
-/// Listed block ids as u32 or, when the segment has at most 65,536 blocks, as u16 (the other one empty).
+/// Listed block ids as u32 or, when the segment has at most 65,536 blocks, as u16 (the other one empty). Like
+/// the other large arrays of a segment, kept in memory advised for huge pages ([`Buf::huge`]).
 fn block_id_width(ids: Vec<u32>, n_blocks: usize) -> (Buf<u32>, Buf<u16>) {
     if n_blocks <= 1 << 16 {
-        (Buf::default(), ids.iter().map(|&b| b as u16).collect::<Vec<u16>>().into())
+        (Buf::default(), Buf::huge(ids.iter().map(|&b| b as u16).collect()))
     } else {
-        (ids.into(), Buf::default())
+        (Buf::huge(ids), Buf::default())
     }
 }
 
