@@ -1,4 +1,5 @@
-//! Arrays that are either owned or borrowed from a loaded index file (memory-mapped or read into memory).
+//! Arrays that are either owned (a `Vec`, or an anonymous map advised for transparent huge pages) or borrowed from a
+//! loaded index file (memory-mapped or read into memory).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -29,7 +30,7 @@ pub const HUGE_MIN_BYTES: usize = 4 << 20;
 
 /// Ask Linux to back `map` with transparent huge pages (2 MiB) as it faults in (`MADV_HUGEPAGE`); a hint, so a
 /// refusal (no THP support, another OS) changes nothing. Searches read the forward index and the block bounds at
-/// random places: with 4 KiB pages nearly every visited block missed the TLB (measured on 1M documents: 4-5 %
+/// random places: with 4 KiB pages nearly every visited block missed the TLB (measured on 1M documents: 2-5 %
 /// faster queries with huge pages, where the system setting is `madvise`, the default of many distributions).
 pub fn advise_huge(map: &memmap2::MmapMut) {
     #[cfg(target_os = "linux")]
