@@ -32,7 +32,14 @@ pub const HUGE_MIN_BYTES: usize = 4 << 20;
 /// refusal (no THP support, another OS) changes nothing. Searches read the forward index and the block bounds at
 /// random places: with 4 KiB pages nearly every visited block missed the TLB (measured on 1M documents: 2-5 %
 /// faster queries with huge pages, where the system setting is `madvise`, the default of many distributions).
+/// `SPARSECORE_HUGE_PAGES=0` in the environment (read once per process) turns the advice off, for systems where
+/// THP compaction stalls cost more than the TLB misses it saves, and to measure the difference
+/// (`benches/probe_hugepages.py`).
 pub fn advise_huge(map: &memmap2::MmapMut) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var("SPARSECORE_HUGE_PAGES").map_or(true, |v| v.trim() != "0")) {
+        return;
+    }
     #[cfg(target_os = "linux")]
     {
         // A hint: if the kernel refuses it, the memory stays in ordinary pages.
