@@ -405,8 +405,8 @@ class InvertedIndex:
         """Fold added segments and deletions into one freshly laid-out segment (searches wait meanwhile).
 
         Every ``add`` makes a segment of its own, searched with its own block bounds, so an index grown by many
-        ``add`` calls answers slower than the same documents in one segment (measured: 1.4-1.7x for 500k
-        documents plus five segments of 100k); ``compact`` restores the single-segment speed.
+        ``add`` calls answers slower than the same documents in one segment (1.4-1.6x for 500k documents plus
+        five segments of 100k, ``benches/probe_segments.py``); ``compact`` restores the single-segment speed.
         """
         self._core.compact(num_threads=_check_threads(num_threads))
 
