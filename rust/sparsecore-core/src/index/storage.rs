@@ -30,7 +30,7 @@ pub const HUGE_MIN_BYTES: usize = 4 << 20;
 
 /// Ask Linux to back `map` with transparent huge pages (2 MiB) as it faults in (`MADV_HUGEPAGE`); a hint, so a
 /// refusal (no THP support, another OS) changes nothing. Searches read the forward index and the block bounds at
-/// random places: with 4 KiB pages nearly every visited block missed the TLB (measured on 1M documents: 2-5 %
+/// random places: with 4 KiB pages nearly every visited block missed the TLB (measured on 1M documents: 0-5 %
 /// faster queries with huge pages, where the system setting is `madvise`, the default of many distributions).
 /// `SPARSECORE_HUGE_PAGES=0` in the environment (read once per process) turns the advice off, for systems where
 /// THP compaction stalls cost more than the TLB misses it saves, and to measure the difference
