@@ -35,8 +35,8 @@ def child(n_docs: int, passes: int) -> None:
     import sparsecore as sc
 
     def huge_kb() -> int:
-        text = Path("/proc/self/smaps_rollup").read_text() if Path("/proc/self/smaps_rollup").exists() else ""
-        for line in text.splitlines():
+        rollup = Path("/proc/self/smaps_rollup")
+        for line in rollup.read_text().splitlines() if rollup.exists() else []:
             if line.startswith("AnonHugePages:"):
                 return int(line.split()[1])
         return 0

@@ -27,7 +27,7 @@ use bytemuck::Pod;
 use rayon::prelude::*;
 
 use super::segment::Segment;
-use super::storage::{advise_huge, Backing, Buf, HUGE_MIN_BYTES};
+use super::storage::{advise_huge, Backing, Buf};
 use super::{BuildParams, Index};
 use crate::SparseError;
 
@@ -190,9 +190,7 @@ fn open_backing(path: &Path, mmap: bool) -> Result<(Backing, usize), SparseError
     } else {
         let len = f.metadata().map_err(|e| io_err(path, &e))?.len() as usize;
         let mut anon = memmap2::MmapMut::map_anon(len.max(1)).map_err(|e| io_err(path, &e))?;
-        if len >= HUGE_MIN_BYTES {
-            advise_huge(&anon);
-        }
+        advise_huge(&anon);
         f.read_exact(&mut anon[..len]).map_err(|e| io_err(path, &e))?;
         let mut rest = Vec::new();
         f.read_to_end(&mut rest).map_err(|e| io_err(path, &e))?;

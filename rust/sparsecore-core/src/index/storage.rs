@@ -35,9 +35,12 @@ pub const HUGE_MIN_BYTES: usize = 4 << 20;
 /// `SPARSECORE_HUGE_PAGES=0` in the environment (read once per process) turns the advice off, for systems where
 /// THP compaction stalls cost more than the TLB misses it saves, and to measure the difference
 /// (`benches/probe_hugepages.py`).
+/// Maps below [`HUGE_MIN_BYTES`] are left alone.
 pub fn advise_huge(map: &memmap2::MmapMut) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var("SPARSECORE_HUGE_PAGES").map_or(true, |v| v.trim() != "0")) {
+    if map.len() < HUGE_MIN_BYTES
+        || !*ON.get_or_init(|| std::env::var("SPARSECORE_HUGE_PAGES").map_or(true, |v| v.trim() != "0"))
+    {
         return;
     }
     #[cfg(target_os = "linux")]
@@ -56,54 +59,66 @@ const HUGE_PAGE: usize = 2 << 20;
 /// for huge pages ([`advise_huge`]): an array of up to 2 MiB then sits in one page, one TLB entry, where the
 /// kernel grants it. Searches read the dense query array at random (one look-up per scored entry), and its 64
 /// pages of 4 KiB did not fit the first-level TLB alongside the forward index. A plain `Vec` when the map fails.
-#[derive(Default)]
-pub struct ZeroedF32 {
-    map: Option<(memmap2::MmapMut, usize)>,
-    vec: Vec<f32>,
-    len: usize,
+pub enum ZeroedF32 {
+    /// The fallback (also the empty start).
+    Vec(Vec<f32>),
+    /// `len` elements from byte `off` (a 2 MiB boundary) of `map`.
+    Map { map: memmap2::MmapMut, off: usize, len: usize },
+}
+
+impl Default for ZeroedF32 {
+    fn default() -> Self {
+        Self::Vec(Vec::new())
+    }
 }
 
 impl ZeroedF32 {
     /// Grow to at least `len` elements. Growing replaces the array with a fresh zeroed one, so callers keep it
     /// all zero whenever it may grow (the searches clear what they set).
     pub fn ensure_zeroed(&mut self, len: usize) {
-        if len <= self.len {
+        if len <= self.len() {
             return;
         }
         let bytes = len * std::mem::size_of::<f32>();
-        // Whole huge pages from a 2 MiB boundary, which lies within the first 2 MiB of the map.
-        self.map = memmap2::MmapMut::map_anon(bytes.next_multiple_of(HUGE_PAGE) + HUGE_PAGE).ok().map(|map| {
-            advise_huge(&map);
-            let p = map.as_ptr() as usize;
-            (map, p.next_multiple_of(HUGE_PAGE) - p)
-        });
-        self.vec = if self.map.is_some() { Vec::new() } else { vec![0.0; len] };
-        self.len = len;
+        // Whole huge pages from a 2 MiB boundary, which lies within the first 2 MiB of the map (at least 4 MiB,
+        // so `advise_huge` takes it).
+        *self = match memmap2::MmapMut::map_anon(bytes.next_multiple_of(HUGE_PAGE) + HUGE_PAGE) {
+            Ok(map) => {
+                advise_huge(&map);
+                let p = map.as_ptr() as usize;
+                Self::Map { off: p.next_multiple_of(HUGE_PAGE) - p, map, len }
+            }
+            Err(_) => Self::Vec(vec![0.0; len]),
+        };
     }
 }
 
 impl Deref for ZeroedF32 {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        match &self.map {
-            Some((map, off)) => {
-                map.get(*off..*off + self.len * 4).and_then(|b| bytemuck::try_cast_slice(b).ok()).unwrap_or(&[])
-            }
-            None => &self.vec,
+        match self {
+            Self::Map { map, off, len } => typed(map, *off, *len),
+            Self::Vec(v) => v,
         }
     }
 }
 
 impl DerefMut for ZeroedF32 {
     fn deref_mut(&mut self) -> &mut [f32] {
-        match &mut self.map {
-            Some((map, off)) => map
-                .get_mut(*off..*off + self.len * 4)
-                .and_then(|b| bytemuck::try_cast_slice_mut(b).ok())
-                .unwrap_or(&mut []),
-            None => &mut self.vec,
+        match self {
+            Self::Map { map, off, len } => {
+                map.get_mut(*off..*off + *len * 4).and_then(|b| bytemuck::try_cast_slice_mut(b).ok()).unwrap_or(&mut [])
+            }
+            Self::Vec(v) => v,
         }
     }
+}
+
+/// `len` elements of `T` from byte `offset` of `bytes` (empty if out of range or misaligned, which the callers
+/// rule out: loaded offsets are validated, maps are page-aligned and sized for their elements).
+fn typed<T: Pod>(bytes: &[u8], offset: usize, len: usize) -> &[T] {
+    let end = offset + len * std::mem::size_of::<T>();
+    bytes.get(offset..end).and_then(|b| bytemuck::try_cast_slice(b).ok()).unwrap_or(&[])
 }
 
 /// A `[T]` owned as a `Vec` or in an anonymous map, or viewed inside a [`Backing`] (offset and length validated at
@@ -165,14 +180,9 @@ impl<T: Pod> Deref for Buf<T> {
         match self {
             Self::Owned(v) => v,
             // A page-aligned map of exactly `len` elements, written from a slice of `T`.
-            Self::Huge { map, len } => {
-                map.get(..len * std::mem::size_of::<T>()).and_then(|b| bytemuck::try_cast_slice(b).ok()).unwrap_or(&[])
-            }
-            Self::File { backing, offset, len } => {
-                let end = offset + len * std::mem::size_of::<T>();
-                // Offsets, lengths and alignment were checked when the file was loaded.
-                backing.bytes().get(*offset..end).and_then(|b| bytemuck::try_cast_slice(b).ok()).unwrap_or(&[])
-            }
+            Self::Huge { map, len } => typed(map, 0, *len),
+            // Offsets, lengths and alignment were checked when the file was loaded.
+            Self::File { backing, offset, len } => typed(backing.bytes(), *offset, *len),
         }
     }
 }
@@ -209,6 +219,7 @@ mod tests {
         let big: Vec<u16> = (0..n).map(|i| (i * 7919 % 65_536) as u16).collect();
         let b = Buf::huge(big.clone());
         assert!(!b.is_file());
+        assert!(matches!(b, Buf::Huge { .. }), "an anonymous map of 2 MiB should not fail");
         assert_eq!(b.len(), n);
         assert_eq!(&b[..], &big[..]);
         assert_eq!(&b.clone()[..], &big[..]);
