@@ -669,7 +669,9 @@ mod tests {
                     let (t, w) = dv.row(i);
                     let (hi, lo): (Vec<u16>, Vec<u16>) =
                         w.iter().map(|x| ((x.to_bits() >> 16) as u16, x.to_bits() as u16)).unzip();
-                    let s = search::dot_gather_exact(&d, t, &hi, &lo);
+                    // The index stores u16 ids at this dim: score as it does.
+                    let t16: Vec<u16> = t.iter().map(|&x| x as u16).collect();
+                    let s = search::dot_u16(&d, &t16, &hi, Some(&lo));
                     if s > 0.0 {
                         all.push((ids[i], s));
                     }

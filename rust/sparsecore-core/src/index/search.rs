@@ -279,7 +279,7 @@ pub struct Query<'a> {
 fn score_exact(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>) -> f32 {
     let (terms, hi, lo) = fwd.doc(p);
     match (terms, dense) {
-        (DocTerms::U16(terms), Some(d)) => dot_gather_exact(d, terms, hi, lo),
+        (DocTerms::U16(terms), Some(d)) => dot_u16(d, terms, hi, Some(lo)),
         (DocTerms::U32(terms), Some(d)) => dot_gather_exact(d, terms, hi, lo),
         (DocTerms::U16(terms), None) => {
             let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
@@ -295,12 +295,21 @@ fn score_exact(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>
 fn score_hi(fwd: &FwdView<'_>, p: usize, d: &[f32]) -> (f32, usize) {
     let (terms, hi, _) = fwd.doc(p);
     match terms {
-        // A dense array of 2^16 entries takes any u16 term id: no bounds checks in the loop.
-        DocTerms::U16(terms) => match <&[f32; 1 << 16]>::try_from(d.get(..1 << 16).unwrap_or(&[])) {
-            Ok(d16) => (dot_gather_hi(d16, terms, hi), terms.len()),
-            Err(_) => (dot_gather_hi(d, terms, hi), terms.len()),
-        },
+        DocTerms::U16(terms) => (dot_u16(d, terms, hi, None), terms.len()),
         DocTerms::U32(terms) => (dot_gather_hi(d, terms, hi), terms.len()),
+    }
+}
+
+/// Score of a document with u16 term ids from the upper halves of its weights (`lo` None) or exactly: one
+/// operation order for both (see [`kernels::gather_dot_u16`]), so the first never exceeds the second. The dense
+/// query array holds at least 2^16 entries (see [`load_dense_query`]), so any u16 id indexes it; a shorter one
+/// takes the generic loops (again one order for both).
+#[inline]
+pub(super) fn dot_u16(d: &[f32], terms: &[u16], hi: &[u16], lo: Option<&[u16]>) -> f32 {
+    match (<&[f32; kernels::U16_IDS]>::try_from(d.get(..kernels::U16_IDS).unwrap_or(&[])), lo) {
+        (Ok(d16), lo) => kernels::gather_dot_u16(d16, terms, hi, lo),
+        (Err(_), Some(lo)) => dot_gather_exact(d, terms, hi, lo),
+        (Err(_), None) => dot_gather_hi(d, terms, hi),
     }
 }
 
@@ -371,14 +380,10 @@ impl ExactBound {
 
 /// `sum_i d[terms[i]] * w[i]` with four independent accumulators: one accumulator would serialise every
 /// add on the floating-point latency (~4 cycles per entry), which dominated scoring. The summation order is
-/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]). `d` is a slice,
-/// or an array of 2^16 entries for u16 ids (then the loop has no bounds checks).
+/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]). Documents with
+/// u16 ids take [`dot_u16`] instead.
 #[inline]
-fn dot_gather_hi<T: Copy + Into<u64>, D: std::ops::Index<usize, Output = f32> + ?Sized>(
-    d: &D,
-    terms: &[T],
-    hi: &[u16],
-) -> f32 {
+fn dot_gather_hi<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16]) -> f32 {
     let mut acc = [0.0f32; 4];
     let mut t4 = terms.chunks_exact(4);
     let mut h4 = hi.chunks_exact(4);
@@ -941,18 +946,24 @@ mod tests {
             d[..64].copy_from_slice(&qv);
             let qt: Vec<u32> = (0..64).collect();
             let q = Query { terms: &qt, vals: &qv };
-            let d16: &[f32; 1 << 16] = d[..].try_into().unwrap();
-            let approx = dot_gather_hi(d16, &terms, &hi);
-            prop_assert_eq!(approx.to_bits(), dot_gather_hi(&d[..], &terms, &hi).to_bits());
-            let exact = dot_gather_exact(&d, &terms, &hi, &lo);
-            prop_assert!(approx <= exact, "approx {} exact {}", approx, exact);
+            // The path u16 ids take (AVX-512 where the CPU has it), the generic loops for wider ids, and the
+            // generic loops' fallback for a query array too short for every u16 id.
+            let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
+            let pairs = [
+                (dot_u16(&d, &terms, &hi, None), dot_u16(&d, &terms, &hi, Some(&lo))),
+                (dot_gather_hi(&d, &wide, &hi), dot_gather_exact(&d, &wide, &hi, &lo)),
+                (dot_u16(&d[..64], &terms, &hi, None), dot_u16(&d[..64], &terms, &hi, Some(&lo))),
+            ];
             // A long document takes the general path; the bound must not depend on it.
             let n = if long { SHORT_DOC + 1 + terms.len() } else { terms.len() };
-            let mut b = ExactBound::new(&q);
-            b.set_theta(theta0);
-            b.set_theta(exact);
-            prop_assert!(b.may_reach(approx, n), "approx {} exact {} n {}", approx, exact, n);
-            prop_assert!(b.may_reach_theta(approx, n, exact));
+            for (approx, exact) in pairs {
+                prop_assert!(approx <= exact, "approx {} exact {}", approx, exact);
+                let mut b = ExactBound::new(&q);
+                b.set_theta(theta0);
+                b.set_theta(exact);
+                prop_assert!(b.may_reach(approx, n), "approx {} exact {} n {}", approx, exact, n);
+                prop_assert!(b.may_reach_theta(approx, n, exact));
+            }
         }
 
         #[test]

@@ -1166,9 +1166,9 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// dim ~10^4, 29 % of a conjugate-gradient product at dim 3,200).
 #[inline]
 fn prefetch_next(next: Next<'_>, i: usize) {
-    if i % 8 == 0 {
+    if i.is_multiple_of(8) {
         kernels::prefetch(next.1, i);
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             kernels::prefetch(next.0, i);
         }
     }

@@ -109,7 +109,7 @@ impl OverlapKnn {
     /// Class scores `(n, n_classes)` row-major (votes normalised to sum 1; all 0 when no stored code overlaps),
     /// parallel over queries.
     pub fn predict_scores(&self, codes: &[i32], p: &KnnParams) -> Result<Vec<f64>, SparseError> {
-        if codes.len() % self.n_slots != 0 {
+        if !codes.len().is_multiple_of(self.n_slots) {
             return Err(SparseError::ShapeMismatch(format!(
                 "codes has {} entries, not a multiple of n_slots = {}",
                 codes.len(),

@@ -343,7 +343,7 @@ pub fn category_encode(labels: &[i64], n_categories: usize, n_active: usize) -> 
 /// one cell of its `side × side` tile that holds the phase. `dim = len(periods) · side²`, one bit per module.
 /// Nearby positions share most bits; far positions share about `1 / side²` of them.
 pub fn grid_encode(positions: &[f64], periods: &[f64], side: usize, seed: u64) -> Result<Sdrs, SparseError> {
-    if positions.len() % 2 != 0 {
+    if !positions.len().is_multiple_of(2) {
         return Err(SparseError::ShapeMismatch("positions must have shape (n, 2)".into()));
     }
     if periods.is_empty() || periods.iter().any(|p| !(p.is_finite() && *p > 0.0)) {
