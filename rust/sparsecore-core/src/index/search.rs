@@ -823,28 +823,33 @@ fn try_postings(
 /// `scratch.term_rows` holds the query's terms present in the segment (term index, query weight).
 fn search_postings(seg: &Segment, post: &Postings, vis: &Visibility<'_>, scratch: &mut Scratch, heap: &mut TopKHeap) {
     let n = seg.n_docs();
-    let acc = &mut scratch.acc;
+    let Scratch { acc, chunk_max, term_rows, stats, .. } = scratch;
     acc.clear();
     acc.resize(n, 0.0);
-    for &(i, qv) in &scratch.term_rows {
+    for &(i, qv) in term_rows.iter() {
         let (pos, vals) = post.term(i);
         for (&p, &v) in pos.iter().zip(vals) {
             acc[p as usize] += qv * v;
         }
     }
     // In `explain`'s terms: every block is bounded and visited at once; the documents scored are those the
-    // query's postings reached.
+    // query's postings reached (the positive scores).
     let nb = seg.n_blocks() as u64;
-    scratch.stats.blocks_bounded += nb;
-    scratch.stats.blocks_visited += nb;
+    stats.blocks_bounded += nb;
+    stats.blocks_visited += nb;
+    stats.docs_scored += chunk_maxima(acc, chunk_max);
+    // Only chunks whose maximum can enter the heap are scanned (the threshold never falls, so a skipped chunk
+    // holds nothing the plain scan would have offered).
     let mut theta = heap.threshold();
-    let mut reached = 0u64;
-    for (p, &s) in acc.iter().enumerate() {
-        if s > 0.0 {
-            reached += 1;
-            // `>=`: a document tying the k-th score may still enter by a smaller id.
-            if s >= theta {
-                let gid = seg.doc_ids[p];
+    for (c, &m) in chunk_max.iter().enumerate() {
+        // `>=`: a document tying the k-th score may still enter by a smaller id.
+        if m <= 0.0 || m < theta {
+            continue;
+        }
+        let lo = c * CHUNK;
+        for (j, &s) in acc[lo..(lo + CHUNK).min(n)].iter().enumerate() {
+            if s > 0.0 && s >= theta {
+                let gid = seg.doc_ids[lo + j];
                 if vis.visible(gid) {
                     heap.push(Hit { score: s, id: vis.ext_ids[gid as usize] });
                     theta = heap.threshold();
@@ -852,7 +857,6 @@ fn search_postings(seg: &Segment, post: &Postings, vis: &Visibility<'_>, scratch
             }
         }
     }
-    scratch.stats.docs_scored += reached;
 }
 
 /// Exact top-k over an explicit list of candidate documents `(segment, position)` (selective filters).
