@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use crate::pursuit::kernels;
 
-use super::segment::{hi_weight, join_weight, DocTerms, FwdView, Postings, Segment, TermBlocks};
+use super::segment::{join_weight, DocTerms, FwdView, Postings, Segment, TermBlocks};
 use super::storage::ZeroedF32;
 
 /// Relative slack on the stopping rule so that f32 rounding of bounds never skips a block that holds a
@@ -280,7 +280,7 @@ fn score_exact(fwd: &FwdView<'_>, p: usize, q: &Query<'_>, dense: Option<&[f32]>
     let (terms, hi, lo) = fwd.doc(p);
     match (terms, dense) {
         (DocTerms::U16(terms), Some(d)) => dot_u16(d, terms, hi, Some(lo)),
-        (DocTerms::U32(terms), Some(d)) => dot_gather_exact(d, terms, hi, lo),
+        (DocTerms::U32(terms), Some(d)) => kernels::gather_dot(d, terms, hi, Some(lo)),
         (DocTerms::U16(terms), None) => {
             let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
             merge_score(q, &wide, hi, lo)
@@ -296,7 +296,7 @@ fn score_hi(fwd: &FwdView<'_>, p: usize, d: &[f32]) -> (f32, usize) {
     let (terms, hi, _) = fwd.doc(p);
     match terms {
         DocTerms::U16(terms) => (dot_u16(d, terms, hi, None), terms.len()),
-        DocTerms::U32(terms) => (dot_gather_hi(d, terms, hi), terms.len()),
+        DocTerms::U32(terms) => (kernels::gather_dot(d, terms, hi, None), terms.len()),
     }
 }
 
@@ -306,10 +306,9 @@ fn score_hi(fwd: &FwdView<'_>, p: usize, d: &[f32]) -> (f32, usize) {
 /// takes the generic loops (again one order for both).
 #[inline]
 pub(super) fn dot_u16(d: &[f32], terms: &[u16], hi: &[u16], lo: Option<&[u16]>) -> f32 {
-    match (<&[f32; kernels::U16_IDS]>::try_from(d.get(..kernels::U16_IDS).unwrap_or(&[])), lo) {
-        (Ok(d16), lo) => kernels::gather_dot_u16(d16, terms, hi, lo),
-        (Err(_), Some(lo)) => dot_gather_exact(d, terms, hi, lo),
-        (Err(_), None) => dot_gather_hi(d, terms, hi),
+    match <&[f32; kernels::U16_IDS]>::try_from(d.get(..kernels::U16_IDS).unwrap_or(&[])) {
+        Ok(d16) => kernels::gather_dot_u16(d16, terms, hi, lo),
+        Err(_) => kernels::gather_dot(d, terms, hi, lo),
     }
 }
 
@@ -376,39 +375,6 @@ impl ExactBound {
         let b = f64::from(approx) * Self::factor(n) + self.tiny;
         n >= 1 << 20 || b >= f64::from(theta) || b > f64::from(f32::MAX)
     }
-}
-
-/// `sum_i d[terms[i]] * w[i]` with four independent accumulators: one accumulator would serialise every
-/// add on the floating-point latency (~4 cycles per entry), which dominated scoring. The summation order is
-/// fixed, so scores stay deterministic. `w[i]` is the upper half of the weight (see [`hi_weight`]). Documents with
-/// u16 ids take [`dot_u16`] instead.
-#[inline]
-fn dot_gather_hi<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16]) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let mut t4 = terms.chunks_exact(4);
-    let mut h4 = hi.chunks_exact(4);
-    for (t, h) in (&mut t4).zip(&mut h4) {
-        for j in 0..4 {
-            acc[j] += d[t[j].into() as usize] * hi_weight(h[j]);
-        }
-    }
-    for (&t, &h) in t4.remainder().iter().zip(h4.remainder()) {
-        acc[0] += d[t.into() as usize] * hi_weight(h);
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
-}
-
-/// [`dot_gather_hi`] with the exact weights, in the same order.
-#[inline]
-pub(super) fn dot_gather_exact<T: Copy + Into<u64>>(d: &[f32], terms: &[T], hi: &[u16], lo: &[u16]) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let n = terms.len().min(hi.len()).min(lo.len());
-    let head = n / 4 * 4;
-    for (i, ((&t, &h), &l)) in terms[..n].iter().zip(&hi[..n]).zip(&lo[..n]).enumerate() {
-        let x = d[t.into() as usize] * join_weight(h, l);
-        acc[if i < head { i % 4 } else { 0 }] += x;
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// Exact score by merging sorted query and document terms (for dims too large for a dense query array).
@@ -919,8 +885,8 @@ mod tests {
         let (terms, hi, lo) = ([0u16, 1], [0x7EFFu16; 2], [0xFFFFu16; 2]);
         let mut d = vec![0f32; 1 << 16];
         d[..2].fill(1.001);
-        let approx = dot_gather_hi(&d, &terms, &hi);
-        let exact = dot_gather_exact(&d, &terms, &hi, &lo);
+        let approx = kernels::gather_dot(&d, &terms, &hi, None);
+        let exact = kernels::gather_dot(&d, &terms, &hi, Some(&lo));
         assert!(approx.is_finite() && exact == f32::INFINITY && 1.001 * half_max < f32::MAX);
         let (qt, qv) = ([0u32, 1], [1.001f32; 2]);
         let mut b = ExactBound::new(&Query { terms: &qt, vals: &qv });
@@ -955,7 +921,7 @@ mod tests {
             let wide: Vec<u32> = terms.iter().map(|&t| u32::from(t)).collect();
             let pairs = [
                 (dot_u16(&d, &terms, &hi, None), dot_u16(&d, &terms, &hi, Some(&lo))),
-                (dot_gather_hi(&d, &wide, &hi), dot_gather_exact(&d, &wide, &hi, &lo)),
+                (kernels::gather_dot(&d, &wide, &hi, None), kernels::gather_dot(&d, &wide, &hi, Some(&lo))),
                 (dot_u16(&d[..64], &terms, &hi, None), dot_u16(&d[..64], &terms, &hi, Some(&lo))),
             ];
             // A long document takes the general path; the bound must not depend on it.

@@ -123,12 +123,6 @@ pub fn join_weight(hi: u16, lo: u16) -> f32 {
     f32::from_bits((u32::from(hi) << 16) | u32::from(lo))
 }
 
-/// The upper 16 bits of an f32 as an f32 (truncation towards zero): the weight scoring uses.
-#[inline]
-pub fn hi_weight(hi: u16) -> f32 {
-    f32::from_bits(u32::from(hi) << 16)
-}
-
 /// Upper and lower 16 bits of the f32 bits of each weight.
 fn split_weights(w: &[f32]) -> (Vec<u16>, Vec<u16>) {
     w.iter().map(|x| ((x.to_bits() >> 16) as u16, x.to_bits() as u16)).unzip()

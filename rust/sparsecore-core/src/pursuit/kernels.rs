@@ -359,13 +359,24 @@ pub const U16_IDS: usize = 1 << 16;
 /// the upper (`hi`) and lower (`lo`) 16 bits of their f32 bits. Without `lo` the lower bits are taken as zero:
 /// each weight truncated towards zero, never larger.
 ///
-/// The order of the operations depends only on the length and the CPU (one path per process), and is the same
-/// with and without `lo`: every step is monotone in the weights, so for `q >= 0` the truncated sum never exceeds
-/// the full one (the index's search relies on it). With AVX-512 sixteen lanes gather the query entries and
-/// accumulate fused multiply-adds (entry `i` in lane `i % 16`), then the lanes are summed: exact search over 1M
-/// synthetic documents ran 2-10 % faster than with the scalar loop (scoring there mostly waits on memory).
-/// Otherwise four accumulators (entry `i` of the first `4·⌊n/4⌋` in `i % 4`, the rest in the first) take a
-/// multiply, then an add, and are summed pairwise.
+/// The order of the operations depends only on the length and the code path, and is the same with and without
+/// `lo`: every step is monotone in the weights, so for `q >= 0` the truncated sum never exceeds the full one (the
+/// index's search relies on it). Four accumulators (entry `i` of the first `4·⌊n/4⌋` in `i % 4`, the rest in the
+/// first) take a multiply, then an add, and are summed pairwise. Ids must index `q` (else it panics); documents
+/// with u16 ids and a query of 2^16 entries take [`gather_dot_u16`].
+#[inline]
+pub fn gather_dot<T: Copy + Into<u64>>(q: &[f32], terms: &[T], hi: &[u16], lo: Option<&[u16]>) -> f32 {
+    let n = terms.len().min(hi.len()).min(lo.map_or(usize::MAX, <[u16]>::len));
+    match lo {
+        Some(lo) => gather_dot_any::<T, _, true>(q, &terms[..n], &hi[..n], &lo[..n]),
+        None => gather_dot_any::<T, _, false>(q, &terms[..n], &hi[..n], &[]),
+    }
+}
+
+/// [`gather_dot`] for u16 ids and a query array that any of them indexes, so the loop has no bounds checks. With
+/// AVX-512 sixteen lanes gather the query entries and accumulate fused multiply-adds (entry `i` in lane `i % 16`),
+/// then the lanes are summed (again one order with and without `lo`): exact search over 1M synthetic documents ran
+/// 2-10 % faster than with the scalar loop (scoring there mostly waits on memory; `benches/probe_builds.py`).
 #[inline]
 pub fn gather_dot_u16(q: &[f32; U16_IDS], terms: &[u16], hi: &[u16], lo: Option<&[u16]>) -> f32 {
     let n = terms.len().min(hi.len()).min(lo.map_or(usize::MAX, <[u16]>::len));
@@ -383,8 +394,8 @@ pub fn gather_dot_u16(q: &[f32; U16_IDS], terms: &[u16], hi: &[u16], lo: Option<
         }
     }
     match lo {
-        Some(lo) => gather_dot_u16_any::<true>(q, terms, hi, &lo[..n]),
-        None => gather_dot_u16_any::<false>(q, terms, hi, &[]),
+        Some(lo) => gather_dot_any::<u16, _, true>(q, terms, hi, &lo[..n]),
+        None => gather_dot_any::<u16, _, false>(q, terms, hi, &[]),
     }
 }
 
@@ -395,18 +406,25 @@ fn half_weight<const FULL: bool>(hi: &[u16], lo: &[u16], i: usize) -> f32 {
     f32::from_bits((u32::from(hi[i]) << 16) | low)
 }
 
-/// [`gather_dot_u16`] without AVX-512: `terms` and `hi` (and `lo` when `FULL`) have the same length.
-fn gather_dot_u16_any<const FULL: bool>(q: &[f32; U16_IDS], terms: &[u16], hi: &[u16], lo: &[u16]) -> f32 {
+/// The scalar loop of [`gather_dot`]: `terms` and `hi` (and `lo` when `FULL`) have the same length; `q` is a
+/// slice, or an array of 2^16 entries for u16 ids.
+#[inline]
+fn gather_dot_any<T: Copy + Into<u64>, Q: std::ops::Index<usize, Output = f32> + ?Sized, const FULL: bool>(
+    q: &Q,
+    terms: &[T],
+    hi: &[u16],
+    lo: &[u16],
+) -> f32 {
     let n = terms.len();
     let head = n / 4 * 4;
     let mut acc = [0f32; 4];
     for c in (0..head).step_by(4) {
         for j in 0..4 {
-            acc[j] += q[usize::from(terms[c + j])] * half_weight::<FULL>(hi, lo, c + j);
+            acc[j] += q[terms[c + j].into() as usize] * half_weight::<FULL>(hi, lo, c + j);
         }
     }
     for i in head..n {
-        acc[0] += q[usize::from(terms[i])] * half_weight::<FULL>(hi, lo, i);
+        acc[0] += q[terms[i].into() as usize] * half_weight::<FULL>(hi, lo, i);
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
@@ -545,8 +563,10 @@ mod tests {
             let want: f64 = terms.iter().zip(&w).map(|(&t, &x)| f64::from(q[usize::from(t)]) * f64::from(x)).sum();
             let full = gather_dot_u16(q, &terms, &hi, Some(&lo));
             let trunc = gather_dot_u16(q, &terms, &hi, None);
-            let (full_any, trunc_any) =
-                (gather_dot_u16_any::<true>(q, &terms, &hi, &lo), gather_dot_u16_any::<false>(q, &terms, &hi, &[]));
+            let (full_any, trunc_any) = (
+                gather_dot_any::<u16, _, true>(q, &terms, &hi, &lo),
+                gather_dot_any::<u16, _, false>(q, &terms, &hi, &[]),
+            );
             for (f, t) in [(full, trunc), (full_any, trunc_any)] {
                 assert!((f64::from(f) - want).abs() <= 1e-5 * want.max(1e-30), "n {n}: {f} vs {want}");
                 assert!(t <= f, "n {n}: truncated {t} above full {f}");
