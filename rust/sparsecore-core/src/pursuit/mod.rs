@@ -15,7 +15,7 @@ pub(crate) mod kernels;
 pub mod lasso;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -26,8 +26,10 @@ use crate::SparseError;
 const CHUNK: usize = 256;
 /// Fewest signals per chunk.
 const MIN_CHUNK: usize = 16;
-/// Rows of the Gram matrix per parallel task.
-const GRAM_ROWS: usize = 64;
+/// Side of the square tiles of the Gram matrix, one product each.
+const GRAM_TILE: usize = 256;
+/// Side of the blocks in which a Gram matrix is transposed or compared with its transpose.
+const SQ: usize = 16;
 /// Rows of a dense output per parallel task.
 const DENSE_ROWS: usize = 64;
 
@@ -210,49 +212,60 @@ fn all_finite<T: Real>(a: ArrayView2<'_, T>) -> bool {
     }
 }
 
-/// Gram matrix `G = D Dᵀ` (row blocks of the upper triangle in parallel, mirrored).
+/// Gram matrix `G = D Dᵀ`, by square tiles on the pool. Each tile on or above the diagonal is one product of
+/// two blocks of atoms into its own part of the output (the lower half of a diagonal tile then copied from its
+/// upper half); each tile below the diagonal is the transpose of its mirror tile. So the result is exactly
+/// symmetric, and every operand is packed once per product (row bands against all later atoms re-packed the
+/// atoms band after band, and the serial mirror pass did not scale with threads).
 pub fn gram<T: Real>(d: ArrayView2<'_, T>) -> Result<Array2<T>, SparseError> {
     let n = d.nrows();
     let area = SparseError::checked_area("Gram matrix", n, n)?;
-    let mut g = SparseError::try_zeroed::<T>("Gram matrix", area)?;
-    // The upper triangle by blocks of rows (rows lo..hi against atoms lo..n), half the work of the full product;
-    // then the lower triangle is mirrored from it, so that the result is exactly symmetric.
-    g.par_chunks_mut(GRAM_ROWS * n).enumerate().try_for_each(|(b, block)| {
-        let lo = b * GRAM_ROWS;
-        let rows = block.len() / n;
-        let mut out = ndarray::ArrayViewMut2::from_shape((rows, n), block)
-            .map_err(|e| SparseError::ShapeMismatch(e.to_string()))?;
-        general_mat_mul(
-            T::one(),
-            &d.slice(s![lo..lo + rows, ..]),
-            &d.slice(s![lo.., ..]).t(),
-            T::zero(),
-            &mut out.slice_mut(s![.., lo..]),
-        );
-        Ok::<(), SparseError>(())
-    })?;
-    mirror_upper(&mut g, n);
-    Array2::from_shape_vec((n, n), g).map_err(|e| SparseError::ShapeMismatch(e.to_string()))
-}
-
-/// Copy the strict upper triangle of the row-major `n × n` matrix `g` onto its lower triangle, in square
-/// tiles: each row segment of the upper triangle is read contiguously and written down a column.
-fn mirror_upper<T: Copy>(g: &mut [T], n: usize) {
-    const TILE: usize = 32;
-    for r0 in (0..n).step_by(TILE) {
-        let r1 = (r0 + TILE).min(n);
-        let (upper, lower) = g.split_at_mut(r0 * n);
-        // Tiles left of the diagonal tile: rows r0..r1, columns c of rows above.
-        for c in 0..r0 {
-            let src = &upper[c * n + r0..c * n + r1];
-            for (k, &v) in src.iter().enumerate() {
-                lower[k * n + c] = v;
+    let g = SparseError::try_zeroed::<T>("Gram matrix", area)?;
+    let mut g = Array2::from_shape_vec((n, n), g).map_err(|e| SparseError::ShapeMismatch(e.to_string()))?;
+    let nt = n.div_ceil(GRAM_TILE);
+    // Tile (i, j) covers rows i·GRAM_TILE.. and columns j·GRAM_TILE..; disjoint views of `g`.
+    let (mut upper, mut lower) = (Vec::new(), Vec::new());
+    let mut at = vec![usize::MAX; nt * nt];
+    let mut rest = g.view_mut();
+    for i in 0..nt {
+        let (mut band, below) = rest.split_at(Axis(0), GRAM_TILE.min(n - i * GRAM_TILE));
+        rest = below;
+        for j in 0..nt {
+            let (tile, right) = band.split_at(Axis(1), GRAM_TILE.min(n - j * GRAM_TILE));
+            band = right;
+            if j >= i {
+                at[i * nt + j] = upper.len();
+                upper.push((i, j, tile));
+            } else {
+                lower.push((i, j, tile));
             }
         }
-        // The diagonal tile.
-        for r in r0..r1 {
-            for c in r0..r {
-                lower[(r - r0) * n + c] = lower[(c - r0) * n + r];
+    }
+    let atoms = |i: usize| d.slice(s![i * GRAM_TILE..((i + 1) * GRAM_TILE).min(n), ..]);
+    upper.par_iter_mut().for_each(|(i, j, tile)| {
+        general_mat_mul(T::one(), &atoms(*i), &atoms(*j).t(), T::zero(), tile);
+        if i == j {
+            for r in 0..tile.nrows() {
+                for c in 0..r {
+                    tile[[r, c]] = tile[[c, r]];
+                }
+            }
+        }
+    });
+    lower.par_iter_mut().for_each(|(i, j, tile)| transpose_into(tile, upper[at[*j * nt + *i]].2.view()));
+    drop((upper, lower));
+    Ok(g)
+}
+
+/// `dst = srcᵀ`, by 16 × 16 blocks (a plain strided copy missed the cache on every element of one side).
+fn transpose_into<T: Copy>(dst: &mut ArrayViewMut2<'_, T>, src: ArrayView2<'_, T>) {
+    let (rows, cols) = dst.dim();
+    for r0 in (0..rows).step_by(SQ) {
+        for c0 in (0..cols).step_by(SQ) {
+            for r in r0..(r0 + SQ).min(rows) {
+                for c in c0..(c0 + SQ).min(cols) {
+                    dst[[r, c]] = src[[c, r]];
+                }
             }
         }
     }
@@ -268,19 +281,49 @@ pub fn check_gram<T: Real>(g: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result
         )));
     }
     let tol = T::of(1e-4);
-    if let Some(((r, c), v)) = g.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(SparseError::invalid("gram", format!("gram[{r}, {c}] = {v} is not finite")));
+    // Both checks run on the pool and report the first offending entry in row-major order.
+    let non_finite = (0..n).into_par_iter().find_map_first(|r| {
+        // A branch-free pass over the row (it vectorizes); the position only for a bad row.
+        let row = g.row(r);
+        let finite = row.iter().fold(true, |ok, v| ok & v.is_finite());
+        (!finite).then(|| row.iter().position(|v| !v.is_finite()).map(|c| (r, c))).flatten()
+    });
+    if let Some((r, c)) = non_finite {
+        return Err(SparseError::invalid("gram", format!("gram[{r}, {c}] = {} is not finite", g[[r, c]])));
     }
-    for r in 0..n {
-        for c in 0..r {
-            let (a, b) = (g[[r, c]], g[[c, r]]);
-            if (a - b).abs() > tol * (T::one() + a.abs().max(b.abs())) {
-                return Err(SparseError::invalid(
-                    "gram",
-                    format!("is not symmetric: gram[{r}, {c}] = {a} but gram[{c}, {r}] = {b}; pass gram = D @ D.T"),
-                ));
+    // Below-diagonal entries against their mirrors, by bands of rows and 16 x 16 blocks (entry by entry down
+    // the columns, with the error bookkeeping in the loop, this check cost more than computing the Gram matrix):
+    // a branch-free pass per band, and for a failing band a row-major scan for its first bad entry.
+    let gs = g.as_standard_layout();
+    let flat = gs.as_slice().ok_or_else(|| SparseError::invalid("gram", "could not be read as one array"))?;
+    let off = move |a: T, b: T| (a - b).abs() > tol * (T::one() + a.abs().max(b.abs()));
+    let asymmetric = (0..n.div_ceil(SQ)).into_par_iter().find_map_first(|band| {
+        let (r0, r1) = (band * SQ, ((band + 1) * SQ).min(n));
+        let mut bad = false;
+        // The mirror block, transposed: mirror[i * SQ + j] = g[c0 + j, r0 + i].
+        let mut mirror = [T::zero(); SQ * SQ];
+        for c0 in (0..r1).step_by(SQ) {
+            let c1 = (c0 + SQ).min(n);
+            for c in c0..c1 {
+                for (i, &v) in flat[c * n + r0..c * n + r1].iter().enumerate() {
+                    mirror[i * SQ + (c - c0)] = v;
+                }
+            }
+            // Whole blocks, the diagonal one too (each pair is then compared twice, both ways).
+            for r in r0..r1 {
+                let row = &flat[r * n + c0..r * n + c1];
+                bad |= row.iter().zip(&mirror[(r - r0) * SQ..]).fold(false, |acc, (&a, &b)| acc | off(a, b));
             }
         }
+        bad.then(|| (r0..r1).find_map(|r| (0..r).find(|&c| off(flat[r * n + c], flat[c * n + r])).map(|c| (r, c))))
+            .flatten()
+    });
+    if let Some((r, c)) = asymmetric {
+        let (a, b) = (g[[r, c]], g[[c, r]]);
+        return Err(SparseError::invalid(
+            "gram",
+            format!("is not symmetric: gram[{r}, {c}] = {a} but gram[{c}, {r}] = {b}; pass gram = D @ D.T"),
+        ));
     }
     for a in 0..n {
         let row = d.row(a);
@@ -442,8 +485,8 @@ mod tests {
 
     #[test]
     fn gram_matches_naive_product() {
-        // Sizes around the row blocks (64) and mirror tiles (32), including partial ones.
-        for n in [1, 31, 33, 64, 65, 130] {
+        // Sizes around the tiles (256), including partial ones.
+        for n in [0, 1, 31, 255, 256, 257, 600] {
             let d = Array2::from_shape_fn((n, 7), |(i, j)| ((i * 7 + j) as f64 * 0.37).sin());
             let g = gram(d.view()).unwrap();
             for i in 0..n {
@@ -451,6 +494,44 @@ mod tests {
                     let want: f64 = (0..7).map(|f| d[[i, f]] * d[[j, f]]).sum();
                     assert!((g[[i, j]] - want).abs() < 1e-12, "n={n} ({i}, {j})");
                     assert_eq!(g[[i, j]].to_bits(), g[[j, i]].to_bits(), "n={n}: not exactly symmetric");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn check_gram_reports_the_first_bad_entry_in_row_major_order() {
+        // Sizes around the 16 x 16 blocks; bad entries in one block, in two bands, on both sides of the diagonal.
+        for n in [3, 16, 17, 40] {
+            let d = Array2::from_shape_fn((n, 5), |(i, j)| ((i * 5 + j) as f64 * 0.61).cos() + 2.0);
+            let g = gram(d.view()).unwrap();
+            assert!(check_gram(g.view(), d.view()).is_ok());
+            let picks = [(n - 1, 0), (1, 0), (n - 1, n - 2), (n / 2, 1), (0, n - 1)];
+            for (k, &first) in picks.iter().enumerate() {
+                for &second in &picks[k..] {
+                    let mut bad = g.clone();
+                    bad[first] += 1.0;
+                    bad[second] += 1.0;
+                    // The naive scan: row-major over the lower triangle (an entry above the diagonal shows at
+                    // its mirror).
+                    let want = (0..n)
+                        .flat_map(|r| (0..r).map(move |c| (r, c)))
+                        .find(|&(r, c)| (bad[[r, c]] - bad[[c, r]]).abs() > 0.5);
+                    let got = check_gram(bad.view(), d.view());
+                    match want {
+                        Some((r, c)) => {
+                            let msg = got.unwrap_err().to_string();
+                            assert!(msg.contains(&format!("not symmetric: gram[{r}, {c}]")), "n={n}: {msg}");
+                        }
+                        // Mirrored or diagonal changes: symmetric (the diagonal check may still object).
+                        None => assert!(got.map_or_else(|e| !e.to_string().contains("symmetric"), |()| true)),
+                    }
+                    let mut nan = g.clone();
+                    nan[first] = f64::NAN;
+                    nan[second] = f64::INFINITY;
+                    let (r, c) = first.min(second);
+                    let msg = check_gram(nan.view(), d.view()).unwrap_err().to_string();
+                    assert!(msg.contains(&format!("gram[{r}, {c}] = ")) && msg.contains("not finite"), "{msg}");
                 }
             }
         }
