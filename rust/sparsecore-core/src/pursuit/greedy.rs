@@ -16,7 +16,7 @@
 
 use ndarray::{ArrayView1, ArrayView2, CowArray, Ix2};
 
-use super::{argmax, argmax_of, axpy_neg, check_gram, gram, run_batched, validate, Codes, Real};
+use super::{argmax, argmax_of, axpy_neg, check_gram, gram, run_batched, validate, Aligned, Codes, Real};
 use crate::SparseError;
 
 /// Stopping rule and sign constraint of a greedy pursuit.
@@ -94,10 +94,10 @@ const DEPENDENT: f64 = 1e3;
 
 /// Per-chunk buffers of OMP.
 struct OmpWs<T> {
-    alpha: Vec<T>,
+    alpha: Aligned<T>,
     /// Correlations of every atom with the orthonormalised support directions, one row of `n` per step.
-    wrows: Vec<T>,
-    cbuf: Vec<T>,
+    wrows: Aligned<T>,
+    cbuf: Aligned<T>,
     sel: Vec<usize>,
     chol: Vec<T>, // k x k, lower triangular, row-major
     v: Vec<T>,
@@ -125,9 +125,9 @@ pub fn omp<T: Real>(
         x,
         d,
         || OmpWs {
-            alpha: vec![T::zero(); n],
-            wrows: if p.nonneg { Vec::new() } else { vec![T::zero(); k * n] },
-            cbuf: vec![T::zero(); n],
+            alpha: Aligned::zeroed(n),
+            wrows: Aligned::zeroed(if p.nonneg { 0 } else { k * n }),
+            cbuf: Aligned::zeroed(n),
             sel: Vec::with_capacity(k),
             chol: vec![T::zero(); k * k],
             v: vec![T::zero(); k],

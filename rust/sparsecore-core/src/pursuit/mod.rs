@@ -172,6 +172,41 @@ impl<T: Real> Codes<T> {
     }
 }
 
+/// A zeroed work array whose first element sits on a cache-line (64-byte) boundary. The OMP kernel streams its
+/// arrays with 32-byte loads; from the allocator's 16-byte-aligned start every other load straddles two lines, and
+/// whether a buffer landed aligned depended on the heap's state, so one build of the same kernel ran 10-25 %
+/// slower than another.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Aligned<T> {
+    buf: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: Real> Aligned<T> {
+    /// `len` zeros.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let extra = 64 / std::mem::size_of::<T>();
+        let buf = vec![T::zero(); len + extra];
+        // `align_offset` may answer "impossible" (usize::MAX); the array then starts unaligned but in bounds.
+        let off = buf.as_ptr().align_offset(64).min(extra);
+        Self { buf, off, len }
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
 /// Check that `x` and `d` are finite, agree in `n_features`, and that no atom has zero norm.
 pub fn validate<T: Real>(x: ArrayView2<'_, T>, d: ArrayView2<'_, T>) -> Result<(), SparseError> {
     if d.nrows() == 0 {
@@ -534,6 +569,22 @@ mod tests {
                     assert!(msg.contains(&format!("gram[{r}, {c}] = ")) && msg.contains("not finite"), "{msg}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_a_cache_line() {
+        for len in [0, 1, 15, 16, 17, 1024, 16 * 1024 + 3] {
+            let mut a = Aligned::<f32>::zeroed(len);
+            let b = Aligned::<f64>::zeroed(len);
+            assert_eq!((a.len(), b.len()), (len, len));
+            if len > 0 {
+                assert_eq!(a.as_ptr() as usize % 64, 0, "f32, len {len}");
+                assert_eq!(b.as_ptr() as usize % 64, 0, "f64, len {len}");
+            }
+            assert!(a.iter().all(|&v| v.to_bits() == 0) && b.iter().all(|&v| v.to_bits() == 0));
+            a.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+            assert!(a.iter().enumerate().all(|(i, &v)| v.to_bits() == (i as f32).to_bits()));
         }
     }
 
