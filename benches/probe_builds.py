@@ -13,8 +13,9 @@ Workloads:
   built once by build A and saved to ``--index`` (both builds must read the file format), then loaded
   (``mmap=False``) by every process.
 - ``lsr``: the same on the real SPLADE vectors (``../shared/data/lsr-dev``), an index built in each process.
-- ``omp``: ``sparsecore.pursuit.omp`` on the problem of ``bench_pursuit.py`` (10,000 signals, ``--k``,
-  ``--dtype``, ``--threads``), median of ``--passes`` calls.
+- ``omp``: ``sparsecore.pursuit.omp`` on the problem of ``bench_pursuit.py`` (``--signals``, default 10,000;
+  ``--k``, ``--dtype``, ``--threads``; with ``--gram`` the Gram matrix is passed in), median of ``--passes``
+  calls. ``--signals 1`` measures the fixed cost of a call: the Gram matrix (or, with ``--gram``, its check).
 
 Example (what the notes quote for the AVX-512 scoring kernel, commit 865d9a9 against its parent)::
 
@@ -85,12 +86,13 @@ def child(args: argparse.Namespace) -> None:
         import bench_pursuit
         from sparsecore import pursuit
 
-        x, dic, _ = bench_pursuit.make_problem(10_000, args.k, 0)
+        x, dic, _ = bench_pursuit.make_problem(args.signals, args.k, 0)
         x, dic = x.astype(args.dtype), dic.astype(args.dtype)
+        gram = dic @ dic.T if args.gram else None
         times = []
         for _ in range(args.passes):
             t0 = time.perf_counter()
-            pursuit.omp(x, dic, k=args.k, num_threads=args.threads)
+            pursuit.omp(x, dic, k=args.k, gram=gram, num_threads=args.threads)
             times.append(time.perf_counter() - t0)
         out = {"seconds": [float(np.median(times))]}
     print(json.dumps(out))
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16, help="atoms per signal for `omp` (default 16)")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     ap.add_argument("--threads", type=int, default=1, help="threads for `omp` (default 1)")
+    ap.add_argument("--signals", type=int, default=10_000, help="signals for `omp` (default 10000)")
+    ap.add_argument("--gram", action="store_true", help="pass the Gram matrix to `omp`")
     ap.add_argument("--rounds", type=int, default=3, help="processes per build (default 3)")
     ap.add_argument("--passes", type=int, default=5, help="passes (or calls) per process (default 5)")
     ap.add_argument("--build", type=Path, help=argparse.SUPPRESS)
@@ -121,7 +125,8 @@ def main() -> None:
             for b, build in enumerate(args.builds):
                 cmd = [sys.executable, __file__, "--build", str(build), "--workload", args.workload, "--index", index]
                 cmd += ["--docs", str(args.docs), "--k", str(args.k), "--dtype", args.dtype]
-                cmd += ["--threads", str(args.threads), "--passes", str(args.passes)]
+                cmd += ["--threads", str(args.threads), "--passes", str(args.passes), "--signals", str(args.signals)]
+                cmd += ["--gram"] if args.gram else []
                 res = subprocess.run(cmd, check=True, capture_output=True, text=True)
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 results[b].append(row)
