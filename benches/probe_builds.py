@@ -14,8 +14,9 @@ Workloads:
   (``mmap=False``) by every process.
 - ``lsr``: the same on the real SPLADE vectors (``../shared/data/lsr-dev``), an index built in each process.
 - ``omp``: ``sparsecore.pursuit.omp`` on the problem of ``bench_pursuit.py`` (``--signals``, default 10,000;
-  ``--k``, ``--dtype``, ``--threads``; with ``--gram`` the Gram matrix is passed in), median of ``--passes``
-  calls. ``--signals 1`` measures the fixed cost of a call: the Gram matrix (or, with ``--gram``, its check).
+  ``--k``, ``--dtype``, ``--threads``, ``--output``; with ``--gram`` the Gram matrix is passed in), median of
+  ``--passes`` calls, ``--settle`` idle seconds before each (the pursuit benchmark idles 0.15 s). ``--signals 1``
+  measures the fixed cost of a call: the Gram matrix (or, with ``--gram``, its check).
 
 Example (what the notes quote for the AVX-512 scoring kernel, commit 865d9a9 against its parent)::
 
@@ -91,8 +92,9 @@ def child(args: argparse.Namespace) -> None:
         gram = dic @ dic.T if args.gram else None
         times = []
         for _ in range(args.passes):
+            time.sleep(args.settle)
             t0 = time.perf_counter()
-            pursuit.omp(x, dic, k=args.k, gram=gram, num_threads=args.threads)
+            pursuit.omp(x, dic, k=args.k, gram=gram, output=args.output, num_threads=args.threads)
             times.append(time.perf_counter() - t0)
         out = {"seconds": [float(np.median(times))]}
     print(json.dumps(out))
@@ -109,6 +111,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads for `omp` (default 1)")
     ap.add_argument("--signals", type=int, default=10_000, help="signals for `omp` (default 10000)")
     ap.add_argument("--gram", action="store_true", help="pass the Gram matrix to `omp`")
+    ap.add_argument("--output", choices=("dense", "csr"), default="dense", help="output of `omp` (default dense)")
+    ap.add_argument("--settle", type=float, default=0.0, help="idle seconds before each `omp` call (default 0)")
     ap.add_argument("--rounds", type=int, default=3, help="processes per build (default 3)")
     ap.add_argument("--passes", type=int, default=5, help="passes (or calls) per process (default 5)")
     ap.add_argument("--build", type=Path, help=argparse.SUPPRESS)
@@ -126,7 +130,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--build", str(build), "--workload", args.workload, "--index", index]
                 cmd += ["--docs", str(args.docs), "--k", str(args.k), "--dtype", args.dtype]
                 cmd += ["--threads", str(args.threads), "--passes", str(args.passes), "--signals", str(args.signals)]
-                cmd += ["--gram"] if args.gram else []
+                cmd += ["--output", args.output, "--settle", str(args.settle)] + (["--gram"] if args.gram else [])
                 res = subprocess.run(cmd, check=True, capture_output=True, text=True)
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 results[b].append(row)

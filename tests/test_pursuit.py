@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.linear_model import Lasso, orthogonal_mp_gram
-from sparsecore import SparseBatch
+from sparsecore import SparseBatch, _core
 from sparsecore.exceptions import (
     ConvergenceWarning,
     DTypeError,
@@ -31,7 +31,15 @@ from sparsecore.exceptions import (
     NonFiniteError,
     ShapeMismatchError,
 )
-from sparsecore.pursuit import LassoMethod, gradient_pursuit, lasso, mp, omp, threshold
+from sparsecore.pursuit import (
+    LassoMethod,
+    gradient_pursuit,
+    lasso,
+    mp,
+    omp,
+    release_cached_outputs,
+    threshold,
+)
 
 Arr = NDArray[Any]
 F64 = NDArray[np.float64]
@@ -840,6 +848,64 @@ def test_sparse_csr_and_dense_outputs_agree(name: str, encode: Callable[..., Any
         assert isinstance(batch, SparseBatch)
         assert batch.shape == (70, 40)
         np.testing.assert_array_equal(batch.to_dense(), dense.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_output_memory_is_reused_only_once_every_view_is_freed(dtype: type[np.floating[Any]]) -> None:
+    rng = np.random.default_rng(40)
+    d = unit_dict(rng, 1024, 16).astype(dtype)
+    x = rng.standard_normal((300, 16)).astype(dtype)  # codes of 1.2 / 2.4 MB: big enough to be kept
+    release_cached_outputs()
+    a = omp(x, d, k=4)
+    want = omp(x, d, k=4, output="csr").toarray()
+    np.testing.assert_array_equal(a, want)
+    assert a.flags.writeable
+    assert a.flags.c_contiguous
+    view = a[::3]
+    a[:] = 7.0  # a recycled buffer holds whatever its last user left
+    del a
+    assert _core.recycle_kept_bytes() == 0  # the view still uses the memory
+    b = omp(x, d, k=4)
+    assert not np.shares_memory(b, view)
+    assert (view == 7.0).all()
+    np.testing.assert_array_equal(b, want)
+    del view
+    assert _core.recycle_kept_bytes() == want.nbytes
+    small = omp(x[:100], d, k=4)  # a third of the size: a fresh array, the kept buffer would waste too much
+    assert _core.recycle_kept_bytes() == want.nbytes
+    np.testing.assert_array_equal(small, want[:100])
+    c = omp(x, d, k=4)  # written into the freed memory: every element overwritten
+    assert _core.recycle_kept_bytes() == 0
+    np.testing.assert_array_equal(c, want)
+    del b, c, small  # small is under 1 MiB: not kept
+    assert release_cached_outputs() == 2 * want.nbytes
+    assert release_cached_outputs() == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(st.integers(100, 700), st.sampled_from(["float32", "float64"]), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_dense_outputs_in_recycled_memory_equal_the_csr_codes(calls: list[tuple[int, str, bool, bool]]) -> None:
+    # A sequence of calls of mixed sizes and dtypes; each result is dirtied, then kept alive or freed, so later
+    # calls get recycled buffers of other sizes (at least 1 MiB each: 1,024 atoms) or fresh ones.
+    rng = np.random.default_rng(41)
+    d = unit_dict(rng, 1024, 8)
+    x = rng.standard_normal((700, 8))
+    alive = []
+    for n, dtype, use_omp, keep in calls:
+        xs, ds = x[:n].astype(dtype), d.astype(dtype)
+        enc = partial(omp, k=2) if use_omp else partial(threshold, alpha=0.5)
+        got = enc(xs, ds)
+        np.testing.assert_array_equal(got, enc(xs, ds, output="csr").toarray())
+        got.fill(np.nan)
+        if keep:
+            alive.append(got)
+    assert all(np.isnan(a).all() for a in alive)  # no kept array was handed out again
 
 
 @pytest.mark.parametrize(("name", "encode"), ENCODERS, ids=ENCODER_IDS)

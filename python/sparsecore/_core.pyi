@@ -10,6 +10,7 @@ _CsrArrays: TypeAlias = tuple[NDArray[np.int64], NDArray[np.uint32], NDArray[np.
 
 __all__ = [
     "BuildProgress",
+    "DenseBuffer",
     "FieldCore",
     "IndexCore",
     "KnnCore",
@@ -30,6 +31,8 @@ __all__ = [
     "pursuit_lasso",
     "pursuit_threshold",
     "quantize",
+    "recycle_kept_bytes",
+    "recycle_release",
     "row_dot",
     "scores_dense",
     "scores_top_k",
@@ -109,6 +112,11 @@ def pursuit_threshold(
     *,
     num_threads: int | None = None,
 ) -> Any: ...
+def recycle_release() -> int: ...
+def recycle_kept_bytes() -> int: ...
+
+@final
+class DenseBuffer: ...
 
 @final
 class BuildProgress:

@@ -35,6 +35,7 @@ __all__ = [
     "lasso",
     "mp",
     "omp",
+    "release_cached_outputs",
     "threshold",
 ]
 
@@ -208,7 +209,8 @@ _COMMON_DOC = """
         Scale atoms to unit norm first (zero atoms are then skipped); codes refer to the scaled atoms.
     output
         ``"dense"`` (array of ``X``'s dtype), ``"sparse"`` (:class:`~sparsecore.SparseBatch`, float32 values)
-        or ``"csr"`` (``scipy.sparse.csr_matrix`` of ``X``'s dtype).
+        or ``"csr"`` (``scipy.sparse.csr_matrix`` of ``X``'s dtype). A dense array's memory is reused by a later
+        dense output once the array and all its views are freed (see :func:`release_cached_outputs`).
     num_threads
         Worker threads (signals run in parallel; results do not depend on it).
 
@@ -227,6 +229,24 @@ _COMMON_DOC = """
         Non-finite input, a zero-norm atom (without ``normalize``), ``k`` outside ``1..n_atoms``, bad ``tol``,
         a ``gram`` that is not ``D @ D.T`` (non-finite, asymmetric, or a diagonal that differs from the norms).
 """
+
+
+def release_cached_outputs() -> int:
+    """Free the memory kept for reuse from dense outputs that have been freed; return its size in bytes.
+
+    A large array written for the first time costs a page fault per 4 KiB page (30-35 ms for the 40 MB output of
+    10,000 signals over 1,024 atoms on a virtual machine, against 3-6 ms for memory already in use), so when a
+    dense output of at least 1 MiB is freed (the array and every view of it), its buffer is kept and a later
+    dense output of the same or a somewhat smaller size is written into it. At most 4 buffers and 256 MiB are
+    kept, the most recently freed first. Call this to hand that memory back to the system, e.g. after the last
+    batch of a loop.
+
+    Returns
+    -------
+    int
+        Bytes released (0 when nothing was kept).
+    """
+    return int(_core.recycle_release())
 
 
 def omp(

@@ -9,6 +9,7 @@ pub mod index;
 pub mod lsse;
 pub mod parallel;
 pub mod pursuit;
+pub mod recycle;
 pub mod sdr;
 pub mod sparse;
 

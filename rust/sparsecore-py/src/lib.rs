@@ -9,6 +9,7 @@ mod errors;
 mod index;
 mod lsse;
 mod pursuit;
+mod recycled;
 mod sdr;
 mod sparse;
 
@@ -34,6 +35,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::pursuit::{pursuit_greedy, pursuit_lasso, pursuit_threshold};
+
+    #[pymodule_export]
+    use crate::recycled::{recycle_kept_bytes, recycle_release, DenseBuffer};
 
     #[pymodule_export]
     use crate::sdr::{

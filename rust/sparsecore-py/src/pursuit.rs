@@ -4,7 +4,6 @@
 //! float32 and float64); each function runs natively in that dtype and returns codes as CSR arrays
 //! `(indptr int64, indices uint32, data, n_atoms)` or as a dense `(n_signals, n_atoms)` array.
 
-use ndarray::Array2;
 use numpy::{Element, IntoPyArray, PyReadonlyArray2};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -12,31 +11,37 @@ use pyo3::IntoPyObjectExt;
 use sparsecore_core::pursuit::greedy::{gradient_pursuit, mp, omp, GreedyParams};
 use sparsecore_core::pursuit::lasso::{lasso, LassoMethod, LassoParams};
 use sparsecore_core::pursuit::{threshold, Codes, Real};
+use sparsecore_core::recycle;
 use sparsecore_core::SparseError;
 
 use crate::detach::run;
+use crate::recycled;
 
-/// Codes on their way to Python: CSR arrays, or the dense array.
+/// Codes on their way to Python: CSR arrays, or a dense `(rows, cols)` array in a buffer from `recycle`.
 enum Out<T> {
     Sparse(Codes<T>),
-    Dense(Array2<T>),
+    Dense(Vec<u64>, usize, usize),
 }
 
-/// The requested form of `codes`. Called inside [`run`]: the dense array is filled on the pool with the GIL
-/// released, into memory from the Rust allocator. (An array from `numpy.zeros` gets huge pages, and after
-/// another library's large allocations their first touch stalled on memory compaction: an OMP call on the bench
-/// problem, alternating with SPAMS, took 465-557 ms that way against 350-390 ms.)
+/// The requested form of `codes`. Called inside [`run`]: the dense array is written on the pool with the GIL
+/// released, into a buffer from [`recycle::take`] (the memory of a freed earlier output when one fits: fresh
+/// pages cost a fault each, 30-35 ms per 40 MB on the test VM). Not an array from `numpy.zeros`: those get huge
+/// pages, and after another library's large allocations their first touch stalled on memory compaction (an OMP
+/// call on the bench problem, alternating with SPAMS, took 465-557 ms that way against 350-390 ms).
 fn shaped<T: Real>(codes: Codes<T>, dense: bool) -> Result<Out<T>, SparseError> {
-    if dense {
-        codes.to_dense().map(Out::Dense)
-    } else {
-        Ok(Out::Sparse(codes))
+    if !dense {
+        return Ok(Out::Sparse(codes));
     }
+    let (rows, cols) = (codes.n_rows(), codes.n_atoms);
+    let n = SparseError::checked_area("dense codes", rows, cols)?;
+    let mut words = recycle::take::<T>("dense codes", n)?;
+    codes.fill_dense(&mut recycle::as_elems_mut::<T>(&mut words)[..n])?;
+    Ok(Out::Dense(words, rows, cols))
 }
 
 fn codes_out<T: Real + Element>(py: Python<'_>, out: Out<T>) -> PyResult<Bound<'_, PyAny>> {
     match out {
-        Out::Dense(arr) => arr.into_pyarray(py).into_bound_py_any(py),
+        Out::Dense(words, rows, cols) => recycled::dense_array::<T>(py, words, rows, cols),
         Out::Sparse(codes) => {
             let n_atoms = codes.n_atoms;
             (codes.indptr.into_pyarray(py), codes.indices.into_pyarray(py), codes.data.into_pyarray(py), n_atoms)

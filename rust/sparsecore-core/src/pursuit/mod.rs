@@ -37,7 +37,7 @@ const DENSE_ROWS: usize = 64;
 pub trait Real:
     Float
     + ndarray::LinalgScalar
-    + bytemuck::Zeroable
+    + bytemuck::Pod
     + Send
     + Sync
     + Default
@@ -144,8 +144,9 @@ impl<T: Real> Codes<T> {
         Array2::from_shape_vec((n, width), out).map_err(|e| SparseError::ShapeMismatch(e.to_string()))
     }
 
-    /// Write the codes into a zeroed row-major `(n_signals, n_atoms)` buffer, by blocks of rows in parallel (the
-    /// pages of a freshly allocated output are faulted in by the threads that fill them).
+    /// Write the codes into a row-major `(n_signals, n_atoms)` buffer of any contents: every row whole, zeros
+    /// and then its codes, by blocks of rows in parallel (so a row is written while it is in cache, and the pages
+    /// of a fresh buffer are faulted in by the threads that fill them).
     ///
     /// Errors: `out` of another length.
     pub fn fill_dense(&self, out: &mut [T]) -> Result<(), SparseError> {
@@ -162,6 +163,7 @@ impl<T: Real> Codes<T> {
             out.par_chunks_mut(DENSE_ROWS * width).enumerate().for_each(|(b, block)| {
                 for (i, row) in block.chunks_exact_mut(width).enumerate() {
                     let r = b * DENSE_ROWS + i;
+                    row.fill(T::zero());
                     for p in self.indptr[r] as usize..self.indptr[r + 1] as usize {
                         row[self.indices[p] as usize] = self.data[p];
                     }
@@ -648,12 +650,16 @@ mod tests {
         }
         let dense = codes.to_dense().unwrap();
         assert_eq!(dense.dim(), (150, n_atoms));
+        // fill_dense overwrites whatever the buffer held (a recycled one holds an earlier output).
+        let mut dirty = vec![f64::NAN; 150 * n_atoms];
+        codes.fill_dense(&mut dirty).unwrap();
         for r in 0..150 {
             for a in 0..n_atoms {
                 let lo = codes.indptr[r] as usize;
                 let hi = codes.indptr[r + 1] as usize;
                 let want = (lo..hi).find(|&p| codes.indices[p] as usize == a).map_or(0.0, |p| codes.data[p]);
                 assert_eq!(dense[[r, a]].to_bits(), want.to_bits(), "({r}, {a})");
+                assert_eq!(dirty[r * n_atoms + a].to_bits(), want.to_bits(), "dirty ({r}, {a})");
             }
         }
         let mut short = vec![0.0; 150 * n_atoms - 1];
