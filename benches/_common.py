@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import datetime as _dt
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -315,7 +316,11 @@ def machine_info(extra_versions: Sequence[str] = ()) -> dict[str, Any]:
     for name in extra_versions:
         try:
             mod: Any = importlib.import_module(name)
-            versions[name] = str(getattr(mod, "__version__", "?"))
+            version = getattr(mod, "__version__", None)
+            if version is None:  # e.g. spams: the version of the distribution that installed the module
+                dists = importlib.metadata.packages_distributions().get(name, [])
+                version = importlib.metadata.version(dists[0]) if dists else "?"
+            versions[name] = str(version)
         except ImportError:
             versions[name] = None
     mem = available_memory_bytes()

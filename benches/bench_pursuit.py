@@ -228,7 +228,8 @@ def main() -> int:
         "SPAMS (spams-bin, GPL) is only a benchmark anchor, never a dependency. It is called with eps=0.0 (stop on "
         "k atoms only, as ours): with its default eps, float32 calls returned empty codes on this data.",
         "SPAMS returns a scipy sparse (CSC) matrix. Its rows time ours twice: with our default output (a dense "
-        "n_signals x n_atoms array, 80 MB in float64, whose fresh pages cost ~10 % of a one-thread call) and with "
+        "n_signals x n_atoms array, 80 MB in float64; once freed, its memory is reused by the next dense output, "
+        "so only the warm-up call pays the fresh pages' faults) and with "
         'output="csr" (a scipy CSR matrix, the same kind of result as SPAMS\'s).',
     ]
     bench_omp(n, ks, threads, repeats, cases, notes)
