@@ -234,8 +234,8 @@ _COMMON_DOC = """
 def release_cached_outputs() -> int:
     """Free the memory kept for reuse from dense outputs that have been freed; return its size in bytes.
 
-    A large array written for the first time costs a page fault per 4 KiB page (30-35 ms for the 40 MB output of
-    10,000 signals over 1,024 atoms on a virtual machine, against 3-6 ms for memory already in use), so when a
+    A large array written for the first time costs a page fault per 4 KiB page (about 15 ms for the 40 MB output
+    of 10,000 signals over 1,024 atoms on a virtual machine, against 6 ms to rewrite memory in use), so when a
     dense output of at least 1 MiB is freed (the array and every view of it), its buffer is kept and a later
     dense output of the same or a somewhat smaller size is written into it. At most 4 buffers and 256 MiB are
     kept, the most recently freed first. Call this to hand that memory back to the system, e.g. after the last

@@ -1,10 +1,12 @@
 //! Recycled large output buffers.
 //!
 //! A large allocation is a fresh `mmap` each time and its pages are faulted in one by one when first written,
-//! and freeing it hands them back to the OS. On a virtual machine that returns freed memory to its host, the
-//! faults are dear: writing a fresh 40 MB buffer took 30-35 ms on this project's test VM (with or without huge
-//! pages, or `MADV_POPULATE_WRITE`), zeroing one whose pages are already backed 3-6 ms. A caller that encodes
-//! batch after batch into dense arrays paid that on every call.
+//! and freeing it hands them back to the OS. On this project's test VM, first touching a fresh 40 MB buffer of
+//! 4 KiB pages took ~15 ms and rewriting one already in use ~6 ms (a 10,000 x 1,024 float32 numpy array with
+//! numpy's huge pages switched off: one element written per page, then the whole array); a caller that encodes
+//! batch after batch into dense arrays paid the faults on every call. (Huge pages cut the faults, but after
+//! other libraries' large allocations their first touch stalled on memory compaction: see the binding's
+//! `shaped`.)
 //!
 //! So buffers of at least 1 MiB, once their owner is done with them ([`give_back`]), are kept here, at most
 //! [`MAX_KEPT`] of them and [`MAX_KEPT_BYTES`] in all (the most recently returned are kept), and [`take`]

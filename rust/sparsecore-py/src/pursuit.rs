@@ -25,7 +25,7 @@ enum Out<T> {
 
 /// The requested form of `codes`. Called inside [`run`]: the dense array is written on the pool with the GIL
 /// released, into a buffer from [`recycle::take`] (the memory of a freed earlier output when one fits: fresh
-/// pages cost a fault each, 30-35 ms per 40 MB on the test VM). Not an array from `numpy.zeros`: those get huge
+/// pages cost a fault each, ~15 ms per 40 MB on the test VM). Not an array from `numpy.zeros`: those get huge
 /// pages, and after another library's large allocations their first touch stalled on memory compaction (an OMP
 /// call on the bench problem, alternating with SPAMS, took 465-557 ms that way against 350-390 ms).
 fn shaped<T: Real>(codes: Codes<T>, dense: bool) -> Result<Out<T>, SparseError> {
