@@ -179,9 +179,10 @@ class InvertedIndex:
     Build with :meth:`build`, query with :meth:`search` (batches, parallel) or :meth:`search_one` (one query,
     lowest latency). Update with :meth:`add` / :meth:`delete`, fold updates in with :meth:`compact`.
 
-    Concurrency: any number of Python threads may call :meth:`search` and :meth:`search_one` at once (the GIL
-    is released and they share a read lock); :meth:`add`, :meth:`delete` and :meth:`compact` take a write
-    lock, so a search sees the index entirely before or entirely after an update.
+    Concurrency: any number of Python threads may search, update and save at once (the GIL is released). A
+    search works on a snapshot of the index, so it sees it entirely before or entirely after an update, and
+    updates never hold searches up: :meth:`add` and :meth:`compact` do their work on the side and swap the new
+    version in. Updates run one at a time.
 
     Examples
     --------
@@ -289,17 +290,26 @@ class InvertedIndex:
             16) blocks visited in a row added nothing to the top ``k``. 0 (the default with explicit
             ``alpha``/``beta``) turns it off; exact search needs 0.
         filter
-            Allowed documents: an array of external ids, or a boolean mask indexed by external id. Other
-            documents are never returned, and in exact mode the result is the exact top-k among the allowed.
+            Allowed documents: an array of external ids, or a boolean mask indexed by external id (it must have
+            an entry for every live id, so at least ``max(ids()) + 1`` entries). Other documents are never
+            returned, and in exact mode the result is the exact top-k among the allowed.
         num_threads
             Worker threads (queries run in parallel; results do not depend on it).
 
         Returns
         -------
-        ids : ndarray of int64, shape (n_queries, k)
-            External ids, best first (ties by smaller id), ``-1`` padding.
-        scores : ndarray of float32, shape (n_queries, k)
+        ids : ndarray of int64, shape (n_queries, min(k, len(self)))
+            External ids, best first (ties by smaller id), ``-1`` padding. No query can have more hits than
+            the index has documents, so a larger ``k`` gives ``len(self)`` columns.
+        scores : ndarray of float32, same shape
             Dot products, ``-inf`` padding.
+
+        Raises
+        ------
+        ShapeMismatchError
+            ``queries`` of another ``dim``, or a boolean ``filter`` mask without an entry for some live id.
+        IndexFormatError
+            The index was memory-mapped from a file that has been changed or truncated since (load it again).
         """
         if not isinstance(queries, SparseBatch):
             raise DTypeError(f"queries: must be a SparseBatch, got {type(queries).__name__}")
@@ -393,8 +403,8 @@ class InvertedIndex:
 
         Raises
         ------
-        InvalidArgumentError
-            An id is not in the index (unless ``ignore_missing``).
+        UnknownIdError
+            An id is not in the index (unless ``ignore_missing``); nothing is deleted then.
         """
         a = np.atleast_1d(np.asarray(ids))
         if a.size and a.dtype.kind not in "iu":
@@ -402,7 +412,7 @@ class InvertedIndex:
         return int(self._core.delete(np.ascontiguousarray(a.reshape(-1), dtype=np.int64), ignore_missing))
 
     def compact(self, *, num_threads: int | None = None) -> None:
-        """Fold added segments and deletions into one freshly laid-out segment (searches wait meanwhile).
+        """Fold added segments and deletions into one freshly laid-out segment (searches go on meanwhile).
 
         Every ``add`` makes a segment of its own, searched with its own block bounds, so an index grown by many
         ``add`` calls answers slower than the same documents in one segment (1.4-1.6x for 500k documents plus
@@ -415,8 +425,11 @@ class InvertedIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` atomically (temporary file, fsync, rename).
 
-        The format is versioned and checksummed (magic ``SPCOREIX``, 64-byte-aligned arrays); see
-        ``rust/sparsecore-core/src/index/format.rs``. The search mode is not stored: pass it to :meth:`load`.
+        The temporary file ``.NAME.tmp-PID-THREAD-RANDOM`` is unique to the call, so threads and processes may
+        save to the same path at once (the last one wins; the file is always whole), and temporaries left by
+        a process killed mid-save are removed by the next save to that path. The format is versioned and
+        checksummed (magic ``SPCOREIX``, 64-byte-aligned arrays); see ``rust/sparsecore-core/src/index/format.rs``.
+        The search mode is not stored: pass it to :meth:`load`.
         """
         self._core.save(os.fspath(path))
 
@@ -432,8 +445,12 @@ class InvertedIndex:
             The file.
         mmap
             Map the file instead of reading it into memory: opening costs one checksum pass through the page
-            cache and the arrays are never copied to the heap (only ids, ~33 bytes per document, are). Do not
-            modify or truncate the file while the index is in use (:meth:`save` never does: it replaces the file).
+            cache and the arrays are never copied to the heap (only ids, ~33 bytes per document, are). The file
+            must not be modified or truncated while the index is in use (:meth:`save` never does: it writes a
+            new file and renames it over the old one). Every search first checks the file's size and
+            modification time and raises :class:`IndexFormatError` if another program changed it; a change
+            during a search can still crash the process (a truncated mapping raises SIGBUS), so load with
+            ``mmap=False`` when other programs may rewrite the file.
         mode
             Default search mode of the loaded index.
         num_threads
@@ -443,6 +460,7 @@ class InvertedIndex:
         ------
         IndexFormatError
             The file is not a sparsecore index, has another format version, is truncated or corrupted.
+            Also when ``path`` is not a regular file (a directory, device or pipe).
         FileNotFoundError
             ``path`` does not exist.
         """

@@ -1,10 +1,16 @@
-//! Binding of `sparsecore_core::index`: `IndexCore`, a thread-safe handle (RwLock) to an index.
+//! Binding of `sparsecore_core::index`: `IndexCore`, a thread-safe handle to an index.
 //!
-//! Concurrency: searches take a read lock and run concurrently (from several Python threads, GIL released);
-//! `add`, `delete` and `compact` take the write lock, so a search sees the index either before or after an
-//! update, never half-way. Locks are taken with the GIL released, so waiting never blocks other Python threads.
+//! Concurrency by snapshots: the handle holds the current version of the index as an `Arc<Index>`. A search
+//! clones that `Arc` under a read lock held for nanoseconds, then searches the snapshot with no lock held, so it
+//! sees the index entirely before or entirely after an update. Writers (`add`, `delete`, `compact`) take a
+//! writer mutex (one writer at a time), do the costly work (validation, layout, compaction) against a snapshot
+//! without blocking searches, then publish the new version: in place when no search holds the old one, else
+//! as a clone (segments are shared, only the id arrays are copied). No lock is ever held inside the rayon pool:
+//! a pool worker waiting for a lock while another job of the same pool holds it was the deadlock of searching
+//! while adding. Locks are taken with the GIL released.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
@@ -12,7 +18,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sparsecore_core::index::{format, BuildParams, Index, SearchParams};
-use sparsecore_core::parallel::Progress;
+use sparsecore_core::parallel::{self, Progress};
 use sparsecore_core::SparseError;
 
 use crate::detach::run;
@@ -41,7 +47,10 @@ impl BuildProgress {
 /// A handle to an inverted index (private; use `sparsecore.InvertedIndex`).
 #[pyclass(frozen, module = "sparsecore._core")]
 pub struct IndexCore {
-    inner: RwLock<Index>,
+    /// The current version; replaced or changed only by a writer holding `writer`.
+    current: RwLock<Arc<Index>>,
+    /// Serializes writers, so that the snapshot a writer prepares against is still current when it publishes.
+    writer: Mutex<()>,
 }
 
 fn poisoned<T>(_: T) -> SparseError {
@@ -49,11 +58,52 @@ fn poisoned<T>(_: T) -> SparseError {
 }
 
 impl IndexCore {
-    fn read(&self) -> Result<RwLockReadGuard<'_, Index>, SparseError> {
-        self.inner.read().map_err(poisoned)
+    fn new(idx: Index) -> Self {
+        Self { current: RwLock::new(Arc::new(idx)), writer: Mutex::new(()) }
     }
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Index>, SparseError> {
-        self.inner.write().map_err(poisoned)
+
+    /// The current version of the index (the read lock is held only to clone the `Arc`).
+    fn snapshot(&self) -> Result<Arc<Index>, SparseError> {
+        Ok(Arc::clone(&*self.current.read().map_err(poisoned)?))
+    }
+
+    /// Become the one writer (call outside the rayon pool, with the GIL released).
+    fn lock_writer(&self) -> Result<MutexGuard<'_, ()>, SparseError> {
+        self.writer.lock().map_err(poisoned)
+    }
+
+    /// Apply `f` to the current version and publish the result; the caller holds the writer guard. Changes the
+    /// index in place when no search holds it; otherwise changes a clone (searches keep their snapshot) and
+    /// swaps it in. `f` must leave the index unchanged when it fails.
+    fn publish<R>(
+        &self,
+        _writer: &MutexGuard<'_, ()>,
+        f: impl FnOnce(&mut Index) -> Result<R, SparseError>,
+    ) -> Result<R, SparseError> {
+        {
+            let mut cur = self.current.write().map_err(poisoned)?;
+            if let Some(idx) = Arc::get_mut(&mut cur) {
+                return f(idx);
+            }
+        }
+        // Cloned outside the lock: searches go on meanwhile, and no other writer can change `current`.
+        let mut next = Index::clone(&*self.snapshot()?);
+        let out = f(&mut next)?;
+        *self.current.write().map_err(poisoned)? = Arc::new(next);
+        Ok(out)
+    }
+}
+
+/// Run a search on `idx`, turning a panic into an error when it comes from the index's file having changed
+/// under the search (the check before each search cannot see a change that lands during it). Any other panic is
+/// a bug and propagates.
+fn guarded<T>(idx: &Index, f: impl FnOnce() -> Result<T, SparseError>) -> Result<T, SparseError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => match idx.check_file() {
+            Err(changed) => Err(changed),
+            Ok(()) => resume_unwind(panic),
+        },
     }
 }
 
@@ -62,11 +112,15 @@ fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> P
 }
 
 /// Allowed-set bitset from either external ids or a boolean mask over external ids.
-fn allowed_bits(idx: &Index, allow_ids: Option<&[i64]>, allow_mask: Option<&[bool]>) -> Option<Vec<u64>> {
+fn allowed_bits(
+    idx: &Index,
+    allow_ids: Option<&[i64]>,
+    allow_mask: Option<&[bool]>,
+) -> Result<Option<Vec<u64>>, SparseError> {
     match (allow_ids, allow_mask) {
-        (Some(ids), _) => Some(idx.allow_ids(ids)),
-        (None, Some(mask)) => Some(idx.allow_mask(mask)),
-        (None, None) => None,
+        (Some(ids), _) => Ok(Some(idx.allow_ids(ids))),
+        (None, Some(mask)) => idx.allow_mask(mask).map(Some),
+        (None, None) => Ok(None),
     }
 }
 
@@ -92,7 +146,7 @@ impl IndexCore {
         let params = BuildParams { block_size, reorder };
         let prog = progress.map(|p| Arc::clone(&p.inner));
         let idx = run(py, num_threads, || Index::build_with_progress(&view, ids, params, prog.as_deref()))?;
-        Ok(Self { inner: RwLock::new(idx) })
+        Ok(Self::new(idx))
     }
 
     /// Top-k of every query row: (ids int64 (nq, k), scores float32 (nq, k)), padded with -1 / -inf.
@@ -114,11 +168,14 @@ impl IndexCore {
         let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
         let params = SearchParams { k, alpha, beta, patience };
         let nq = qv.n_rows();
-        let top = run(py, num_threads, || {
-            let idx = self.read()?;
-            let bits = allowed_bits(&idx, ai, am);
-            idx.search(&qv, &params, bits.as_deref())
-        })?;
+        let top = py
+            .detach(|| {
+                let idx = self.snapshot()?;
+                let bits = allowed_bits(&idx, ai, am)?;
+                parallel::install(num_threads, || guarded(&idx, || idx.search(&qv, &params, bits.as_deref())))?
+            })
+            .map_err(to_py)?;
+        let k = top.k;
         let ids = Array2::from_shape_vec((nq, k), top.ids).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let scores = Array2::from_shape_vec((nq, k), top.scores).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
@@ -146,9 +203,9 @@ impl IndexCore {
         let params = SearchParams { k, alpha, beta, patience };
         let hits = py
             .detach(|| {
-                let idx = self.read()?;
-                let bits = allowed_bits(&idx, ai, am);
-                idx.search_one(t, v, &params, bits.as_deref())
+                let idx = self.snapshot()?;
+                let bits = allowed_bits(&idx, ai, am)?;
+                guarded(&idx, || idx.search_one(t, v, &params, bits.as_deref()))
             })
             .map_err(to_py)?;
         let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
@@ -171,7 +228,12 @@ impl IndexCore {
         let t = slice(&indices, "indices")?;
         let v = slice(&values, "values")?;
         let params = SearchParams { k, alpha, beta, patience };
-        let (hits, st) = py.detach(|| self.read()?.search_one_stats(t, v, &params, None)).map_err(to_py)?;
+        let (hits, st) = py
+            .detach(|| {
+                let idx = self.snapshot()?;
+                guarded(&idx, || idx.search_one_stats(t, v, &params, None))
+            })
+            .map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("n_hits", hits.len())?;
         d.set_item("blocks_bounded", st.blocks_bounded)?;
@@ -192,7 +254,15 @@ impl IndexCore {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let view = docs.view("docs")?;
         let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
-        let out = run(py, num_threads, || self.write()?.add(&view, ids))?;
+        let out = py
+            .detach(|| {
+                let writer = self.lock_writer()?;
+                let snap = self.snapshot()?;
+                let prepared = parallel::install(num_threads, || snap.prepare_add(&view, ids, None))??;
+                drop(snap);
+                self.publish(&writer, |idx| idx.commit_add(prepared))
+            })
+            .map_err(to_py)?;
         Ok(out.into_pyarray(py))
     }
 
@@ -200,19 +270,33 @@ impl IndexCore {
     #[pyo3(signature = (ids, ignore_missing=false))]
     fn delete(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>, ignore_missing: bool) -> PyResult<usize> {
         let ids = slice(&ids, "ids")?;
-        py.detach(|| self.write()?.delete(ids, ignore_missing)).map_err(to_py)
+        py.detach(|| {
+            let writer = self.lock_writer()?;
+            self.publish(&writer, |idx| idx.delete(ids, ignore_missing))
+        })
+        .map_err(to_py)
     }
 
     /// Fold segments and deletions into one freshly laid-out segment.
     #[pyo3(signature = (num_threads=None))]
     fn compact(&self, py: Python<'_>, num_threads: Option<usize>) -> PyResult<()> {
-        run(py, num_threads, || self.write()?.compact())
+        py.detach(|| {
+            let writer = self.lock_writer()?;
+            let snap = self.snapshot()?;
+            let compacted = parallel::install(num_threads, || snap.compacted())??;
+            drop(snap);
+            self.publish(&writer, |idx| {
+                *idx = compacted;
+                Ok(())
+            })
+        })
+        .map_err(to_py)
     }
 
     /// Bytes per component.
     fn memory_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (name, bytes) in self.read().map_err(to_py)?.memory_usage() {
+        for (name, bytes) in self.snapshot().map_err(to_py)?.memory_usage() {
             d.set_item(name, bytes)?;
         }
         Ok(d)
@@ -220,7 +304,7 @@ impl IndexCore {
 
     /// External ids of the live documents, in insertion order.
     fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let idx = self.read().map_err(to_py)?;
+        let idx = self.snapshot().map_err(to_py)?;
         let live: Vec<i64> = idx
             .ext_ids
             .iter()
@@ -233,28 +317,28 @@ impl IndexCore {
 
     /// Whether an external id is live.
     fn contains(&self, id: i64) -> PyResult<bool> {
-        Ok(self.read().map_err(to_py)?.contains(id))
+        Ok(self.snapshot().map_err(to_py)?.contains(id))
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        Ok(self.read().map_err(to_py)?.len())
+        Ok(self.snapshot().map_err(to_py)?.len())
     }
 
     /// Dimension.
     #[getter]
     fn dim(&self) -> PyResult<u64> {
-        Ok(self.read().map_err(to_py)?.dim)
+        Ok(self.snapshot().map_err(to_py)?.dim)
     }
 
     /// Number of segments (1 after build or compact, +1 per add).
     #[getter]
     fn n_segments(&self) -> PyResult<usize> {
-        Ok(self.read().map_err(to_py)?.segments.len())
+        Ok(self.snapshot().map_err(to_py)?.segments.len())
     }
 
     /// Write the index to `path` atomically (see the format in sparsecore-core's index::format).
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        py.detach(|| format::save(&*self.read()?, &path)).map_err(to_py)
+        py.detach(|| format::save(&*self.snapshot()?, &path)).map_err(to_py)
     }
 
     /// Load an index file, memory-mapped (`mmap=True`) or read into memory; checks magic, version, checksums
@@ -263,18 +347,18 @@ impl IndexCore {
     #[pyo3(signature = (path, mmap=true, num_threads=None))]
     fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, num_threads: Option<usize>) -> PyResult<Self> {
         let idx = run(py, num_threads, || format::load(&path, mmap))?;
-        Ok(Self { inner: RwLock::new(idx) })
+        Ok(Self::new(idx))
     }
 
     /// Whether the index reads its main arrays from a memory-mapped or loaded file.
     #[getter]
     fn is_file_backed(&self) -> PyResult<bool> {
-        Ok(self.read().map_err(to_py)?.segments.iter().any(|s| s.fwd_terms.is_file()))
+        Ok(self.snapshot().map_err(to_py)?.segments.iter().any(|s| s.fwd_terms.is_file()))
     }
 
     /// Documents per block.
     #[getter]
     fn block_size(&self) -> PyResult<usize> {
-        Ok(self.read().map_err(to_py)?.params.block_size)
+        Ok(self.snapshot().map_err(to_py)?.params.block_size)
     }
 }

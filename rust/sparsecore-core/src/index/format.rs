@@ -20,14 +20,14 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytemuck::Pod;
 use rayon::prelude::*;
 
 use super::segment::Segment;
-use super::storage::{advise_huge, Backing, Buf};
+use super::storage::{advise_huge, Backing, Buf, FileWatch};
 use super::{BuildParams, Index};
 use crate::SparseError;
 
@@ -85,7 +85,47 @@ fn pad(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
+/// A temporary name for a file being written as `.{name}`: `.{name}.tmp-{pid}-{thread}-{random}`. Unique per
+/// process, thread and call, so concurrent saves to one path never share a temporary (the last rename wins and
+/// the file is always whole); the pid lets a later save remove what a killed process left behind. The Python
+/// savers (`sparsecore._io`) use the same scheme.
+pub fn temporary_name(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
+    format!(".{name}.tmp-{}-{thread}-{:016x}", std::process::id(), h.finish())
+}
+
+/// Whether process `pid` is certainly gone (Linux: no `/proc/{pid}`; elsewhere never certain).
+fn process_is_gone(pid: u32) -> bool {
+    cfg!(target_os = "linux") && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove temporaries of saves to `dir/name` left by processes that died mid-save (`.{name}.tmp-{pid}` or
+/// `.{name}.tmp-{pid}-...` whose pid is not running); returns how many were removed. Best effort: errors are
+/// ignored, and only regular files are removed.
+pub fn clean_stale_temporaries(dir: &Path, name: &str) -> usize {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Ok(pid) = rest.split('-').next().unwrap_or("").parse::<u32>() else { continue };
+        let regular = e.file_type().is_ok_and(|t| t.is_file());
+        if regular && pid != std::process::id() && process_is_gone(pid) && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Write `index` to `path` atomically (temporary file in the same directory, fsync, rename, fsync directory).
+/// Temporaries that killed saves left next to `path` are removed first ([`clean_stale_temporaries`]).
 pub fn save(index: &Index, path: &Path) -> Result<(), SparseError> {
     if cfg!(target_endian = "big") {
         return Err(SparseError::Io { not_found: false, msg: "saving needs a little-endian machine".into() });
@@ -127,9 +167,11 @@ pub fn save(index: &Index, path: &Path) -> Result<(), SparseError> {
     let name = path
         .file_name()
         .ok_or_else(|| SparseError::Io { not_found: false, msg: format!("{}: not a file path", path.display()) })?;
-    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = name.to_string_lossy();
+    clean_stale_temporaries(dir, &name);
+    let tmp = dir.join(temporary_name(&name));
     let write = || -> std::io::Result<()> {
-        let f = File::create(&tmp)?;
+        let f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(&header)?;
         w.write_all(&table)?;
@@ -176,25 +218,48 @@ struct Entry {
 }
 
 /// Open `path` as a backing (memory-mapped, or read into anonymous memory advised for huge pages when large) and
-/// its length in bytes.
+/// its length in bytes. Only regular files are read, and no more bytes than the header declares (so a device such
+/// as `/dev/zero`, a pipe or a file that keeps growing is an error, never an endless read).
 fn open_backing(path: &Path, mmap: bool) -> Result<(Backing, usize), SparseError> {
+    // Checked before opening, which would block on a pipe with no writer; and again on the open file.
+    let regular = |m: &fs::Metadata| {
+        if m.is_file() {
+            Ok(())
+        } else {
+            Err(fmt_err(path, "not a regular file (a directory, device, pipe or socket)"))
+        }
+    };
+    regular(&fs::metadata(path).map_err(|e| io_err(path, &e))?)?;
     let mut f = File::open(path).map_err(|e| io_err(path, &e))?;
+    let meta = f.metadata().map_err(|e| io_err(path, &e))?;
+    regular(&meta)?;
+    let len = usize::try_from(meta.len()).map_err(|_| fmt_err(path, "file too large for this machine"))?;
+    // The header first: a foreign or truncated file is refused before anything else is read or mapped.
+    let mut header = [0u8; HEADER_LEN];
+    if len < HEADER_LEN || f.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
+        return Err(fmt_err(path, "not a sparsecore index file (bad magic)"));
+    }
+    let declared = u64_at(&header, 16);
+    if declared != len as u64 {
+        return Err(fmt_err(path, format!("truncated or extended: header says {declared} bytes, file has {len}")));
+    }
     if mmap {
         // SAFETY: the map is read-only and private to this index. sparsecore never writes an existing file in
-        // place (saves go to a new file renamed over the old one, leaving mapped inodes intact); another
-        // process truncating or rewriting the file while it is mapped is documented as unsupported.
+        // place (saves go to a new file renamed over the old one, leaving mapped inodes intact); a change by
+        // another program is caught before each search by the file watch (see `FileWatch`).
         #[allow(unsafe_code)]
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err(path, &e))?;
-        let len = m.len();
-        Ok((Backing::Mapped(m), len))
+        if m.len() != len {
+            return Err(fmt_err(path, "the file changed size while being mapped"));
+        }
+        Ok((Backing::Mapped(m, FileWatch::new(f, path, &meta)), len))
     } else {
-        let len = f.metadata().map_err(|e| io_err(path, &e))?.len() as usize;
-        let mut anon = memmap2::MmapMut::map_anon(len.max(1)).map_err(|e| io_err(path, &e))?;
+        let mut anon = memmap2::MmapMut::map_anon(len).map_err(|e| io_err(path, &e))?;
         advise_huge(&anon);
-        f.read_exact(&mut anon[..len]).map_err(|e| io_err(path, &e))?;
-        let mut rest = Vec::new();
-        f.read_to_end(&mut rest).map_err(|e| io_err(path, &e))?;
-        if !rest.is_empty() {
+        anon[..HEADER_LEN].copy_from_slice(&header);
+        f.read_exact(&mut anon[HEADER_LEN..len]).map_err(|e| io_err(path, &e))?;
+        let mut one = [0u8; 1];
+        if f.read(&mut one).map_err(|e| io_err(path, &e))? != 0 {
             return Err(fmt_err(path, "file grew while being read"));
         }
         Ok((Backing::Anon(anon.make_read_only().map_err(|e| io_err(path, &e))?), len))
@@ -323,6 +388,148 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
     }
     let ext_ids = ext_ids.to_vec();
     let deleted = deleted.to_vec();
-    Index::from_parts(dim, BuildParams { block_size, reorder }, segments, ext_ids, deleted)
-        .map_err(|e| fmt_err(path, format!("invalid contents: {e}")))
+    let mut index = Index::from_parts(dim, BuildParams { block_size, reorder }, segments, ext_ids, deleted)
+        .map_err(|e| fmt_err(path, format!("invalid contents: {e}")))?;
+    if matches!(*backing, Backing::Mapped(..)) {
+        index.set_file(Arc::clone(&backing));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // scores of small multiples of 0.5 are exact
+mod tests {
+    use super::*;
+    use crate::index::SearchParams;
+    use crate::sparse::Csr;
+
+    fn small_index(weight: f32) -> Index {
+        let d = Csr { indptr: vec![0, 2, 3], indices: vec![1, 4, 4], data: vec![weight, 1.0, 2.0] };
+        Index::build(&d.view(8).unwrap(), None, BuildParams::default()).unwrap()
+    }
+
+    fn scratch_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sparsecore-format-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    fn top_score(idx: &Index) -> f32 {
+        let q = Csr { indptr: vec![0, 1], indices: vec![1], data: vec![1.0] };
+        idx.search(&q.view(8).unwrap(), &SearchParams::exact(1), None).unwrap().scores[0]
+    }
+
+    /// Threads saving different indexes to one path: every temporary is their own, the file always loads as
+    /// one of them, and nothing is left behind.
+    #[test]
+    fn concurrent_saves_to_one_path_never_tear() {
+        let dir = scratch_dir("concurrent");
+        let path = dir.join("ix.bin");
+        let versions: Vec<Index> = (1..=4).map(|w| small_index(w as f32)).collect();
+        std::thread::scope(|s| {
+            for v in &versions {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..25 {
+                        save(v, path).unwrap();
+                    }
+                });
+            }
+        });
+        let loaded = load(&path, false).unwrap();
+        assert!((1..=4).any(|w| top_score(&loaded) == w as f32));
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        let names: std::collections::HashSet<String> = (0..100).map(|_| temporary_name("x")).collect();
+        assert_eq!(names.len(), 100);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A temporary of a process that is gone is removed by the next save; ours and those of live processes stay.
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let dir = scratch_dir("stale");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = [format!(".ix.bin.tmp-{dead}"), format!(".ix.bin.tmp-{dead}-3-00ff")];
+        let kept = [format!(".ix.bin.tmp-{}-1-ab", std::process::id()), ".ix.bin.tmp-1-1-ab".to_string()];
+        for n in stale.iter().chain(&kept) {
+            fs::write(dir.join(n), b"partial").unwrap();
+        }
+        fs::write(dir.join(format!(".other.bin.tmp-{dead}")), b"x").unwrap();
+        save(&small_index(1.0), &dir.join("ix.bin")).unwrap();
+        let mut left = leftovers(&dir);
+        left.sort();
+        let mut want = vec![kept[0].clone(), kept[1].clone(), format!(".other.bin.tmp-{dead}")];
+        want.sort();
+        assert_eq!(left, want);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Devices, directories and files whose header declares another length are refused before being read.
+    #[test]
+    fn non_regular_and_mislabelled_files_are_refused() {
+        for mmap in [false, true] {
+            for p in ["/dev/zero", "/dev/null", "/"] {
+                if Path::new(p).exists() {
+                    let e = load(Path::new(p), mmap).unwrap_err();
+                    assert!(matches!(e, SparseError::Format(_) | SparseError::Io { .. }), "{p}: {e}");
+                }
+            }
+        }
+        let dir = scratch_dir("mislabelled");
+        let path = dir.join("ix.bin");
+        save(&small_index(1.0), &path).unwrap();
+        let mut b = fs::read(&path).unwrap();
+        b.extend_from_slice(&[0u8; 64]);
+        fs::write(&path, &b).unwrap();
+        let e = load(&path, false).unwrap_err().to_string();
+        assert!(e.contains("header says"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A memory-mapped file written in place or truncated after loading makes searches fail with a format
+    /// error instead of reading changed bytes (or faulting on lost pages).
+    #[test]
+    fn changes_to_a_mapped_file_are_detected() {
+        let dir = scratch_dir("mapped");
+        let path = dir.join("ix.bin");
+        save(&small_index(1.0), &path).unwrap();
+        let idx = load(&path, true).unwrap();
+        assert_eq!(top_score(&idx), 1.0);
+        assert!(idx.check_file().is_ok());
+        // A save replaces the file with a new one: the mapped index stays valid.
+        save(&small_index(5.0), &path).unwrap();
+        assert!(idx.check_file().is_ok());
+        assert_eq!(top_score(&idx), 1.0);
+        let idx = load(&path, true).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut b = fs::read(&path).unwrap();
+        b[HEADER_LEN] ^= 0xFF;
+        fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(&b).unwrap();
+        let q = Csr { indptr: vec![0, 1], indices: vec![1], data: vec![1.0] };
+        let e = idx.search(&q.view(8).unwrap(), &SearchParams::exact(1), None).unwrap_err().to_string();
+        assert!(e.contains("was written"), "{e}");
+        let idx = load(&path, false);
+        assert!(idx.is_err(), "the corrupted file must not load");
+        save(&small_index(2.0), &path).unwrap();
+        let idx = load(&path, true).unwrap();
+        fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+        let e = idx.search_one(&[1], &[1.0], &SearchParams::exact(1), None).unwrap_err().to_string();
+        assert!(e.contains("changed size"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

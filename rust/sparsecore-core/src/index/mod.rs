@@ -5,6 +5,10 @@
 //! and the external ids. Every document has a global internal id (its insertion rank since the last
 //! compaction); `compact` folds everything into one freshly ordered segment. Searches visit every segment
 //! with one shared top-k heap (see [`search`]).
+//!
+//! Segments sit behind `Arc`s, so a clone of an index (a new version for concurrent readers, see the Python
+//! binding) copies the id arrays but shares every segment. Updates are split into a preparation that only reads
+//! the index ([`Index::prepare_add`], [`Index::compacted`]: the costly part, no lock needed) and a cheap commit.
 
 pub mod format;
 pub mod reorder;
@@ -13,6 +17,7 @@ pub mod segment;
 pub mod storage;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -23,6 +28,7 @@ use crate::parallel::Progress;
 use crate::sparse::{CsrView, TopK};
 use crate::SparseError;
 use search::{search_candidates, search_query, Query, Scratch, Visibility};
+use storage::Backing;
 
 thread_local! {
     /// Per-thread search scratch, kept across calls (Python threads calling `search_one`, and the pool's workers
@@ -57,8 +63,8 @@ pub struct Index {
     pub dim: u64,
     /// Layout parameters, reused by `add` and `compact`.
     pub params: BuildParams,
-    /// Segments, oldest first.
-    pub segments: Vec<Segment>,
+    /// Segments, oldest first, shared between versions of the index.
+    pub segments: Vec<Arc<Segment>>,
     /// Global internal id -> external id.
     pub ext_ids: Vec<i64>,
     /// Global internal id -> (segment, position).
@@ -67,6 +73,19 @@ pub struct Index {
     pub deleted: Vec<u64>,
     /// External id -> global internal id, live documents only.
     id_map: IdMap,
+    /// The loaded file the segments read from, if any; searches check that it has not changed.
+    file: Option<Arc<Backing>>,
+}
+
+/// Documents validated and laid out as a segment by [`Index::prepare_add`], ready for [`Index::commit_add`].
+#[derive(Debug)]
+pub struct PreparedAdd {
+    /// The external ids given to the documents.
+    ids: Vec<i64>,
+    /// Their segment (`None` for an empty batch).
+    segment: Option<Segment>,
+    /// `ext_ids.len()` of the index the segment was prepared against (its first global internal id).
+    first: usize,
 }
 
 /// External id -> global internal id of the live documents.
@@ -175,6 +194,7 @@ impl Index {
                 s.build_postings();
             }
         }
+        let segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
         let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
         for (si, s) in segments.iter().enumerate() {
             for (p, &g) in s.doc_ids.iter().enumerate() {
@@ -199,7 +219,20 @@ impl Index {
             }
             IdMap::Hashed(map)
         };
-        Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map })
+        Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map, file: None })
+    }
+
+    /// Remember the loaded file the segments read from, so that searches can tell when it changed.
+    pub(crate) fn set_file(&mut self, file: Arc<Backing>) {
+        self.file = Some(file);
+    }
+
+    /// Check that the file this index was loaded from, if memory-mapped, still has the size and modification
+    /// time it had when loaded.
+    ///
+    /// Errors: `SparseError::Format` when it was truncated, extended or written in place since.
+    pub fn check_file(&self) -> Result<(), SparseError> {
+        self.file.as_ref().map_or(Ok(()), |f| f.check_unchanged())
     }
 
     /// The deletion bitset, empty when nothing is deleted: searches then skip a random read per scored
@@ -257,6 +290,21 @@ impl Index {
         ids: Option<&[i64]>,
         progress: Option<&Progress>,
     ) -> Result<Vec<i64>, SparseError> {
+        let prepared = self.prepare_add(docs, ids, progress)?;
+        self.commit_add(prepared)
+    }
+
+    /// The costly, read-only half of [`Index::add`]: check `docs` and `ids` against this index and lay the
+    /// documents out as a segment. Commit it with [`Index::commit_add`] to this index, or to a clone of it that
+    /// nothing else changed in between.
+    ///
+    /// Errors: as [`Index::add`].
+    pub fn prepare_add(
+        &self,
+        docs: &CsrView<'_>,
+        ids: Option<&[i64]>,
+        progress: Option<&Progress>,
+    ) -> Result<PreparedAdd, SparseError> {
         if docs.dim() != self.dim {
             return Err(SparseError::ShapeMismatch(format!(
                 "docs: dim {} does not match the index dim {}",
@@ -289,16 +337,33 @@ impl Index {
             return Err(SparseError::invalid("docs", "an index holds at most 2**32 - 2 documents"));
         }
         if n == 0 {
-            return Ok(ids);
+            return Ok(PreparedAdd { ids, segment: None, first });
         }
         let order = order_for(docs, &self.params, progress);
-        let seg = Segment::build(docs, &order, first as u32, self.params.block_size)?;
+        let segment = Segment::build(docs, &order, first as u32, self.params.block_size)?;
+        Ok(PreparedAdd { ids, segment: Some(segment), first })
+    }
+
+    /// The cheap half of [`Index::add`]: append a prepared segment; its documents are searchable on return.
+    ///
+    /// Errors: `SparseError::InvalidArgument` when the index changed since the segment was prepared (its
+    /// document count differs); the index is left as it was.
+    pub fn commit_add(&mut self, prepared: PreparedAdd) -> Result<Vec<i64>, SparseError> {
+        let PreparedAdd { ids, segment, first } = prepared;
+        if first != self.ext_ids.len() {
+            return Err(SparseError::invalid(
+                "docs",
+                format!("prepared against an index of {first} documents, this one has {}", self.ext_ids.len()),
+            ));
+        }
+        let Some(seg) = segment else { return Ok(ids) };
+        let n = ids.len();
         let si = self.segments.len() as u32;
         self.locs.resize(first + n, (0, 0));
         for (p, &gid) in seg.doc_ids.iter().enumerate() {
             self.locs[gid as usize] = (si, p as u32);
         }
-        self.segments.push(seg);
+        self.segments.push(Arc::new(seg));
         self.ext_ids.extend_from_slice(&ids);
         self.deleted.resize((first + n).div_ceil(64), 0);
         let keeps_identity = ids.iter().enumerate().all(|(i, &id)| id == (first + i) as i64);
@@ -347,6 +412,16 @@ impl Index {
 
     /// Fold all segments and deletions into one freshly laid-out segment.
     pub fn compact(&mut self) -> Result<(), SparseError> {
+        *self = self.compacted()?;
+        Ok(())
+    }
+
+    /// This index with all segments and deletions folded into one freshly laid-out segment (read-only: the
+    /// costly half of [`Index::compact`]).
+    ///
+    /// Errors: the loaded file changed (see [`Index::check_file`]).
+    pub fn compacted(&self) -> Result<Self, SparseError> {
+        self.check_file()?;
         let mut live: Vec<u32> = match &self.id_map {
             IdMap::Identity { .. } => {
                 (0..self.ext_ids.len()).filter(|&g| !is_deleted(&self.deleted, g)).map(|g| g as u32).collect()
@@ -364,8 +439,7 @@ impl Index {
         }
         let ids: Vec<i64> = live.iter().map(|&g| self.ext_ids[g as usize]).collect();
         let docs = CsrView::new(&indptr, &terms, &vals, self.dim)?;
-        *self = Self::build(&docs, Some(&ids), self.params)?;
-        Ok(())
+        Self::build(&docs, Some(&ids), self.params)
     }
 
     /// Bytes held per component.
@@ -394,15 +468,34 @@ impl Index {
         bits
     }
 
-    /// Allowed-set bitset from a boolean mask indexed by external id (ids outside the mask are excluded).
-    pub fn allow_mask(&self, mask: &[bool]) -> Vec<u64> {
+    /// Allowed-set bitset from a boolean mask indexed by external id.
+    ///
+    /// Errors: `SparseError::ShapeMismatch` when the mask does not cover every live document (shorter than the
+    /// largest live id + 1, or a live id is negative): a short mask would silently exclude documents.
+    pub fn allow_mask(&self, mask: &[bool]) -> Result<Vec<u64>, SparseError> {
         let mut bits = vec![0u64; self.ext_ids.len().div_ceil(64)];
+        let deleted = self.deleted_bits();
         for (g, &id) in self.ext_ids.iter().enumerate() {
-            if usize::try_from(id).ok().and_then(|i| mask.get(i)).copied().unwrap_or(false) {
+            let allowed = match usize::try_from(id).ok().and_then(|i| mask.get(i)) {
+                Some(&a) => a,
+                None if !deleted.is_empty() && is_deleted(deleted, g) => false,
+                None => {
+                    return Err(SparseError::ShapeMismatch(if id < 0 {
+                        format!("filter: a boolean mask cannot hold the negative id {id}; pass the allowed ids")
+                    } else {
+                        format!(
+                            "filter: a boolean mask needs an entry for every live id, got {} entries but id {id} \
+                             is live",
+                            mask.len()
+                        )
+                    }));
+                }
+            };
+            if allowed {
                 bits[g >> 6] |= 1 << (g & 63);
             }
         }
-        bits
+        Ok(bits)
     }
 
     /// Top-k of one query given as sorted term ids and weights, on the calling thread (no pool dispatch), for
@@ -430,6 +523,11 @@ impl Index {
         let indptr = [0, terms.len() as i64];
         let q = CsrView::new(&indptr, terms, vals, self.dim)?;
         self.check_search(&q, params)?;
+        // No more hits than live documents: a huge `k` must not size the heap.
+        let params = &SearchParams { k: params.k.min(self.len()), ..*params };
+        if params.k == 0 {
+            return Ok((Vec::new(), SearchStats::default()));
+        }
         let vis = Visibility { deleted: self.deleted_bits(), allowed, ext_ids: &self.ext_ids };
         let direct = allowed.and_then(|a| self.direct_candidates(a));
         let query = Query { terms, vals };
@@ -445,6 +543,7 @@ impl Index {
     }
 
     fn check_search(&self, queries: &CsrView<'_>, params: &SearchParams) -> Result<(), SparseError> {
+        self.check_file()?;
         if params.k == 0 {
             return Err(SparseError::invalid("k", "must be >= 1, got 0"));
         }
@@ -483,9 +582,11 @@ impl Index {
         Some(c)
     }
 
-    /// Top-k for every query (rows of `queries`), in query order, padded with `-1` / `-inf`.
+    /// Top-k for every query (rows of `queries`), in query order, padded with `-1` / `-inf`. The result has
+    /// `min(k, len())` columns: no query can have more hits than there are live documents.
     ///
-    /// Errors: `k == 0`; dim mismatch; invalid or negative query weights; `alpha`/`beta` outside `(0, 1]`.
+    /// Errors: `k == 0`; dim mismatch; invalid or negative query weights; `alpha`/`beta` outside `(0, 1]`; the
+    /// memory-mapped file changed since it was loaded.
     pub fn search(
         &self,
         queries: &CsrView<'_>,
@@ -495,8 +596,12 @@ impl Index {
         self.check_search(queries, params)?;
         let vis = Visibility { deleted: self.deleted_bits(), allowed, ext_ids: &self.ext_ids };
         let direct = allowed.and_then(|a| self.direct_candidates(a));
+        let params = &SearchParams { k: params.k.min(self.len()), ..*params };
         let k = params.k;
         let nq = queries.n_rows();
+        if k == 0 {
+            return Ok(TopK { ids: Vec::new(), scores: Vec::new(), k });
+        }
         let area = SparseError::checked_area("search results", nq, k)?;
         let mut ids = SparseError::try_zeroed::<i64>("search ids", area)?;
         let mut scores = SparseError::try_zeroed::<f32>("search scores", area)?;
@@ -593,7 +698,7 @@ mod tests {
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
             let drop_postings = |idx: &mut Index| {
                 if !postings {
-                    idx.segments.iter_mut().for_each(|s| s.postings = None);
+                    idx.segments.iter_mut().for_each(|s| Arc::make_mut(s).postings = None);
                 }
             };
             drop_postings(&mut idx);
@@ -654,7 +759,7 @@ mod tests {
             // Ids decrease with the row, so ties are decided against the layout order.
             let ids: Vec<i64> = (0..dv.n_rows() as i64).map(|i| 500 - i).collect();
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
-            idx.segments.iter_mut().for_each(|s| s.postings = None);
+            idx.segments.iter_mut().for_each(|s| Arc::make_mut(s).postings = None);
             let qv = queries.view(24).unwrap();
             let exact = idx.search(&qv, &SearchParams::exact(k), None).unwrap();
             let approx = idx.search(&qv, &SearchParams { k, alpha: 0.5, beta: 0.7, patience: 0.05 }, None).unwrap();
@@ -697,7 +802,7 @@ mod tests {
             let dv = docs.view(12).unwrap();
             let ids: Vec<i64> = (0..dv.n_rows() as i64).collect();
             let mut idx = Index::build(&dv, Some(&ids), BuildParams { block_size: bs, reorder: false }).unwrap();
-            idx.segments.iter_mut().for_each(|s| s.postings = None);
+            idx.segments.iter_mut().for_each(|s| Arc::make_mut(s).postings = None);
             let qv = queries.view(12).unwrap();
             let top = idx.search(&qv, &SearchParams::exact(k), None).unwrap();
             for r in 0..qv.n_rows() {
@@ -732,7 +837,7 @@ mod tests {
         assert!(idx.add(&new.view(10).unwrap(), Some(&[1])).is_err());
         let q = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![1.0] };
         let top = idx.search(&q.view(10).unwrap(), &SearchParams::exact(3), None).unwrap();
-        assert_eq!(top.ids, vec![1, 0, -1]);
+        assert_eq!(top.ids, vec![1, 0]);
         let neg = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![-1.0] };
         assert!(idx.search(&neg.view(10).unwrap(), &SearchParams::exact(1), None).is_err());
         assert!(idx.delete(&[99], false).is_err());
@@ -747,7 +852,40 @@ mod tests {
         assert!(idx.delete(&[0], false).is_err());
         assert_eq!(idx.delete(&[1, -7], false).unwrap(), 2);
         let top = idx.search(&q.view(10).unwrap(), &SearchParams::exact(3), None).unwrap();
-        assert_eq!(top.ids, vec![2, -1, -1]);
+        assert_eq!(top.ids, vec![2]);
+    }
+
+    /// A prepared add commits only to the index it was prepared against; `k` beyond the live documents
+    /// shrinks the result instead of sizing it; a boolean mask must cover every live id.
+    #[test]
+    fn prepared_adds_huge_k_and_short_masks() {
+        let d = Csr { indptr: vec![0, 1, 2], indices: vec![3, 4], data: vec![1.0, 2.0] };
+        let mut idx = Index::build(&d.view(10).unwrap(), None, BuildParams::default()).unwrap();
+        let new = Csr { indptr: vec![0, 1], indices: vec![3], data: vec![3.0] };
+        let a = idx.prepare_add(&new.view(10).unwrap(), None, None).unwrap();
+        let b = idx.prepare_add(&new.view(10).unwrap(), None, None).unwrap();
+        assert_eq!(idx.commit_add(a).unwrap(), vec![2]);
+        let len = idx.len();
+        assert!(idx.commit_add(b).is_err());
+        assert_eq!(idx.len(), len);
+        let q = Csr { indptr: vec![0, 1, 2], indices: vec![3, 4], data: vec![1.0, 1.0] };
+        let top = idx.search(&q.view(10).unwrap(), &SearchParams::exact(1 << 40), None).unwrap();
+        assert_eq!((top.k, top.ids.clone()), (3, vec![2, 0, -1, 1, -1, -1]));
+        let hits = idx.search_one(&[3], &[1.0], &SearchParams::exact(usize::MAX), None).unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(idx.allow_mask(&[true, true]).is_err());
+        assert_eq!(idx.allow_mask(&[false, true, true, false]).unwrap(), vec![0b110]);
+        idx.delete(&[2], false).unwrap();
+        assert_eq!(idx.allow_mask(&[true, true]).unwrap(), vec![0b11]);
+        let mut empty =
+            Index::build(&Csr { indptr: vec![0], ..Csr::default() }.view(10).unwrap(), None, BuildParams::default())
+                .unwrap();
+        let top = empty.search(&q.view(10).unwrap(), &SearchParams::exact(5), None).unwrap();
+        assert_eq!((top.k, top.ids.len()), (0, 0));
+        assert_eq!(empty.add(&new.view(10).unwrap(), Some(&[-4])).unwrap(), vec![-4]);
+        assert!(empty.allow_mask(&[true; 8]).is_err());
+        let compacted = idx.compacted().unwrap();
+        assert_eq!((compacted.len(), compacted.segments.len(), idx.segments.len()), (2, 1, 2));
     }
 
     /// A segment of more than 65,536 blocks lists block ids as u32: exact search, approximate search and a

@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use crate::pursuit::kernels;
 
@@ -438,7 +439,7 @@ fn bound_terms(q: &Query<'_>, beta: f32) -> Vec<usize> {
 
 /// Top-k search of one query over `segments`.
 pub fn search_query(
-    segments: &[Segment],
+    segments: &[Arc<Segment>],
     dim: u64,
     q: &Query<'_>,
     params: &SearchParams,
@@ -827,7 +828,7 @@ fn search_postings(seg: &Segment, post: &Postings, vis: &Visibility<'_>, scratch
 
 /// Exact top-k over an explicit list of candidate documents `(segment, position)` (selective filters).
 pub fn search_candidates(
-    segments: &[Segment],
+    segments: &[Arc<Segment>],
     dim: u64,
     q: &Query<'_>,
     k: usize,

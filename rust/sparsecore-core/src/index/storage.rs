@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use bytemuck::Pod;
 
+use crate::SparseError;
+
 /// The bytes of a loaded index file.
 pub enum Backing {
-    /// A read-only memory map of the file.
-    Mapped(memmap2::Mmap),
+    /// A read-only memory map of the file, and what the file looked like when it was mapped.
+    Mapped(memmap2::Mmap, FileWatch),
     /// The file read into anonymous memory (page-aligned; advised for huge pages when large).
     Anon(memmap2::Mmap),
 }
@@ -19,8 +21,74 @@ impl Backing {
     /// All bytes.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Self::Mapped(m) | Self::Anon(m) => m,
+            Self::Mapped(m, _) | Self::Anon(m) => m,
         }
+    }
+
+    /// Check that a mapped file still has the size and modification time it had when mapped (an anonymous copy
+    /// cannot change).
+    ///
+    /// Errors: `SparseError::Format` naming the file and what changed.
+    pub fn check_unchanged(&self) -> Result<(), SparseError> {
+        match self {
+            Self::Mapped(_, w) => w.check(),
+            Self::Anon(_) => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mapped(m, w) => write!(f, "Backing::Mapped({} bytes of {})", m.len(), w.path.display()),
+            Self::Anon(m) => write!(f, "Backing::Anon({} bytes)", m.len()),
+        }
+    }
+}
+
+/// The open file behind a memory map, with its size and modification time at the time it was mapped.
+///
+/// A file that another program truncates while it is mapped makes the next read of a lost page kill the process
+/// (SIGBUS), and one rewritten in place feeds unchecked values to the search. sparsecore never does either (saves
+/// write a new file and rename it over the old one, which leaves the mapped inode alone); to turn a foreign change
+/// into an error, every search first compares the file's size and modification time (one `fstat`, well under a
+/// microsecond) with these. A change that lands while a search is running is not caught by this check.
+pub struct FileWatch {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    len: u64,
+    stamp: Option<std::time::SystemTime>,
+}
+
+/// Modification time of a file, where the platform gives it. (Not the change time: replacing the file by a
+/// rename, as `save` does, unlinks the mapped inode, which changes its change time but not its contents.)
+fn change_stamp(meta: &std::fs::Metadata) -> Option<std::time::SystemTime> {
+    meta.modified().ok()
+}
+
+impl FileWatch {
+    /// Watch `file` (opened from `path`), whose metadata is `meta`.
+    pub fn new(file: std::fs::File, path: &std::path::Path, meta: &std::fs::Metadata) -> Self {
+        Self { file, path: path.to_path_buf(), len: meta.len(), stamp: change_stamp(meta) }
+    }
+
+    /// Errors: `SparseError::Format` when the file's size or modification time differ from those at mapping time.
+    pub fn check(&self) -> Result<(), SparseError> {
+        let changed = |what: String| {
+            SparseError::Format(format!(
+                "{}: {what} since it was memory-mapped; an index file must not be modified while loaded \
+                 (save() replaces files safely); load it again",
+                self.path.display()
+            ))
+        };
+        let meta = self.file.metadata().map_err(|e| changed(format!("cannot be checked ({e})")))?;
+        if meta.len() != self.len {
+            return Err(changed(format!("the file changed size ({} -> {} bytes)", self.len, meta.len())));
+        }
+        if change_stamp(&meta) != self.stamp {
+            return Err(changed("the file was written".to_string()));
+        }
+        Ok(())
     }
 }
 
