@@ -443,6 +443,64 @@ def dim_control(n_updates: int, bins: int, dims: list[int], passes: int) -> list
     return rows
 
 
+def exact_vs_rls(n: int, ridges: list[float], chunk: int = 100) -> list[dict[str, Any]]:
+    """The exact rule (follow-the-leader after every sample) against dense RLS, alternating, at each ridge.
+
+    Encoder of the issue that found the exact rule slow: 3-D inputs, 40 groups, bin_dim 2, 6 bins (dim 1,960,
+    160 active); samples in chunks of ``chunk``. Both are checked against batch ridge solved by least squares on
+    the augmented system ``[Φ; √λ I] w = [y; 0]`` (float64 QR, no normal equations).
+    """
+    enc = LsseEncoder(3, num_groups=40, bin_dim=2, num_bins=6, seed=3)
+    rng = np.random.default_rng(SEED + 5)
+    x = rng.standard_normal((n, 3))
+    y = np.sin(x).sum(axis=1)
+    phi = enc.encode(x)
+    dense = phi.to_scipy().toarray().astype(np.float64)
+    eye = SparseBatch.from_dense(np.eye(enc.dim, dtype=np.float32))
+    rows: list[dict[str, Any]] = []
+    for ridge in ridges:
+        aug = np.vstack([dense, np.sqrt(ridge) * np.eye(enc.dim)])
+        w_ref = np.linalg.lstsq(aug, np.concatenate([y, np.zeros(enc.dim)]), rcond=None)[0]
+        times: dict[str, list[float]] = {"exact": [], "exact2": [], "rls": []}
+        w_ours = w_rls = w_ref
+        for _ in range(2):  # alternate ours and the anchor; report the faster of two rounds each
+            for threads, key in ((1, "exact"), (2, "exact2")):
+                model = OnlineRidge(enc.dim, ridge=ridge, update="exact")
+                t0 = time.perf_counter()
+                for c in range(0, n, chunk):
+                    model.partial_fit(phi[c : c + chunk], y[c : c + chunk], num_threads=threads)
+                times[key].append((time.perf_counter() - t0) / n * 1e3)
+                w_ours = model.predict(eye)[:, 0]
+            with blas_threads(1):
+                rls = DenseRls(enc.dim, ridge)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    idx, val = phi.row(i)
+                    rls.update(idx, val.astype(np.float64), float(y[i]))
+                times["rls"].append((time.perf_counter() - t0) / n * 1e3)
+                w_rls = rls.w
+        scale = float(np.abs(w_ref).max())
+        row = {
+            "ridge": ridge,
+            "dim": enc.dim,
+            "n_active": enc.n_active,
+            "samples": n,
+            "exact_ms_per_sample": min(times["exact"]),
+            "exact_ms_per_sample_2threads": min(times["exact2"]),
+            "rls_ms_per_sample": min(times["rls"]),
+            "exact_vs_batch_max_rel_diff": float(np.abs(w_ours - w_ref).max() / scale),
+            "rls_vs_batch_max_rel_diff": float(np.abs(w_rls - w_ref).max() / scale),
+        }
+        log(
+            f"exact vs RLS, ridge {ridge:g}: {row['exact_ms_per_sample']:.3f} ms/sample "
+            f"({row['exact_ms_per_sample_2threads']:.3f} on 2 threads) vs {row['rls_ms_per_sample']:.3f}; "
+            f"weights vs batch ridge {row['exact_vs_batch_max_rel_diff']:.1e} "
+            f"(RLS {row['rls_vs_batch_max_rel_diff']:.1e})"
+        )
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
@@ -496,6 +554,7 @@ def main() -> int:
     control_rows = dim_control(
         500 if quick else 2000, 13, [9_800, 100_000] if quick else [9_800, 100_000, 1_000_000, 10_000_000], 3
     )
+    exact_rows = exact_vs_rls(200 if quick else 600, [1.0, 1e-3, 1e-6])
 
     cases: list[CaseResult] = []
 
@@ -570,6 +629,23 @@ def main() -> int:
                     f"({row['pairs']:,} pairs) vs dense A {row['dense_a_bytes'] / 2**20:,.0f} MiB"
                     + ("" if rls is not None else " (dense RLS not run: too large)")
                     + f"; predict {row['predictions_per_s_2threads'] / 1e3:.0f}k rows/s on 2 threads"
+                ),
+                quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+            )
+        )
+    for row in exact_rows:
+        cases.append(
+            CaseResult(
+                case=f"exact rule (follow-the-leader every sample) vs dense RLS, ridge {row['ridge']:g}",
+                dataset=f"dim {row['dim']:,}, {row['n_active']} active, {row['samples']} samples in chunks of 100",
+                threads=1,
+                ours_ms=round(row["exact_ms_per_sample"], 4),
+                anchor_ms=round(row["rls_ms_per_sample"], 4),
+                ratio=round(row["exact_ms_per_sample"] / row["rls_ms_per_sample"], 4),
+                quality=(
+                    f"max |w - w_batch| / max |w_batch|: ours {row['exact_vs_batch_max_rel_diff']:.1e}, "
+                    f"RLS {row['rls_vs_batch_max_rel_diff']:.1e}; "
+                    f"2 threads {row['exact_ms_per_sample_2threads']:.3f} ms/sample"
                 ),
                 quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
             )
