@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from sparsecore._io import atomic_write_bytes, read_checked_json, write_checked_json
+from sparsecore._io import atomic_write_bytes, open_regular_file, read_checked_json, read_npz, write_checked_json
 from sparsecore.exceptions import IndexFormatError, InvalidArgumentError, SparsecoreError, SparseFormatError
 from sparsecore.sparse import SparseBatch
 
@@ -39,6 +38,7 @@ __all__ = ["Corpus", "load_index_dir", "load_vectors", "main", "read_texts", "sa
 ENCODERS = ("bm25", "splade", "inference-free")
 _VECTORS_FORMAT = "sparsecore.vectors"
 _MANIFEST_FORMAT = "sparsecore.index-dir"
+_MANIFEST_MAX_BYTES = 2**20
 
 
 class _Encoder(Protocol):
@@ -62,17 +62,21 @@ def read_texts(path: str | os.PathLike[str]) -> Corpus:
     ------
     FileNotFoundError
         No such file.
+    IndexFormatError
+        ``path`` is not a regular file (a directory, a FIFO, a device).
     SparseFormatError
         A malformed line (the message gives the file and line number) or repeated ids.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
+    try:
+        raw = open_regular_file(p)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
     ids: list[str] = []
     texts: list[str] = []
     titles: list[str] = []
     suffix = p.suffix.lower()
-    with p.open(encoding="utf-8") as fh:
+    with io.TextIOWrapper(raw, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\n")
             if suffix == ".jsonl":
@@ -140,23 +144,26 @@ def load_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, list[str], 
 
     Raises
     ------
+    FileNotFoundError
+        ``path`` does not exist.
     IndexFormatError
-        Not a sparsecore vectors file, another version, or corrupted.
+        Not a regular file, not a sparsecore vectors file, another version, or corrupted.
     """
+    with open_regular_file(path) as fh:
+        arrays = read_npz(fh, path, ("meta", "indptr", "indices", "data", "ids"))
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in ("indptr", "indices", "data", "ids")}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise IndexFormatError(f"{path}: not a sparsecore vectors file ({exc})") from None
+        meta = json.loads(str(arrays.pop("meta")))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{path}: not a sparsecore vectors file (its description is not JSON: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != _VECTORS_FORMAT or meta.get("version") != 1:
         raise IndexFormatError(f"{path}: not a sparsecore vectors file of version 1")
     if meta.get("sha256") != _arrays_digest(arrays):
         raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
-    batch = SparseBatch.from_arrays(arrays["indptr"], arrays["indices"], arrays["data"], int(meta["dim"]))
-    return batch, [str(x) for x in arrays["ids"].tolist()], dict(meta.get("info", {}))
+    dim, info = meta.get("dim"), meta.get("info", {})
+    if isinstance(dim, bool) or not isinstance(dim, int) or not isinstance(info, dict):
+        raise IndexFormatError(f"{path}: malformed description (dim {dim!r}, info of type {type(info).__name__})")
+    batch = SparseBatch.from_arrays(arrays["indptr"], arrays["indices"], arrays["data"], dim)
+    return batch, [str(x) for x in arrays["ids"].tolist()], dict(info)
 
 
 # -- encoders ---------------------------------------------------------------------------------------------------
@@ -215,7 +222,11 @@ def _write_corpus(path: Path, corpus: Corpus) -> None:
 def build_index_dir(
     out: Path, corpus: Corpus, encoder_kind: str, *, model: str | None, mode: str, max_length: int
 ) -> IndexDir:
-    """Encode ``corpus``, build the index and save everything under ``out``."""
+    """Encode ``corpus``, build the index and save everything under ``out``.
+
+    The directory is self-contained: a model other than the bundled one is saved into ``out/model`` (safetensors
+    weights and its tokenizer), since :func:`load_index_dir` loads only models inside the directory.
+    """
     from sparsecore.index import InvertedIndex
 
     out.mkdir(parents=True, exist_ok=True)
@@ -225,13 +236,21 @@ def build_index_dir(
     t1 = time.perf_counter()
     index = InvertedIndex.build(docs, mode=mode)  # type: ignore[arg-type]
     t2 = time.perf_counter()
-    index.save(out / "index.bin")
+    files = {"index": "index.bin", "docs": "docs.jsonl"}
+    index.save(out / files["index"])
     if encoder_kind == "bm25":
-        enc.save(out / "encoder.json")  # type: ignore[attr-defined]
+        files["encoder_state"] = "encoder.json"
+        enc.save(out / files["encoder_state"])  # type: ignore[attr-defined]
     elif encoder_kind == "inference-free":
-        enc.save_idf(out / "idf.json")  # type: ignore[attr-defined]
-    _write_corpus(out / "docs.jsonl", corpus)
-    info = {**info, "mode": mode, "n_docs": len(corpus.ids), "nnz": docs.nnz, "dim": docs.dim}
+        files["idf"] = "idf.json"
+        enc.save_idf(out / files["idf"])  # type: ignore[attr-defined]
+    if info.get("model", "bundled") != "bundled":
+        splade: Any = getattr(enc, "doc_encoder", enc)  # an inference-free encoder's documents side
+        splade.model.save_pretrained(out / "model")  # safetensors weights
+        splade.tokenizer.save_pretrained(out / "model")
+        info = {**info, "model": "model"}
+    _write_corpus(out / files["docs"], corpus)
+    info = {**info, "mode": mode, "n_docs": len(corpus.ids), "nnz": docs.nnz, "dim": docs.dim, "files": files}
     write_checked_json(out / "manifest.json", _MANIFEST_FORMAT, 1, info)
     print(
         f"indexed {len(corpus.ids):,} documents ({docs.nnz / max(docs.n_rows, 1):.0f} terms each) with {encoder_kind} "
@@ -241,41 +260,102 @@ def build_index_dir(
     return IndexDir(index, enc, corpus, info)
 
 
+def _inside(root: Path, name: object, field: str) -> Path:
+    """``root / name`` with symbolic links resolved; refused unless it lies strictly inside ``root`` (resolved)."""
+    where = f"{root / 'manifest.json'}: {field}"
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise IndexFormatError(f"{where}: expected a path relative to the index directory, got {name!r}")
+    rel = Path(name)
+    if rel.is_absolute() or rel.anchor:
+        raise IndexFormatError(f"{where}: {name!r} is absolute; paths must be relative to the index directory")
+    try:
+        resolved = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise IndexFormatError(f"{where}: {name!r} cannot be resolved ({exc})") from None
+    if resolved == root or not resolved.is_relative_to(root):
+        raise IndexFormatError(f"{where}: {name!r} leads to {resolved}, outside the index directory {root}")
+    return resolved
+
+
+def _index_file(root: Path, files: dict[str, Any], key: str, default: str) -> Path:
+    """The file ``key`` of the manifest's ``files`` (or ``default``), inside ``root`` and a regular file."""
+    path = _inside(root, files.get(key, default), f"files.{key}")
+    if path.exists() and not path.is_file():
+        raise IndexFormatError(f"{path}: is not a regular file; sparsecore reads only regular files")
+    return path
+
+
+def _model_dir(root: Path, name: object) -> Path:
+    """The model folder a manifest names: inside ``root``, holding only regular files and folders inside it."""
+    folder = _inside(root, name, "model")
+    if not folder.is_dir():
+        raise IndexFormatError(
+            f"{root / 'manifest.json'}: model {name!r} is not a folder inside the index directory (models are "
+            "loaded only from the index directory or the bundled one; rebuild the index to copy the model in)"
+        )
+    for dirpath, dirnames, filenames in os.walk(folder):  # links to folders are not walked: they are refused
+        for entry in (*dirnames, *filenames):
+            item = Path(dirpath) / entry
+            target = item.resolve()
+            if not target.is_relative_to(root):
+                raise IndexFormatError(f"{item}: leads to {target}, outside the index directory {root}")
+            if not (target.is_file() or (target.is_dir() and not item.is_symlink())):
+                raise IndexFormatError(f"{item}: is not a regular file or a folder (links to folders are refused)")
+    return folder
+
+
 def load_index_dir(path: str | os.PathLike[str]) -> IndexDir:
     """Open a directory written by ``sparsecore index`` (the index is memory-mapped).
+
+    The directory is treated as untrusted: every file it names (index, texts, encoder state, model) must resolve,
+    symbolic links followed, to a regular file or folder inside it; a model is the bundled one or a folder inside
+    the directory, loaded without running any code shipped with it (no ``trust_remote_code``, safetensors weights
+    only); the manifest is at most 1 MiB.
 
     Raises
     ------
     FileNotFoundError
-        ``path`` is not such a directory.
+        ``path`` is not such a directory, or a file of it is missing.
     IndexFormatError
-        A file of it is corrupted or of another version.
+        A file of it is corrupted or of another version, or the manifest names a path outside the directory.
     """
     from sparsecore.index import InvertedIndex
 
-    root = Path(path)
-    if not (root / "manifest.json").is_file():
+    if not (Path(path) / "manifest.json").is_file():
         raise FileNotFoundError(
-            f"{root}: not an index directory (no manifest.json); create one with 'sparsecore index'"
+            f"{path}: not an index directory (no manifest.json); create one with 'sparsecore index'"
         )
-    _, info = read_checked_json(root / "manifest.json", _MANIFEST_FORMAT, 1)
+    root = Path(path).resolve()
+    manifest = _inside(root, "manifest.json", "manifest.json")
+    _, info = read_checked_json(manifest, _MANIFEST_FORMAT, 1, max_bytes=_MANIFEST_MAX_BYTES)
+    files = info.get("files", {})
+    if not isinstance(files, dict):
+        raise IndexFormatError(f"{manifest}: files must be an object, got {type(files).__name__}")
     kind = info.get("encoder")
     enc: _Encoder
     if kind == "bm25":
         from sparsecore.encoders import BM25Encoder
 
-        enc = BM25Encoder.load(root / "encoder.json")
+        enc = BM25Encoder.load(_index_file(root, files, "encoder_state", "encoder.json"))
     elif kind in ("splade", "inference-free"):
-        enc, _ = _make_encoder("splade", info.get("model"), None, int(info.get("max_length", 256)))
-        if kind == "inference-free":
-            from sparsecore.encoders.splade import InferenceFreeEncoder, SpladeEncoder
+        from sparsecore.encoders.splade import InferenceFreeEncoder, SpladeEncoder
 
-            assert isinstance(enc, SpladeEncoder)
-            enc = InferenceFreeEncoder(enc).load_idf(root / "idf.json")
+        max_length = info.get("max_length", 256)
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            raise IndexFormatError(f"{manifest}: max_length must be an int, got {max_length!r}")
+        model = info.get("model", "bundled")
+        splade = (
+            SpladeEncoder.bundled(max_length=max_length)
+            if model in (None, "bundled")
+            else SpladeEncoder.from_pretrained(_model_dir(root, model), max_length=max_length, use_safetensors=True)
+        )
+        enc = splade
+        if kind == "inference-free":
+            enc = InferenceFreeEncoder(splade).load_idf(_index_file(root, files, "idf", "idf.json"))
     else:
-        raise IndexFormatError(f"{root}/manifest.json: unknown encoder {kind!r}")
-    corpus = read_texts(root / "docs.jsonl")
-    index = InvertedIndex.load(root / "index.bin", mmap=True)
+        raise IndexFormatError(f"{manifest}: unknown encoder {kind!r}")
+    corpus = read_texts(_index_file(root, files, "docs", "docs.jsonl"))
+    index = InvertedIndex.load(_index_file(root, files, "index", "index.bin"), mmap=True)
     if len(index) != len(corpus.ids):
         raise IndexFormatError(f"{root}: the index holds {len(index)} documents but docs.jsonl {len(corpus.ids)}")
     return IndexDir(index, enc, corpus, info)

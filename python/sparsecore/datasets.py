@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparsecore._io import read_regular_file
 from sparsecore.exceptions import InvalidArgumentError, MissingExtraError
 
 __all__ = [
@@ -329,7 +330,7 @@ def _cranfield_fields(path: Path) -> Iterator[dict[str, str]]:
     """Records of a SMART-format file: ``.I n`` starts a record, ``.X`` lines start fields."""
     record: dict[str, str] = {}
     key = ""
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_regular_file(path).decode("utf-8", errors="replace").splitlines():
         if line.startswith(".I"):
             if record:
                 yield record
@@ -374,7 +375,7 @@ def cranfield(path: str | os.PathLike[str] | None = None) -> RetrievalTask:
         path = env
     root = Path(path)
     for name in ("cran.all.1400", "cran.qry", "cranqrel"):
-        if not (root / name).is_file():
+        if not (root / name).exists():  # a FIFO or a folder is refused when read (IndexFormatError)
             raise FileNotFoundError(f"path: {root / name} does not exist")
     docs = []
     for rec in _cranfield_fields(root / "cran.all.1400"):
@@ -386,7 +387,7 @@ def cranfield(path: str | os.PathLike[str] | None = None) -> RetrievalTask:
         for n, rec in enumerate(_cranfield_fields(root / "cran.qry"), start=1)
     ]
     qrels: dict[str, dict[str, int]] = {}
-    for line in (root / "cranqrel").read_text(encoding="utf-8").split("\n"):
+    for line in read_regular_file(root / "cranqrel").decode("utf-8").split("\n"):
         parts = line.split()
         if len(parts) < 3:
             continue

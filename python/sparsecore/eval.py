@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sparsecore._io import atomic_write_bytes
+from sparsecore._io import atomic_write_bytes, read_regular_file
 from sparsecore._optional import require
 from sparsecore.exceptions import InvalidArgumentError, ShapeMismatchError, SparseFormatError
 
@@ -192,7 +191,7 @@ def write_run(path: str | os.PathLike[str], run: Run, *, tag: str = "sparsecore"
 
 def _read_lines(path: str | os.PathLike[str], n_fields: int, what: str) -> list[tuple[int, list[str]]]:
     rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_regular_file(path).decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()

@@ -34,8 +34,6 @@ import math
 import os
 import struct
 import warnings
-import zipfile
-from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -43,7 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
 from sparsecore._estimators import _Estimator
-from sparsecore._io import atomic_write_bytes
+from sparsecore._io import atomic_write_bytes, open_regular_file, read_npz, regular_file_size
 from sparsecore._progress import progress as _progress
 from sparsecore._progress import want_progress
 from sparsecore.exceptions import (
@@ -336,9 +334,12 @@ class OnlineRidge:
         ``"block"`` (default; the paper's rule): each sample adds its outer product to the active block of ``A``
         and re-solves the active weights exactly with the others fixed (a block Gauss-Seidel step). Its cost
         depends on the number of active features and their co-active neighbours, never on ``dim``; predictions
-        drift slightly from the full solution, which :meth:`solve_exact` restores at any time. ``"exact"``: the
-        block step followed by conjugate gradients on the whole system, so predictions after every sample are the
-        follow-the-leader solution (to a relative residual of 1e-10); slower, meant for small models and checks.
+        drift slightly from the full solution, which :meth:`solve_exact` restores at any time. ``"exact"``:
+        predictions after every sample are the follow-the-leader solution. While the features seen so far number
+        at most 5,792 (a dense inverse of 256 MiB), it keeps ``(A + ridge·I)⁻¹`` and updates it by
+        Sherman-Morrison (recursive least squares, ``O(n²)`` per sample for ``n`` features seen; several times
+        faster than the same update in numpy, see ``benches/RESULTS.md``); beyond that, the block step followed by
+        conjugate gradients on the whole system (to a relative residual of 1e-10), much slower.
 
     Notes
     -----
@@ -542,26 +543,27 @@ class OnlineRidge:
         FileNotFoundError
             ``path`` does not exist.
         IndexFormatError
-            Not an OnlineRidge file, another version, truncated, corrupted, or inconsistent content.
+            Not a regular file, not an OnlineRidge file, another version, truncated, corrupted, or inconsistent
+            content.
         """
-        raw = Path(path).read_bytes()
-        if len(raw) < _HEADER.size or raw[:8] != _FILE_MAGIC:
-            raise IndexFormatError(f"{path}: not a sparsecore OnlineRidge file (bad magic)")
-        _, version, length, digest = _HEADER.unpack_from(raw)
-        if version != _FILE_VERSION:
-            raise IndexFormatError(f"{path}: OnlineRidge file version {version} is not supported (reads 1)")
-        payload = raw[_HEADER.size :]
-        if len(payload) != length:
-            raise IndexFormatError(
-                f"{path}: truncated or extended ({len(payload)} payload bytes, the header says {length})"
-            )
+        with open_regular_file(path) as fh:
+            size = regular_file_size(fh)
+            head = fh.read(_HEADER.size)
+            if len(head) < _HEADER.size or head[:8] != _FILE_MAGIC:
+                raise IndexFormatError(f"{path}: not a sparsecore OnlineRidge file (bad magic)")
+            _, version, length, digest = _HEADER.unpack(head)
+            if version != _FILE_VERSION:
+                raise IndexFormatError(f"{path}: OnlineRidge file version {version} is not supported (reads 1)")
+            if length != size - _HEADER.size:  # checked before reading: the header cannot make us read more
+                raise IndexFormatError(
+                    f"{path}: truncated or extended ({size - _HEADER.size} payload bytes, the header says {length})"
+                )
+            payload = fh.read(length)
+            if len(payload) != length or fh.read(1):
+                raise IndexFormatError(f"{path}: the file changed while it was read")
         if hashlib.sha256(payload).digest() != digest:
             raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
-        try:
-            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-                st = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
-            raise IndexFormatError(f"{path}: unreadable payload ({exc})") from None
+        st = read_npz(io.BytesIO(payload), path)
         try:
             return cls._wrap(_from_state(st))
         except InvalidArgumentError as exc:

@@ -48,14 +48,13 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, NoReturn, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
-from sparsecore._io import atomic_write_bytes
+from sparsecore._io import atomic_write_bytes, open_regular_file, read_regular_file, regular_file_size
 from sparsecore._progress import progress as _progress_iter
 from sparsecore._progress import want_progress
 from sparsecore.exceptions import (
@@ -756,9 +755,9 @@ class CodingField:
         FileNotFoundError
             ``path`` does not exist.
         IndexFormatError
-            Not a coding field file, another version, truncated or corrupted.
+            Not a regular file, not a coding field file, another version, truncated or corrupted.
         """
-        return cls._wrap(_core.FieldCore.from_bytes(Path(path).read_bytes()))
+        return cls._wrap(_core.FieldCore.from_bytes(read_regular_file(path)))
 
 
 def codes_to_sdrs(codes: ArrayLike, cells_per_module: int) -> SDRBatch:
@@ -1032,20 +1031,28 @@ class SDRNetwork:
         FileNotFoundError
             ``path`` does not exist.
         IndexFormatError
-            Not an SDR network file, another version, truncated or corrupted.
+            Not a regular file, not an SDR network file, another version, truncated or corrupted.
         """
-        raw = Path(path).read_bytes()
         head = len(cls._MAGIC) + 8 + 32
-        if len(raw) < head or not raw.startswith(cls._MAGIC):
-            raise IndexFormatError(f"{path}: not a sparsecore SDR network file")
-        (n,) = struct.unpack("<Q", raw[len(cls._MAGIC) : len(cls._MAGIC) + 8])
-        digest = raw[len(cls._MAGIC) + 8 : head]
-        meta_raw = raw[head : head + n]
-        if len(meta_raw) != n or hashlib.sha256(meta_raw).digest() != digest:
+        with open_regular_file(path) as fh:
+            size = regular_file_size(fh)
+            start = fh.read(head)
+            if len(start) < head or not start.startswith(cls._MAGIC):
+                raise IndexFormatError(f"{path}: not a sparsecore SDR network file")
+            (n,) = struct.unpack("<Q", start[len(cls._MAGIC) : len(cls._MAGIC) + 8])
+            if n > size - head:  # checked before reading: the header cannot make us read more than the file
+                raise IndexFormatError(f"{path}: truncated (the header declares {n} bytes of geometry)")
+            meta_raw = fh.read(n)
+            fields = fh.read()
+        if len(meta_raw) != n or hashlib.sha256(meta_raw).digest() != start[len(cls._MAGIC) + 8 :]:
             raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
+        try:
+            meta = json.loads(meta_raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise IndexFormatError(f"{path}: the geometry is not JSON ({exc})") from None
         obj = cls.__new__(cls)
-        obj._meta = json.loads(meta_raw.decode("utf-8"))
-        obj._core = _core.NetworkCore.from_bytes(raw[head + n :])
+        obj._meta = meta
+        obj._core = _core.NetworkCore.from_bytes(fields)
         return obj
 
 

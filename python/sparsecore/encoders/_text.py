@@ -128,15 +128,18 @@ class WordTokenizer:
         stemmer = cfg.get("stemmer")
         if stemmer not in (None, "english"):
             raise InvalidArgumentError(f"stemmer: a custom stemmer ({stemmer!r}) cannot be restored from a file")
+        pattern = cfg.get("pattern", DEFAULT_PATTERN)
+        if not isinstance(pattern, str):
+            raise InvalidArgumentError(f"pattern: expected a string in the saved configuration, got {pattern!r}")
         stop = cfg.get("stopwords", [])
-        if not isinstance(stop, list):
-            raise InvalidArgumentError("stopwords: expected a list in the saved configuration")
-        return cls(
-            str(cfg.get("pattern", DEFAULT_PATTERN)),
-            stopwords=[str(w) for w in stop],
-            stemmer="english" if stemmer == "english" else None,
-            lowercase=bool(cfg.get("lowercase", True)),
-        )
+        if not isinstance(stop, list) or not set(map(type, stop)) <= {str}:
+            raise InvalidArgumentError("stopwords: expected a list of strings in the saved configuration")
+        lowercase = cfg.get("lowercase", True)
+        if not isinstance(lowercase, bool):
+            raise InvalidArgumentError(
+                f"lowercase: expected true or false in the saved configuration, got {lowercase!r}"
+            )
+        return cls(pattern, stopwords=stop, stemmer="english" if stemmer == "english" else None, lowercase=lowercase)
 
     def __repr__(self) -> str:
         return (

@@ -26,6 +26,8 @@ __all__ = ["BM25Encoder"]
 
 _FORMAT = "sparsecore.bm25"
 _VERSION = 1
+_FIELDS = ("k1", "b", "query_weights", "tokenizer", "tokens", "doc_freq", "n_docs", "avg_doc_len")
+_MAX_DOCS = 2**53  # document counts beyond this are not exact in the float64 idf
 
 
 class _HFTokenizer(Protocol):
@@ -34,6 +36,62 @@ class _HFTokenizer(Protocol):
 
 TextOrTokens = str | Sequence[str]
 Tokenizer = WordTokenizer | Callable[[str], list[str]] | _HFTokenizer
+
+
+def _finite(x: object) -> float | None:
+    """``x`` as a float when it is a finite int or float (a bool is not a number here), else ``None``."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        v = float(x)
+    except OverflowError:  # an int beyond float range
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _check_settings(k1: object, b: object, query_weights: object) -> None:
+    """The constructor's checks of the settings (also applied to a loaded file)."""
+    k1_value = _finite(k1)
+    if k1_value is None or k1_value < 0:
+        raise InvalidArgumentError(f"k1: must be a finite number >= 0, got {k1!r}")
+    b_value = _finite(b)
+    if b_value is None or not 0 <= b_value <= 1:
+        raise InvalidArgumentError(f"b: must be in [0, 1], got {b!r}")
+    if not isinstance(query_weights, str) or query_weights not in ("count", "binary"):
+        raise InvalidArgumentError(f'query_weights: must be "count" or "binary", got {query_weights!r}')
+
+
+def _check_statistics(n_tokens: int, doc_freq: object, n_docs: object, avg_doc_len: object) -> NDArray[np.int64]:
+    """Check corpus statistics for a vocabulary of ``n_tokens`` terms; returns ``doc_freq`` as int64.
+
+    They are what :meth:`BM25Encoder.fit` produces: ``n_docs`` an int >= 1, every document frequency an int in
+    ``[0, n_docs]``, ``avg_doc_len`` finite, > 0 unless the vocabulary is empty, and the documents at least as long
+    in total as their distinct terms (``sum(doc_freq) <= n_docs · avg_doc_len``). Anything else would give NaN,
+    infinite or negative weights, or scores that no corpus can produce.
+    """
+    if not isinstance(n_docs, int) or isinstance(n_docs, bool) or not 1 <= n_docs <= _MAX_DOCS:
+        raise InvalidArgumentError(f"n_docs: must be an int in [1, 2**53], got {n_docs!r}")
+    if not isinstance(doc_freq, list) or len(doc_freq) != n_tokens:
+        got = len(doc_freq) if isinstance(doc_freq, list) else type(doc_freq).__name__
+        raise InvalidArgumentError(f"doc_freq: must be a list of {n_tokens} ints (one per token), got {got}")
+    if not set(map(type, doc_freq)) <= {int}:  # C-speed check: no bool, float or string
+        bad = next(x for x in doc_freq if type(x) is not int)
+        raise InvalidArgumentError(f"doc_freq: must hold ints, got {bad!r}")
+    if doc_freq and (min(doc_freq) < 0 or max(doc_freq) > n_docs):
+        bad = next(x for x in doc_freq if not 0 <= x <= n_docs)
+        raise InvalidArgumentError(f"doc_freq: a document frequency must be in [0, n_docs={n_docs}], got {bad}")
+    avg = _finite(avg_doc_len)
+    if avg is None or avg < 0:
+        raise InvalidArgumentError(f"avg_doc_len: must be a finite number >= 0, got {avg_doc_len!r}")
+    if n_tokens and avg == 0:
+        raise InvalidArgumentError("avg_doc_len: must be > 0 when the vocabulary is not empty, got 0")
+    total_df = sum(doc_freq)
+    if total_df > n_docs * avg * (1 + 1e-9):
+        raise InvalidArgumentError(
+            f"avg_doc_len: {avg_doc_len!r} is too small: {n_docs} documents of that length cannot hold "
+            f"{total_df} (document, term) pairs"
+        )
+    return np.asarray(doc_freq, dtype=np.int64)
 
 
 def _tokenize_fn(tokenizer: Tokenizer | None) -> Callable[[str], list[str]]:
@@ -81,12 +139,7 @@ class BM25Encoder:
         tokenizer: Tokenizer | None = None,
         query_weights: Literal["count", "binary"] = "count",
     ) -> None:
-        if not (isinstance(k1, (int, float)) and math.isfinite(k1) and k1 >= 0):
-            raise InvalidArgumentError(f"k1: must be a finite number >= 0, got {k1!r}")
-        if not (isinstance(b, (int, float)) and 0 <= b <= 1):
-            raise InvalidArgumentError(f"b: must be in [0, 1], got {b!r}")
-        if query_weights not in ("count", "binary"):
-            raise InvalidArgumentError(f'query_weights: must be "count" or "binary", got {query_weights!r}')
+        _check_settings(k1, b, query_weights)
         self.k1 = float(k1)
         self.b = float(b)
         self.query_weights: Literal["count", "binary"] = query_weights
@@ -284,21 +337,34 @@ class BM25Encoder:
         Raises
         ------
         IndexFormatError
-            Not a BM25 encoder file, an unsupported version, or corrupted.
+            Not a BM25 encoder file (or not a regular file), an unsupported version, corrupted, or statistics that
+            no corpus produces (the message names the field): settings out of the constructor's range, a
+            document count or frequency that is not an int, a frequency outside ``[0, n_docs]``, an average
+            length that is not finite and positive, repeated tokens.
         """
         _, p = read_checked_json(path, _FORMAT, _VERSION)
         try:
-            tok = tokenizer if tokenizer is not None else WordTokenizer.from_config(p["tokenizer"])
-            enc = cls(k1=p["k1"], b=p["b"], tokenizer=tok, query_weights=p["query_weights"])
-            tokens = [str(t) for t in p["tokens"]]
-            enc.vocab = {t: i for i, t in enumerate(tokens)}
-            enc.doc_freq = np.asarray(p["doc_freq"], dtype=np.int64)
-            enc.n_docs = int(p["n_docs"])
-            enc.avg_doc_len = float(p["avg_doc_len"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: a non-dict tokenizer
-            raise IndexFormatError(f"{path}: malformed BM25 encoder file ({exc!r})") from None
-        if len(enc.vocab) != len(tokens) or enc.doc_freq.shape != (len(tokens),) or enc.n_docs < 1:
-            raise IndexFormatError(f"{path}: malformed BM25 encoder file (inconsistent vocabulary)")
+            missing = [f for f in _FIELDS if f not in p]
+            if missing:
+                raise InvalidArgumentError(f"{missing[0]}: missing")
+            _check_settings(p["k1"], p["b"], p["query_weights"])
+            if tokenizer is None:
+                if not isinstance(p["tokenizer"], dict):
+                    raise InvalidArgumentError(f"tokenizer: expected an object, got {type(p['tokenizer']).__name__}")
+                tokenizer = WordTokenizer.from_config(p["tokenizer"])
+            tokens = p["tokens"]
+            if not isinstance(tokens, list) or not set(map(type, tokens)) <= {str}:
+                raise InvalidArgumentError("tokens: must be a list of strings")
+            if len(set(tokens)) != len(tokens):
+                raise InvalidArgumentError("tokens: a token appears more than once")
+            doc_freq = _check_statistics(len(tokens), p["doc_freq"], p["n_docs"], p["avg_doc_len"])
+        except InvalidArgumentError as exc:
+            raise IndexFormatError(f"{path}: malformed BM25 encoder file ({exc})") from None
+        enc = cls(k1=p["k1"], b=p["b"], tokenizer=tokenizer, query_weights=p["query_weights"])
+        enc.vocab = {t: i for i, t in enumerate(tokens)}
+        enc.doc_freq = doc_freq
+        enc.n_docs = p["n_docs"]
+        enc.avg_doc_len = float(p["avg_doc_len"])
         return enc
 
     def __repr__(self) -> str:

@@ -99,8 +99,9 @@ class PromptRepsEncoder:
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if gguf_file:
             require("gguf")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(p, **extra)
-        model = transformers.AutoModelForCausalLM.from_pretrained(p, **extra)
+        # Never run code shipped with a model (``auto_map`` in its config): built-in architectures only.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(p, trust_remote_code=False, **extra)
+        model = transformers.AutoModelForCausalLM.from_pretrained(p, trust_remote_code=False, **extra)
         return cls(model, tokenizer, **kwargs)
 
     @classmethod

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from sparsecore._io import atomic_write_bytes
+from sparsecore._io import atomic_write_bytes, read_json_file
 from sparsecore._optional import require
 from sparsecore._progress import progress, want_progress
 from sparsecore.encoders._decode import decode_rows, vocabulary_tokens
@@ -211,13 +211,21 @@ class SpladeEncoder:
     # -- construction -----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **kwargs: Any) -> SpladeEncoder:
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], *, use_safetensors: bool | None = None, **kwargs: Any
+    ) -> SpladeEncoder:
         """Load a masked-LM and its tokenizer from a local folder (or a hub name when online).
+
+        Code shipped with a model (a ``config.json`` with ``auto_map``) is never run: transformers is always
+        called with ``trust_remote_code=False``, so only its built-in architectures load.
 
         Parameters
         ----------
         path
             Folder with ``config.json``, weights and tokenizer files.
+        use_safetensors
+            ``True``: load only ``.safetensors`` weights, never pickled ``.bin`` ones (what the command line does
+            for the folders it did not write itself); ``None``: transformers' default.
         **kwargs
             Passed to :class:`SpladeEncoder`.
 
@@ -230,8 +238,10 @@ class SpladeEncoder:
         p = Path(path)
         if (str(path).startswith((".", "/", "~")) or os.sep in str(path)) and not p.expanduser().exists():
             raise FileNotFoundError(f"path: {path} does not exist")
-        model = transformers.AutoModelForMaskedLM.from_pretrained(str(p.expanduser()))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(p.expanduser()))
+        where = str(p.expanduser())
+        extra = {} if use_safetensors is None else {"use_safetensors": bool(use_safetensors)}
+        model = transformers.AutoModelForMaskedLM.from_pretrained(where, trust_remote_code=False, **extra)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(where, trust_remote_code=False)
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
@@ -536,13 +546,12 @@ class InferenceFreeEncoder:
 
         Raises
         ------
+        FileNotFoundError
+            ``path`` does not exist.
         IndexFormatError
-            Not a JSON object of numbers.
+            Not a regular file, larger than :data:`sparsecore._io.MAX_JSON_BYTES`, or not a JSON object of numbers.
         """
-        try:
-            table = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(f"{path}: not an idf.json file ({exc})") from None
+        table = read_json_file(path, "an idf.json file")
         if not isinstance(table, dict) or not all(isinstance(v, (int, float)) for v in table.values()):
             raise IndexFormatError(f"{path}: an idf.json must be an object mapping tokens to numbers")
         self.set_idf(table)
