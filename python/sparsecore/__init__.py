@@ -6,9 +6,16 @@ The core needs numpy only. Optional extras are imported lazily: ``sparsecore[sci
 
 Threads: every parallel operation takes ``num_threads``; the default is the ``SPARSECORE_NUM_THREADS``
 environment variable, else all cores. Results never depend on the thread count.
+
+Submodules (``sparsecore.pursuit``, ``sparsecore.lsse``, ``sparsecore.sdr``, ``sparsecore.encoders``, ...) are
+attributes of the package, imported on first use (PEP 562), so ``import sparsecore`` stays light.
 """
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from sparsecore import exceptions
 from sparsecore._core import __version__, default_num_threads
@@ -25,3 +32,37 @@ __all__ = [
     "default_num_threads",
     "exceptions",
 ]
+
+#: Submodules loaded on first attribute access (``sparsecore.pursuit.omp(...)`` works after ``import sparsecore``).
+#: ``torch`` and ``gpu`` need their extras only when their functions run, or, for ``torch``, when imported.
+_LAZY_SUBMODULES = frozenset(
+    {"cli", "datasets", "encoders", "eval", "fusion", "gpu", "lsse", "pursuit", "sdr", "testing", "torch"}
+)
+
+if TYPE_CHECKING:
+    from sparsecore import (  # noqa: F401
+        cli,
+        datasets,
+        encoders,
+        eval,
+        fusion,
+        gpu,
+        lsse,
+        pursuit,
+        sdr,
+        testing,
+        torch,
+    )
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import a submodule on first access (PEP 562)."""
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
