@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
+#: Hand-kept figures of earlier runs, appended to RESULTS.md by regenerate_results_md (the rest is generated).
+HISTORY_MD = BENCH_DIR / "history.md"
 REPO_ROOT = BENCH_DIR.parent
 
 _T0 = time.perf_counter()
@@ -448,11 +450,12 @@ def write_results(
 _MD_HEADER = """# Benchmark results
 
 Generated from the JSON files in `benches/results/` by `benches/_common.py` (each benchmark script rewrites this
-file when it finishes); do not edit by hand. Reproduce with `make bench` (the quick sizes, about a minute) or run a
-benchmark at full size, e.g. `.venv/bin/python benches/bench_sparse.py` (options `--quick`, `--repeats N`,
-`--out PATH`). Protocol (DESIGN.md section 5): ours and the anchor run in one process on the same data, alternating
-call by call, with 1 and 2 threads; times are medians over the repeats; **ratio = ours / anchor** (below 1: we are
-faster); the quality column shows that a speed-up hides no quality loss. Each section says how it was produced and
+file when it finishes; the closing measurement history comes from `benches/history.md`); do not edit by hand.
+Reproduce with `make bench` (the quick sizes, about a minute) or run a benchmark at full size, e.g.
+`.venv/bin/python benches/bench_sparse.py` (options `--quick`, `--repeats N`, `--out PATH`). Protocol (DESIGN.md
+section 5): ours and the anchor run in one process on the same data, alternating call by call, with 1 and 2
+threads; times are medians over the repeats; **ratio = ours / anchor** (below 1: we are faster); the quality
+column shows that a speed-up hides no quality loss. Each section says how it was produced and
 on which machine; its notes say which anchors cannot use a second thread.
 """
 
@@ -513,8 +516,11 @@ def _fmt_load(load: object) -> str:
     return "?"
 
 
-def regenerate_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD) -> Path:
-    """Rewrite ``md_path`` from every ``*.json`` under ``results_dir``; unreadable files are skipped with a note."""
+def regenerate_results_md(
+    results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD, history_path: Path = HISTORY_MD
+) -> Path:
+    """Rewrite ``md_path`` from every ``*.json`` under ``results_dir`` (unreadable files are skipped with a note),
+    followed by the hand-kept measurement history in ``history_path`` when it exists."""
     payloads: list[dict[str, Any]] = []
     for f in sorted(results_dir.glob("*.json")):
         try:
@@ -524,5 +530,8 @@ def regenerate_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESUL
             continue
         if isinstance(data, dict) and "cases" in data:
             payloads.append(data)
-    md_path.write_text(render_markdown(payloads))
+    text = render_markdown(payloads)
+    if history_path.is_file():
+        text = text.rstrip("\n") + "\n\n" + history_path.read_text()
+    md_path.write_text(text)
     return md_path
