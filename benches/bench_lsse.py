@@ -317,6 +317,17 @@ class DenseRls:
         self.p -= np.outer(k, k / denom)
 
 
+def fit_rls(dim: int, ridge: float, phi: SparseBatch, y: NDArray[np.float64]) -> tuple[DenseRls, float]:
+    """Dense RLS over every row of ``phi`` on one BLAS thread: the model and its milliseconds per update."""
+    with blas_threads(1):
+        rls = DenseRls(dim, ridge)
+        t0 = time.perf_counter()
+        for i in range(phi.n_rows):
+            idx, val = phi.row(i)
+            rls.update(idx, val.astype(np.float64), float(y[i]))
+        return rls, (time.perf_counter() - t0) / phi.n_rows * 1e3
+
+
 def release_memory() -> None:
     """Hand freed memory back to the OS (glibc's ``malloc_trim``), so that the next model starts on fresh pages.
 
@@ -373,20 +384,14 @@ def speed(n_updates: int, n_rls: int, bins_list: list[int], n_predict: int) -> l
         }
         dense_bytes = 8 * enc.dim**2
         if dense_bytes <= 512 * 2**20:
-            with blas_threads(1):
-                rls = DenseRls(enc.dim, 1.0)
-                xs = enc.encode(x[:n_rls])
-                t0 = time.perf_counter()
-                for i in range(n_rls):
-                    idx, val = xs.row(i)
-                    rls.update(idx, val.astype(np.float64), float(y[i]))
-                row["rls_ms_per_update"] = (time.perf_counter() - t0) / n_rls * 1e3
-                check = OnlineRidge(enc.dim, ridge=1.0).partial_fit(xs, y[:n_rls])
-                check.solve_exact(tol=1e-12)
-                probe = enc.encode(x[n_updates - 200 : n_updates])
-                row["rls_vs_exact_max_abs_diff"] = float(
-                    np.abs(check.predict(probe)[:, 0] - probe.to_scipy() @ rls.w).max()
-                )
+            xs = enc.encode(x[:n_rls])
+            rls, row["rls_ms_per_update"] = fit_rls(enc.dim, 1.0, xs, y[:n_rls])
+            check = OnlineRidge(enc.dim, ridge=1.0).partial_fit(xs, y[:n_rls])
+            check.solve_exact(tol=1e-12)
+            probe = enc.encode(x[n_updates - 200 : n_updates])
+            row["rls_vs_exact_max_abs_diff"] = float(
+                np.abs(check.predict(probe)[:, 0] - probe.to_scipy() @ rls.w).max()
+            )
         log(
             f"speed dim={enc.dim}: {row['ours_updates_per_s']:.0f} updates/s "
             f"({row['ours_updates_per_s_2threads']:.0f} on 2 threads), "
@@ -471,14 +476,9 @@ def exact_vs_rls(n: int, ridges: list[float], chunk: int = 100) -> list[dict[str
                     model.partial_fit(phi[c : c + chunk], y[c : c + chunk], num_threads=threads)
                 times[key].append((time.perf_counter() - t0) / n * 1e3)
                 w_ours = model.predict(eye)[:, 0]
-            with blas_threads(1):
-                rls = DenseRls(enc.dim, ridge)
-                t0 = time.perf_counter()
-                for i in range(n):
-                    idx, val = phi.row(i)
-                    rls.update(idx, val.astype(np.float64), float(y[i]))
-                times["rls"].append((time.perf_counter() - t0) / n * 1e3)
-                w_rls = rls.w
+            rls, ms = fit_rls(enc.dim, ridge, phi, y)
+            times["rls"].append(ms)
+            w_rls = rls.w
         scale = float(np.abs(w_ref).max())
         row = {
             "ridge": ridge,
@@ -504,6 +504,23 @@ def exact_vs_rls(n: int, ridges: list[float], chunk: int = 100) -> list[dict[str
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def timing_case(
+    case: str, dataset: str, ours_ms: float, anchor_ms: float | None, quality: str, row: dict[str, Any]
+) -> CaseResult:
+    """A one-thread timing row of ``row``'s figures: ratio ``ours / anchor`` (NaN when the anchor did not run)."""
+    anchor = math.nan if anchor_ms is None else anchor_ms
+    return CaseResult(
+        case=case,
+        dataset=dataset,
+        threads=1,
+        ours_ms=round(ours_ms, 4),
+        anchor_ms=round(anchor, 4),
+        ratio=round(ours_ms / anchor, 4),
+        quality=quality,
+        quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+    )
 
 
 def plot(shift: dict[str, Any], pend: dict[str, Any], path: Path) -> bool:
@@ -615,54 +632,44 @@ def main() -> int:
     for row in speed_rows:
         rls = row.get("rls_ms_per_update")
         cases.append(
-            CaseResult(
-                case=f"update, {row['n_active']} active features, vs dense RLS",
-                dataset=f"dim {row['dim']:,} (num_bins {row['num_bins']}), {row['updates']} updates",
-                threads=1,
-                ours_ms=round(row["ours_ms_per_update"], 4),
-                anchor_ms=round(rls, 4) if rls is not None else math.nan,
-                ratio=round(row["ours_ms_per_update"] / rls, 4) if rls is not None else math.nan,
-                quality=(
-                    f"{row['ours_updates_per_s']:.0f} updates/s "
-                    f"({row['ours_updates_per_s_2threads']:.0f} on 2 threads); "
-                    f"memory {row['ours_bytes'] / 2**20:.1f} MiB "
-                    f"({row['pairs']:,} pairs) vs dense A {row['dense_a_bytes'] / 2**20:,.0f} MiB"
-                    + ("" if rls is not None else " (dense RLS not run: too large)")
-                    + f"; predict {row['predictions_per_s_2threads'] / 1e3:.0f}k rows/s on 2 threads"
-                ),
-                quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+            timing_case(
+                f"update, {row['n_active']} active features, vs dense RLS",
+                f"dim {row['dim']:,} (num_bins {row['num_bins']}), {row['updates']} updates",
+                row["ours_ms_per_update"],
+                rls,
+                f"{row['ours_updates_per_s']:.0f} updates/s "
+                f"({row['ours_updates_per_s_2threads']:.0f} on 2 threads); "
+                f"memory {row['ours_bytes'] / 2**20:.1f} MiB "
+                f"({row['pairs']:,} pairs) vs dense A {row['dense_a_bytes'] / 2**20:,.0f} MiB"
+                + ("" if rls is not None else " (dense RLS not run: too large)")
+                + f"; predict {row['predictions_per_s_2threads'] / 1e3:.0f}k rows/s on 2 threads",
+                row,
             )
         )
     for row in exact_rows:
         cases.append(
-            CaseResult(
-                case=f"exact rule (follow-the-leader every sample) vs dense RLS, ridge {row['ridge']:g}",
-                dataset=f"dim {row['dim']:,}, {row['n_active']} active, {row['samples']} samples in chunks of 100",
-                threads=1,
-                ours_ms=round(row["exact_ms_per_sample"], 4),
-                anchor_ms=round(row["rls_ms_per_sample"], 4),
-                ratio=round(row["exact_ms_per_sample"] / row["rls_ms_per_sample"], 4),
-                quality=(
-                    f"max |w - w_batch| / max |w_batch|: ours {row['exact_vs_batch_max_rel_diff']:.1e}, "
-                    f"RLS {row['rls_vs_batch_max_rel_diff']:.1e}; "
-                    f"2 threads {row['exact_ms_per_sample_2threads']:.3f} ms/sample"
-                ),
-                quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+            timing_case(
+                f"exact rule (follow-the-leader every sample) vs dense RLS, ridge {row['ridge']:g}",
+                f"dim {row['dim']:,}, {row['n_active']} active, {row['samples']} samples in chunks of 100",
+                row["exact_ms_per_sample"],
+                row["rls_ms_per_sample"],
+                f"max |w - w_batch| / max |w_batch|: ours {row['exact_vs_batch_max_rel_diff']:.1e}, "
+                f"RLS {row['rls_vs_batch_max_rel_diff']:.1e}; "
+                f"2 threads {row['exact_ms_per_sample_2threads']:.3f} ms/sample",
+                row,
             )
         )
     native = control_rows[0]["ours_ms_per_update"]
     for row in control_rows:
         cases.append(
-            CaseResult(
-                case="update, one fixed stream with its feature ids spread over dim, vs the same stream at its own dim",
-                dataset=f"dim {row['dim']:,} (the num_bins {row['num_bins']} stream of dim {row['encoder_dim']:,}), "
+            timing_case(
+                "update, one fixed stream with its feature ids spread over dim, vs the same stream at its own dim",
+                f"dim {row['dim']:,} (the num_bins {row['num_bins']} stream of dim {row['encoder_dim']:,}), "
                 f"{row['updates']} updates",
-                threads=1,
-                ours_ms=round(row["ours_ms_per_update"], 4),
-                anchor_ms=round(native, 4),
-                ratio=round(row["ours_ms_per_update"] / native, 4),
-                quality=f"{row['pairs']:,} pairs",
-                quality_metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                row["ours_ms_per_update"],
+                native,
+                f"{row['pairs']:,} pairs",
+                row,
             )
         )
     per_update = [r["ours_ms_per_update"] for r in speed_rows]

@@ -92,6 +92,22 @@ impl IndexCore {
         *self.current.write().map_err(poisoned)? = Arc::new(next);
         Ok(out)
     }
+
+    /// An update in two halves: `prepare` (the costly, read-only half) runs on the pool against a snapshot while
+    /// searches go on, then `commit` publishes its result. Call with the GIL released.
+    fn update<P: Send, R>(
+        &self,
+        num_threads: Option<usize>,
+        prepare: impl FnOnce(&Index) -> Result<P, SparseError> + Send,
+        commit: impl FnOnce(&mut Index, P) -> Result<R, SparseError>,
+    ) -> Result<R, SparseError> {
+        let writer = self.lock_writer()?;
+        let snap = self.snapshot()?;
+        let prepared = parallel::install(num_threads, || prepare(&snap))??;
+        // Dropped before publishing, so that the update happens in place when no search holds the index.
+        drop(snap);
+        self.publish(&writer, |idx| commit(idx, prepared))
+    }
 }
 
 /// Run a search on `idx`, turning a panic into an error when it comes from the index's file having changed
@@ -255,13 +271,7 @@ impl IndexCore {
         let view = docs.view("docs")?;
         let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
         let out = py
-            .detach(|| {
-                let writer = self.lock_writer()?;
-                let snap = self.snapshot()?;
-                let prepared = parallel::install(num_threads, || snap.prepare_add(&view, ids, None))??;
-                drop(snap);
-                self.publish(&writer, |idx| idx.commit_add(prepared))
-            })
+            .detach(|| self.update(num_threads, |idx| idx.prepare_add(&view, ids, None), Index::commit_add))
             .map_err(to_py)?;
         Ok(out.into_pyarray(py))
     }
@@ -281,11 +291,7 @@ impl IndexCore {
     #[pyo3(signature = (num_threads=None))]
     fn compact(&self, py: Python<'_>, num_threads: Option<usize>) -> PyResult<()> {
         py.detach(|| {
-            let writer = self.lock_writer()?;
-            let snap = self.snapshot()?;
-            let compacted = parallel::install(num_threads, || snap.compacted())??;
-            drop(snap);
-            self.publish(&writer, |idx| {
+            self.update(num_threads, Index::compacted, |idx, compacted| {
                 *idx = compacted;
                 Ok(())
             })

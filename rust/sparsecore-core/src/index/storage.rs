@@ -57,19 +57,15 @@ pub struct FileWatch {
     file: std::fs::File,
     path: std::path::PathBuf,
     len: u64,
-    stamp: Option<std::time::SystemTime>,
-}
-
-/// Modification time of a file, where the platform gives it. (Not the change time: replacing the file by a
-/// rename, as `save` does, unlinks the mapped inode, which changes its change time but not its contents.)
-fn change_stamp(meta: &std::fs::Metadata) -> Option<std::time::SystemTime> {
-    meta.modified().ok()
+    /// Modification time, where the platform gives it. (Not the change time: replacing the file by a rename, as
+    /// `save` does, unlinks the mapped inode, which changes its change time but not its contents.)
+    modified: Option<std::time::SystemTime>,
 }
 
 impl FileWatch {
     /// Watch `file` (opened from `path`), whose metadata is `meta`.
     pub fn new(file: std::fs::File, path: &std::path::Path, meta: &std::fs::Metadata) -> Self {
-        Self { file, path: path.to_path_buf(), len: meta.len(), stamp: change_stamp(meta) }
+        Self { file, path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok() }
     }
 
     /// Errors: `SparseError::Format` when the file's size or modification time differ from those at mapping time.
@@ -85,7 +81,7 @@ impl FileWatch {
         if meta.len() != self.len {
             return Err(changed(format!("the file changed size ({} -> {} bytes)", self.len, meta.len())));
         }
-        if change_stamp(&meta) != self.stamp {
+        if meta.modified().ok() != self.modified {
             return Err(changed("the file was written".to_string()));
         }
         Ok(())
