@@ -39,6 +39,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from _legacy import legacy_bm25_payload
 from sparsecore import sdr
 from sparsecore._io import (
     _digest,
@@ -580,13 +581,23 @@ def test_binary_headers_cannot_declare_more_than_the_file_holds(tmp_path: Path) 
     ridge = tmp_path / "r.bin"
     _ridge(1).save(ridge)
     raw = ridge.read_bytes()
-    huge = raw[:12] + struct.pack("<Q", 2**62) + raw[20:]
+    huge = raw[:16] + struct.pack("<Q", 2**62) + raw[24:]
     ridge.write_bytes(huge)
-    with pytest.raises(IndexFormatError, match="the header says 4611686018427387904"):
+    with pytest.raises(IndexFormatError, match="header says 4611686018427387904"):
         OnlineRidge.load(ridge)
     net = tmp_path / "n.sdr"
     _network(1).save(net)
     raw = net.read_bytes()
+    net.write_bytes(raw[:16] + struct.pack("<Q", 2**63) + raw[24:])
+    with pytest.raises(IndexFormatError, match="truncated"):
+        sdr.SDRNetwork.load(net)
+    # The formats of sparsecore 0.1.0 (still read) check their declared lengths as well.
+    legacy = Path(__file__).parent / "data" / "legacy"
+    raw = (legacy / "ridge_v1.bin").read_bytes()
+    ridge.write_bytes(raw[:12] + struct.pack("<Q", 2**62) + raw[20:])
+    with pytest.raises(IndexFormatError, match="the header says 4611686018427387904"):
+        OnlineRidge.load(ridge)
+    raw = (legacy / "network_v1.bin").read_bytes()
     net.write_bytes(raw[:8] + struct.pack("<Q", 2**63) + raw[16:])
     with pytest.raises(IndexFormatError, match="truncated"):
         sdr.SDRNetwork.load(net)
@@ -650,9 +661,7 @@ BAD_BM25 = [
 
 
 def _bm25_payload(tmp_path: Path) -> dict[str, Any]:
-    path = tmp_path / "good.json"
-    BM25Encoder().fit([d[1] for d in DOCS]).save(path)
-    return read_checked_json(path, "sparsecore.bm25", 1)[1]
+    return legacy_bm25_payload(BM25Encoder().fit([d[1] for d in DOCS]))
 
 
 _DOC_FREQ_EDITS: dict[str, Callable[[list[Any], int], None]] = {

@@ -19,10 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import pytest
 import sparsecore as sc
+from _legacy import legacy_bm25_payload
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from sparsecore._io import read_checked_json, write_checked_json
+from sparsecore._io import write_checked_json
 from sparsecore.encoders import ENGLISH_STOPWORDS, BM25Encoder, WordTokenizer
 from sparsecore.exceptions import DTypeError, IndexFormatError, InvalidArgumentError
 
@@ -308,8 +309,8 @@ def test_truncated_files_are_detected(tmp_path: Path) -> None:
 
 
 def payload_of(tmp_path: Path) -> dict[str, Any]:
-    _, payload = read_checked_json(small_saved(tmp_path), "sparsecore.bm25", 1)
-    return payload
+    """The payload of ``small_saved``'s encoder in the JSON format of sparsecore 0.1.0 (still read)."""
+    return legacy_bm25_payload(BM25Encoder.load(small_saved(tmp_path)))
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ __all__ = [
     "canonicalize",
     "check",
     "concat",
+    "container_read",
+    "container_write",
     "default_num_threads",
     "dequantize",
     "from_dense",
@@ -112,6 +114,10 @@ def pursuit_threshold(
     *,
     num_threads: int | None = None,
 ) -> Any: ...
+def container_write(
+    path: str, kind: str, kind_version: int, meta: str, sections: list[tuple[str, int, list[int], bytes]]
+) -> None: ...
+def container_read(path: str, kind: str) -> tuple[int, str, list[tuple[str, int, list[int], NDArray[np.uint8]]]]: ...
 def recycle_release() -> int: ...
 def recycle_kept_bytes() -> int: ...
 

@@ -40,8 +40,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
+from sparsecore._container import read_container, sniff, write_container
 from sparsecore._estimators import _Estimator
-from sparsecore._io import atomic_write_bytes, open_regular_file, read_npz, regular_file_size
+from sparsecore._io import open_regular_file, read_npz, regular_file_size
 from sparsecore._progress import progress as _progress
 from sparsecore._progress import want_progress
 from sparsecore.exceptions import (
@@ -66,9 +67,12 @@ _TRUNCATE_AT = 2.0
 # Rows per progress-bar step (about a second of updates at 200 active features).
 _PROGRESS_CHUNK = 1000
 
-_FILE_MAGIC = b"SCRIDGE\x00"
-_FILE_VERSION = 1
-_HEADER = struct.Struct("<8sIQ32s")  # magic, version, payload length, SHA-256 of the payload
+_KIND = "lsse.ridge"
+_KIND_VERSION = 1
+_STATE_SCALARS = ("dim", "n_outputs", "ridge", "update", "n_seen")
+# The format of sparsecore 0.1.0: magic, version 1, payload length, SHA-256 of a numpy ``.npz`` payload.
+_LEGACY_MAGIC = b"SCRIDGE\x00"
+_LEGACY_HEADER = struct.Struct("<8sIQ32s")
 
 
 class ConvergenceWarning(UserWarning):
@@ -515,24 +519,20 @@ class OnlineRidge:
         return cls._wrap(_from_state(state))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model to ``path`` atomically: magic, version, SHA-256 and a numpy ``.npz`` payload (no pickle).
+        """Write the model to ``path`` atomically, as a checked container of kind ``lsse.ridge`` (no pickle).
 
         Parameters
         ----------
         path
             Destination file; replaced atomically (temporary file, fsync, rename).
         """
-        buf = io.BytesIO()
         st = self.state_dict()
-        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in st.items()}
-        np.savez(buf, allow_pickle=False, **arrays)
-        payload = buf.getvalue()
-        header = _HEADER.pack(_FILE_MAGIC, _FILE_VERSION, len(payload), hashlib.sha256(payload).digest())
-        atomic_write_bytes(path, header + payload)
+        meta = {k: st[k] for k in _STATE_SCALARS}
+        write_container(path, _KIND, _KIND_VERSION, meta, {k: v for k, v in st.items() if k not in _STATE_SCALARS})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OnlineRidge:
-        """Read a model written by :meth:`save`.
+        """Read a model written by :meth:`save` (also the format of sparsecore 0.1.0).
 
         Returns
         -------
@@ -546,24 +546,11 @@ class OnlineRidge:
             Not a regular file, not an OnlineRidge file, another version, truncated, corrupted, or inconsistent
             content.
         """
-        with open_regular_file(path) as fh:
-            size = regular_file_size(fh)
-            head = fh.read(_HEADER.size)
-            if len(head) < _HEADER.size or head[:8] != _FILE_MAGIC:
-                raise IndexFormatError(f"{path}: not a sparsecore OnlineRidge file (bad magic)")
-            _, version, length, digest = _HEADER.unpack(head)
-            if version != _FILE_VERSION:
-                raise IndexFormatError(f"{path}: OnlineRidge file version {version} is not supported (reads 1)")
-            if length != size - _HEADER.size:  # checked before reading: the header cannot make us read more
-                raise IndexFormatError(
-                    f"{path}: truncated or extended ({size - _HEADER.size} payload bytes, the header says {length})"
-                )
-            payload = fh.read(length)
-            if len(payload) != length or fh.read(1):
-                raise IndexFormatError(f"{path}: the file changed while it was read")
-        if hashlib.sha256(payload).digest() != digest:
-            raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
-        st = read_npz(io.BytesIO(payload), path)
+        if sniff(path) == _LEGACY_MAGIC:
+            st = _read_legacy(path)
+        else:
+            c = read_container(path, _KIND, {_KIND_VERSION})
+            st = {**c.arrays, **{k: c.meta.get(k) for k in _STATE_SCALARS}}
         try:
             return cls._wrap(_from_state(st))
         except InvalidArgumentError as exc:
@@ -869,3 +856,25 @@ class LsseRegressor(_Estimator):
 
     def _n_outputs(self) -> int:
         return self.model_.n_outputs if hasattr(self, "model_") else 1
+
+
+def _read_legacy(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The state in a file of sparsecore 0.1.0's OnlineRidge format (checked: length, version, SHA-256)."""
+    with open_regular_file(path) as fh:
+        size = regular_file_size(fh)
+        head = fh.read(_LEGACY_HEADER.size)
+        if len(head) < _LEGACY_HEADER.size or head[:8] != _LEGACY_MAGIC:
+            raise IndexFormatError(f"{path}: not a sparsecore OnlineRidge file (bad magic)")
+        _, version, length, digest = _LEGACY_HEADER.unpack(head)
+        if version != 1:
+            raise IndexFormatError(f"{path}: OnlineRidge file version {version} is not supported (reads 1)")
+        if length != size - _LEGACY_HEADER.size:  # checked before reading: the header cannot make us read more
+            raise IndexFormatError(
+                f"{path}: truncated or extended ({size - _LEGACY_HEADER.size} payload bytes, the header says {length})"
+            )
+        payload = fh.read(length)
+        if len(payload) != length or fh.read(1):
+            raise IndexFormatError(f"{path}: the file changed while it was read")
+    if hashlib.sha256(payload).digest() != digest:
+        raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
+    return read_npz(io.BytesIO(payload), path)

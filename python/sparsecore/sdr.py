@@ -54,7 +54,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
-from sparsecore._io import atomic_write_bytes, open_regular_file, read_regular_file, regular_file_size
+from sparsecore._container import read_container, sniff, write_container
+from sparsecore._io import open_regular_file, read_regular_file, regular_file_size
 from sparsecore._progress import progress as _progress_iter
 from sparsecore._progress import want_progress
 from sparsecore.exceptions import (
@@ -743,12 +744,12 @@ class CodingField:
 
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the field atomically (magic, version, CRC-32 checked on load)."""
-        atomic_write_bytes(path, self._core.to_bytes())
+        """Write the field atomically, as a checked container of kind ``sdr.field``."""
+        write_container(path, _FIELD_KIND, 1, {}, {"state": _state_array(self._core.to_bytes())})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CodingField:
-        """Read a field written by :meth:`save`.
+        """Read a field written by :meth:`save` (also the format of sparsecore 0.1.0).
 
         Raises
         ------
@@ -757,7 +758,10 @@ class CodingField:
         IndexFormatError
             Not a regular file, not a coding field file, another version, truncated or corrupted.
         """
-        return cls._wrap(_core.FieldCore.from_bytes(read_regular_file(path)))
+        if sniff(path) == _LEGACY_FIELD_MAGIC:
+            return cls._wrap(_core.FieldCore.from_bytes(read_regular_file(path)))
+        c = read_container(path, _FIELD_KIND, {1})
+        return cls._wrap(_core.FieldCore.from_bytes(c.array("state", np.uint8, 1, path).tobytes()))
 
 
 def codes_to_sdrs(codes: ArrayLike, cells_per_module: int) -> SDRBatch:
@@ -1014,17 +1018,13 @@ class SDRNetwork:
             raise ShapeMismatchError(f"first: must be one input, got {b.n_rows}")
         return self._core.recall_sequence(b[0], _check_int(n_steps, "n_steps", 1, 2**31))
 
-    _MAGIC = b"SCSDRNPY"
-
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the network atomically: magic, the geometry as JSON with its SHA-256, the fields' state."""
-        meta = json.dumps(self._meta, sort_keys=True).encode("utf-8")
-        digest = hashlib.sha256(meta).digest()
-        atomic_write_bytes(path, self._MAGIC + struct.pack("<Q", len(meta)) + digest + meta + self._core.to_bytes())
+        """Write the network atomically, as a checked container of kind ``sdr.network`` (geometry as metadata)."""
+        write_container(path, _NETWORK_KIND, 1, self._meta, {"state": _state_array(self._core.to_bytes())})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SDRNetwork:
-        """Read a network written by :meth:`save`.
+        """Read a network written by :meth:`save` (also the format of sparsecore 0.1.0).
 
         Raises
         ------
@@ -1033,27 +1033,52 @@ class SDRNetwork:
         IndexFormatError
             Not a regular file, not an SDR network file, another version, truncated or corrupted.
         """
-        head = len(cls._MAGIC) + 8 + 32
-        with open_regular_file(path) as fh:
-            size = regular_file_size(fh)
-            start = fh.read(head)
-            if len(start) < head or not start.startswith(cls._MAGIC):
-                raise IndexFormatError(f"{path}: not a sparsecore SDR network file")
-            (n,) = struct.unpack("<Q", start[len(cls._MAGIC) : len(cls._MAGIC) + 8])
-            if n > size - head:  # checked before reading: the header cannot make us read more than the file
-                raise IndexFormatError(f"{path}: truncated (the header declares {n} bytes of geometry)")
-            meta_raw = fh.read(n)
-            fields = fh.read()
-        if len(meta_raw) != n or hashlib.sha256(meta_raw).digest() != start[len(cls._MAGIC) + 8 :]:
-            raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
-        try:
-            meta = json.loads(meta_raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise IndexFormatError(f"{path}: the geometry is not JSON ({exc})") from None
+        if sniff(path) == _LEGACY_NETWORK_MAGIC:
+            meta, state = _read_legacy_network(path)
+        else:
+            c = read_container(path, _NETWORK_KIND, {1})
+            meta, state = c.meta, c.array("state", np.uint8, 1, path).tobytes()
         obj = cls.__new__(cls)
         obj._meta = meta
-        obj._core = _core.NetworkCore.from_bytes(fields)
+        obj._core = _core.NetworkCore.from_bytes(state)
         return obj
+
+
+_FIELD_KIND = "sdr.field"
+_NETWORK_KIND = "sdr.network"
+# Formats of sparsecore 0.1.0: the field's Rust bytes as they are; a network as magic, geometry length, its
+# SHA-256, the geometry as JSON, then the Rust bytes. Both still load.
+_LEGACY_FIELD_MAGIC = b"SCSDRFLD"
+_LEGACY_NETWORK_MAGIC = b"SCSDRNPY"
+
+
+def _state_array(state: bytes) -> NDArray[np.uint8]:
+    return np.frombuffer(state, dtype=np.uint8)
+
+
+def _read_legacy_network(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
+    """Geometry and Rust state of a network file of sparsecore 0.1.0 (length and SHA-256 checked)."""
+    magic = _LEGACY_NETWORK_MAGIC
+    head = len(magic) + 8 + 32
+    with open_regular_file(path) as fh:
+        size = regular_file_size(fh)
+        start = fh.read(head)
+        if len(start) < head or not start.startswith(magic):
+            raise IndexFormatError(f"{path}: not a sparsecore SDR network file")
+        (n,) = struct.unpack("<Q", start[len(magic) : len(magic) + 8])
+        if n > size - head:  # checked before reading: the header cannot make us read more than the file
+            raise IndexFormatError(f"{path}: truncated (the header declares {n} bytes of geometry)")
+        meta_raw = fh.read(n)
+        fields = fh.read()
+    if len(meta_raw) != n or hashlib.sha256(meta_raw).digest() != start[len(magic) + 8 :]:
+        raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
+    try:
+        meta = json.loads(meta_raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{path}: the geometry is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise IndexFormatError(f"{path}: the geometry is not a JSON object")
+    return meta, fields
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,15 +17,18 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from sparsecore._io import read_checked_json, write_checked_json
+from sparsecore._container import MAGIC as CONTAINER_MAGIC
+from sparsecore._container import pack_strings, read_container, sniff, unpack_strings, write_container
+from sparsecore._io import read_checked_json
 from sparsecore.encoders._text import WordTokenizer
 from sparsecore.exceptions import DTypeError, IndexFormatError, InvalidArgumentError
 from sparsecore.sparse import SparseBatch
 
 __all__ = ["BM25Encoder"]
 
-_FORMAT = "sparsecore.bm25"
-_VERSION = 1
+_KIND = "bm25"
+_KIND_VERSION = 1
+_LEGACY_FORMAT = "sparsecore.bm25"  # the checked JSON file of sparsecore 0.1.0, still read
 _FIELDS = ("k1", "b", "query_weights", "tokenizer", "tokens", "doc_freq", "n_docs", "avg_doc_len")
 _MAX_DOCS = 2**53  # document counts beyond this are not exact in the float64 idf
 
@@ -299,7 +302,7 @@ class BM25Encoder:
     # -- persistence ------------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted statistics and settings to a checked JSON file, atomically.
+        """Write the fitted statistics and settings atomically, as a checked container of kind ``bm25``.
 
         Raises
         ------
@@ -311,21 +314,21 @@ class BM25Encoder:
             raise InvalidArgumentError("tokenizer: only a WordTokenizer can be saved; pass yours again to load()")
         if self.tokenizer.stemmer_name not in (None, "english"):
             raise InvalidArgumentError("tokenizer: a custom stemmer cannot be saved; pass the tokenizer to load()")
-        payload: dict[str, Any] = {
+        meta: dict[str, Any] = {
             "k1": self.k1,
             "b": self.b,
             "query_weights": self.query_weights,
             "tokenizer": self.tokenizer.config(),
-            "tokens": self.id_to_token,
-            "doc_freq": self.doc_freq.tolist(),
             "n_docs": self.n_docs,
             "avg_doc_len": self.avg_doc_len,
         }
-        write_checked_json(path, _FORMAT, _VERSION, payload)
+        tokens = pack_strings(self.id_to_token)
+        arrays = {"token_offsets": tokens["offsets"], "token_utf8": tokens["utf8"], "doc_freq": self.doc_freq}
+        write_container(path, _KIND, _KIND_VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, tokenizer: Tokenizer | None = None) -> BM25Encoder:
-        """Read an encoder written by :meth:`save`.
+        """Read an encoder written by :meth:`save` (also the JSON format of sparsecore 0.1.0).
 
         Parameters
         ----------
@@ -342,7 +345,14 @@ class BM25Encoder:
             document count or frequency that is not an int, a frequency outside ``[0, n_docs]``, an average
             length that is not finite and positive, repeated tokens.
         """
-        _, p = read_checked_json(path, _FORMAT, _VERSION)
+        if sniff(path) == CONTAINER_MAGIC:
+            c = read_container(path, _KIND, {_KIND_VERSION})
+            p: dict[str, Any] = dict(c.meta)
+            offsets, utf8 = c.array("token_offsets", np.int64, 1, path), c.array("token_utf8", np.uint8, 1, path)
+            p["tokens"] = unpack_strings(offsets, utf8, path, "tokens")
+            p["doc_freq"] = c.array("doc_freq", np.int64, 1, path).tolist()
+        else:
+            _, p = read_checked_json(path, _LEGACY_FORMAT, 1)
         try:
             missing = [f for f in _FIELDS if f not in p]
             if missing:

@@ -4,6 +4,7 @@
 //! Parallel entry points take `num_threads: Option<usize>` and run inside a cached rayon pool
 //! (see [`parallel`]); their results never depend on the thread count.
 
+pub mod container;
 pub mod error;
 pub mod index;
 pub mod lsse;

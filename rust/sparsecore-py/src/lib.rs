@@ -4,6 +4,7 @@
 //! hands results back as numpy arrays that own the Rust buffers (no copy). The typed Python facade lives in
 //! `python/sparsecore/`; these functions are private API.
 
+mod container;
 mod detach;
 mod errors;
 mod index;
@@ -26,6 +27,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::sparse::default_num_threads;
+
+    #[pymodule_export]
+    use crate::container::{container_read, container_write};
 
     #[pymodule_export]
     use crate::index::{BuildProgress, IndexCore};
