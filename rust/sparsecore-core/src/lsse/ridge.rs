@@ -25,7 +25,7 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use crate::pursuit::kernels;
+use crate::kernels;
 use crate::sparse::CsrView;
 use crate::SparseError;
 
