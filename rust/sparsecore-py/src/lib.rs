@@ -4,6 +4,7 @@
 //! hands results back as numpy arrays that own the Rust buffers (no copy). The typed Python facade lives in
 //! `python/sparsecore/`; these functions are private API.
 
+mod convert;
 mod detach;
 mod errors;
 mod index;
