@@ -7,6 +7,7 @@
 pub mod container;
 pub mod error;
 pub mod index;
+pub(crate) mod kernels;
 pub mod lsse;
 pub mod parallel;
 pub mod pursuit;

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sparsecore_core::index::{format, BuildParams, Index, SearchParams};
 use sparsecore_core::parallel::{self, Progress};
 use sparsecore_core::SparseError;
 
+use crate::convert::contiguous;
 use crate::detach::run;
 use crate::errors::to_py;
 use crate::sparse::CsrArg;
@@ -123,10 +124,6 @@ fn guarded<T>(idx: &Index, f: impl FnOnce() -> Result<T, SparseError>) -> Result
     }
 }
 
-fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{name}: array must be C-contiguous")))
-}
-
 /// Allowed-set bitset from either external ids or a boolean mask over external ids.
 fn allowed_bits(
     idx: &Index,
@@ -158,7 +155,7 @@ impl IndexCore {
         progress: Option<&BuildProgress>,
     ) -> PyResult<Self> {
         let view = docs.view("docs")?;
-        let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
+        let ids = ids.as_ref().map(|a| contiguous(a, "ids")).transpose()?;
         let params = BuildParams { block_size, reorder };
         let prog = progress.map(|p| Arc::clone(&p.inner));
         let idx = run(py, num_threads, || Index::build_with_progress(&view, ids, params, prog.as_deref()))?;
@@ -180,8 +177,8 @@ impl IndexCore {
         num_threads: Option<usize>,
     ) -> PyResult<SearchArrays<'py>> {
         let qv = queries.view("queries")?;
-        let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
-        let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let ai = allow_ids.as_ref().map(|a| contiguous(a, "filter")).transpose()?;
+        let am = allow_mask.as_ref().map(|a| contiguous(a, "filter")).transpose()?;
         let params = SearchParams { k, alpha, beta, patience };
         let nq = qv.n_rows();
         let top = py
@@ -212,10 +209,10 @@ impl IndexCore {
         allow_ids: Option<PyReadonlyArray1<'py, i64>>,
         allow_mask: Option<PyReadonlyArray1<'py, bool>>,
     ) -> PyResult<HitArrays<'py>> {
-        let t = slice(&indices, "indices")?;
-        let v = slice(&values, "values")?;
-        let ai = allow_ids.as_ref().map(|a| slice(a, "filter")).transpose()?;
-        let am = allow_mask.as_ref().map(|a| slice(a, "filter")).transpose()?;
+        let t = contiguous(&indices, "indices")?;
+        let v = contiguous(&values, "values")?;
+        let ai = allow_ids.as_ref().map(|a| contiguous(a, "filter")).transpose()?;
+        let am = allow_mask.as_ref().map(|a| contiguous(a, "filter")).transpose()?;
         let params = SearchParams { k, alpha, beta, patience };
         let hits = py
             .detach(|| {
@@ -241,8 +238,8 @@ impl IndexCore {
         beta: f32,
         patience: f32,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let t = slice(&indices, "indices")?;
-        let v = slice(&values, "values")?;
+        let t = contiguous(&indices, "indices")?;
+        let v = contiguous(&values, "values")?;
         let params = SearchParams { k, alpha, beta, patience };
         let (hits, st) = py
             .detach(|| {
@@ -269,7 +266,7 @@ impl IndexCore {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let view = docs.view("docs")?;
-        let ids = ids.as_ref().map(|a| slice(a, "ids")).transpose()?;
+        let ids = ids.as_ref().map(|a| contiguous(a, "ids")).transpose()?;
         let out = py
             .detach(|| self.update(num_threads, |idx| idx.prepare_add(&view, ids, None), Index::commit_add))
             .map_err(to_py)?;
@@ -279,7 +276,7 @@ impl IndexCore {
     /// Delete documents by external id; returns how many were live.
     #[pyo3(signature = (ids, ignore_missing=false))]
     fn delete(&self, py: Python<'_>, ids: PyReadonlyArray1<'_, i64>, ignore_missing: bool) -> PyResult<usize> {
-        let ids = slice(&ids, "ids")?;
+        let ids = contiguous(&ids, "ids")?;
         py.detach(|| {
             let writer = self.lock_writer()?;
             self.publish(&writer, |idx| idx.delete(ids, ignore_missing))

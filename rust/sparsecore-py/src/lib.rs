@@ -5,6 +5,7 @@
 //! `python/sparsecore/`; these functions are private API.
 
 mod container;
+mod convert;
 mod detach;
 mod errors;
 mod index;

@@ -4,23 +4,17 @@
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sparsecore_core::lsse::{encode, LsseParams, OnlineRidge, RidgeState, UpdateRule};
-use sparsecore_core::sparse::Csr;
 use sparsecore_core::SparseError;
 
+use crate::convert::{contiguous, csr_out, CsrArrays};
 use crate::detach::run;
 use crate::errors::to_py;
 use crate::sparse::CsrArg;
-
-type CsrArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>);
-
-fn csr_out(py: Python<'_>, c: Csr) -> CsrArrays<'_> {
-    (c.indptr.into_pyarray(py), c.indices.into_pyarray(py), c.data.into_pyarray(py))
-}
 
 /// Losse features of the rows of `x` (float32 or float64, (n, d_in)) with projection `proj` ((d_in, F*b)
 /// float64): CSR arrays (indptr, indices, data) with exactly F * 2**b entries per row.
@@ -81,10 +75,6 @@ impl OnlineRidgeCore {
     fn write(&self) -> Result<RwLockWriteGuard<'_, OnlineRidge>, SparseError> {
         self.inner.write().map_err(poisoned)
     }
-}
-
-fn vec1<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{name}: array must be C-contiguous")))
 }
 
 #[pymethods]
@@ -198,10 +188,10 @@ impl OnlineRidgeCore {
             ridge,
             rule: rule_of(update)?,
             n_seen,
-            features: vec1(&features, "features")?.to_vec(),
-            a_indptr: vec1(&a_indptr, "a_indptr")?.to_vec(),
-            a_indices: vec1(&a_indices, "a_indices")?.to_vec(),
-            a_data: vec1(&a_data, "a_data")?.to_vec(),
+            features: contiguous(&features, "features")?.to_vec(),
+            a_indptr: contiguous(&a_indptr, "a_indptr")?.to_vec(),
+            a_indices: contiguous(&a_indices, "a_indices")?.to_vec(),
+            a_data: contiguous(&a_data, "a_data")?.to_vec(),
             b: b.as_array().iter().copied().collect(),
             w: w.as_array().iter().copied().collect(),
         };

@@ -7,9 +7,7 @@
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sparsecore_core::sdr::classifier::{KnnParams, OverlapKnn};
@@ -18,24 +16,14 @@ use sparsecore_core::sdr::network::{LevelCodes, Network};
 use sparsecore_core::sdr::utils::{self, SdrView, Sdrs};
 use sparsecore_core::SparseError;
 
+use crate::convert::{contiguous, matrix_by_cols};
 use crate::detach::run;
 use crate::errors::to_py;
 
 type SdrArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>);
 
-fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{name}: array must be C-contiguous")))
-}
-
 fn sdr_out(py: Python<'_>, s: Sdrs) -> SdrArrays<'_> {
     (s.indptr.into_pyarray(py), s.indices.into_pyarray(py))
-}
-
-fn matrix<T: numpy::Element>(py: Python<'_>, v: Vec<T>, cols: usize) -> PyResult<Bound<'_, PyArray2<T>>> {
-    let rows = v.len().checked_div(cols).unwrap_or(0);
-    Array2::from_shape_vec((rows, cols), v)
-        .map(|a| a.into_pyarray(py))
-        .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))
 }
 
 /// Borrowed SDR batch arguments.
@@ -46,7 +34,7 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     fn new(indptr: &'a PyReadonlyArray1<'_, i64>, indices: &'a PyReadonlyArray1<'_, u32>) -> PyResult<Self> {
-        Ok(Self { indptr: slice(indptr, "indptr")?, indices: slice(indices, "indices")? })
+        Ok(Self { indptr: contiguous(indptr, "indptr")?, indices: contiguous(indices, "indices")? })
     }
     fn view(&self, arg: &'static str, dim: usize) -> Result<SdrView<'a>, SparseError> {
         SdrView::new(arg, self.indptr, self.indices, dim)
@@ -146,7 +134,7 @@ pub fn sdr_scalar_encode<'py>(
     clip: bool,
     num_threads: Option<usize>,
 ) -> PyResult<SdrArrays<'py>> {
-    let v = slice(&values, "values")?;
+    let v = contiguous(&values, "values")?;
     let out = run(py, num_threads, || utils::scalar_encode(v, minimum, maximum, size, n_active, periodic, clip))?;
     Ok(sdr_out(py, out))
 }
@@ -161,7 +149,7 @@ pub fn sdr_category_encode<'py>(
     n_active: usize,
     num_threads: Option<usize>,
 ) -> PyResult<SdrArrays<'py>> {
-    let v = slice(&labels, "labels")?;
+    let v = contiguous(&labels, "labels")?;
     let out = run(py, num_threads, || utils::category_encode(v, n_categories, n_active))?;
     Ok(sdr_out(py, out))
 }
@@ -177,8 +165,8 @@ pub fn sdr_grid_encode<'py>(
     seed: u64,
     num_threads: Option<usize>,
 ) -> PyResult<SdrArrays<'py>> {
-    let pos = positions.as_slice().map_err(|_| PyValueError::new_err("positions: array must be C-contiguous"))?;
-    let per = slice(&periods, "periods")?;
+    let pos = contiguous(&positions, "positions")?;
+    let per = contiguous(&periods, "periods")?;
     let out = run(py, num_threads, || utils::grid_encode(pos, per, side, seed))?;
     Ok(sdr_out(py, out))
 }
@@ -261,7 +249,7 @@ impl FieldCore {
             let v = b.view("x", f.input_dim())?;
             Ok((f.learn_batch(&v, None)?, f.params().n_modules))
         })?;
-        matrix(py, codes, q)
+        matrix_by_cols(py, codes, q)
     }
 
     /// Recognise the rows (argmax per module) in parallel; (n, Q) int32 codes.
@@ -278,7 +266,7 @@ impl FieldCore {
             let f = self.read()?;
             Ok((f.recognize_batch(&b.view("x", f.input_dim())?)?, f.params().n_modules))
         })?;
-        matrix(py, codes, q)
+        matrix_by_cols(py, codes, q)
     }
 
     /// Familiarity G of each row, in parallel.
@@ -300,7 +288,7 @@ impl FieldCore {
 
     /// Normalised input sums V of every cell for one input, (Q, K) float64 (all 0 when the field is silent).
     fn support<'py>(&self, py: Python<'py>, x: PyReadonlyArray1<'py, u32>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let xs = slice(&x, "x")?;
+        let xs = contiguous(&x, "x")?;
         let (v, k) = py
             .detach(|| {
                 let f = self.read()?;
@@ -310,7 +298,7 @@ impl FieldCore {
                 Ok::<_, SparseError>((v, f.params().cells_per_module))
             })
             .map_err(to_py)?;
-        matrix(py, v, k)
+        matrix_by_cols(py, v, k)
     }
 
     /// Learn the rows as one sequence; (n, Q) codes.
@@ -326,7 +314,7 @@ impl FieldCore {
             let v = b.view("x", f.input_dim())?;
             Ok((f.learn_sequence(&v)?, f.params().n_modules))
         })?;
-        matrix(py, codes, q)
+        matrix_by_cols(py, codes, q)
     }
 
     /// Replay a stored sequence from its first element; (n_steps, Q) codes.
@@ -336,12 +324,12 @@ impl FieldCore {
         first: PyReadonlyArray1<'py, u32>,
         n_steps: usize,
     ) -> PyResult<Bound<'py, PyArray2<i32>>> {
-        let x = slice(&first, "first")?;
+        let x = contiguous(&first, "first")?;
         let (codes, q) = run(py, Some(1), || {
             let f = self.read()?;
             Ok((f.recall_sequence(x, n_steps)?, f.params().n_modules))
         })?;
-        matrix(py, codes, q)
+        matrix_by_cols(py, codes, q)
     }
 
     /// Expansivity η(G).
@@ -402,7 +390,7 @@ impl NetworkCore {
 type NetworkInfo = (usize, Vec<usize>, u64, Vec<f64>, Vec<bool>);
 
 fn level_codes<'py>(py: Python<'py>, codes: LevelCodes, lens: &[usize]) -> PyResult<Vec<Bound<'py, PyArray2<i32>>>> {
-    codes.into_iter().zip(lens).map(|(c, &len)| matrix(py, c, len)).collect()
+    codes.into_iter().zip(lens).map(|(c, &len)| matrix_by_cols(py, c, len)).collect()
 }
 
 #[pymethods]
@@ -473,7 +461,7 @@ impl NetworkCore {
             let n = self.read()?;
             Ok((n.familiarity_batch(&b.view("x", n.input_dim())?)?, n.n_levels()))
         })?;
-        matrix(py, g, n_levels)
+        matrix_by_cols(py, g, n_levels)
     }
 
     /// Learn the rows as one sequence; one (n, code_len(l)) array per level.
@@ -502,7 +490,7 @@ impl NetworkCore {
         first: PyReadonlyArray1<'py, u32>,
         n_steps: usize,
     ) -> PyResult<Vec<Bound<'py, PyArray2<i32>>>> {
-        let x = slice(&first, "first")?;
+        let x = contiguous(&first, "first")?;
         let (codes, lens) = run(py, Some(1), || {
             let n = self.read()?;
             let lens: Vec<usize> = (0..n.n_levels()).map(|l| n.code_len(l)).collect();
@@ -558,8 +546,8 @@ impl KnnCore {
         n_classes: usize,
     ) -> PyResult<Self> {
         let s = codes.shape()[1];
-        let c = codes.as_slice().map_err(|_| PyValueError::new_err("codes: array must be C-contiguous"))?;
-        let l = slice(&labels, "y")?;
+        let c = contiguous(&codes, "codes")?;
+        let l = contiguous(&labels, "y")?;
         let inner = py.detach(|| OverlapKnn::fit(c, s, l, n_classes)).map_err(to_py)?;
         Ok(Self { inner })
     }
@@ -582,12 +570,12 @@ impl KnnCore {
                 self.inner.n_slots()
             ))));
         }
-        let c = codes.as_slice().map_err(|_| PyValueError::new_err("codes: array must be C-contiguous"))?;
+        let c = contiguous(&codes, "codes")?;
         let p = KnnParams { k, cosine, power };
         let n_rows = codes.shape()[0];
         let scores = run(py, num_threads, || self.inner.predict_scores(c, &p))?;
         let cols = scores.len().checked_div(n_rows).unwrap_or(0);
-        matrix(py, scores, cols)
+        matrix_by_cols(py, scores, cols)
     }
 
     /// Number of stored codes.

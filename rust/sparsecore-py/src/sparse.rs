@@ -1,23 +1,18 @@
 //! Bindings of `sparsecore_core::sparse`. A CSR operand is passed as the tuple `(indptr, indices, data, dim)`
 //! with dtypes int64 / uint32 / float32 and C-contiguous arrays (the facade guarantees both).
 
-use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sparsecore_core::sparse::{self as core, Csr, CsrView, Duplicates};
+use sparsecore_core::sparse::{self as core, CsrView, Duplicates};
 use sparsecore_core::{parallel, SparseError};
 
+use crate::convert::{contiguous, csr_out, matrix, CsrArrays};
 use crate::detach::run;
 use crate::errors::{to_py, to_py_for};
 
 /// A borrowed CSR operand: `(indptr, indices, data, dim)`.
 #[derive(FromPyObject)]
 pub struct CsrArg<'py>(PyReadonlyArray1<'py, i64>, PyReadonlyArray1<'py, u32>, PyReadonlyArray1<'py, f32>, u64);
-
-fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{name}: array must be C-contiguous")))
-}
 
 impl CsrArg<'_> {
     /// Borrow as a structure-checked view; errors are attributed to `arg`.
@@ -29,19 +24,7 @@ impl CsrArg<'_> {
     }
 }
 
-type CsrArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>);
-
 type TopKArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
-
-fn csr_out(py: Python<'_>, c: Csr) -> CsrArrays<'_> {
-    (c.indptr.into_pyarray(py), c.indices.into_pyarray(py), c.data.into_pyarray(py))
-}
-
-fn matrix(py: Python<'_>, rows: usize, cols: usize, v: Vec<f32>) -> PyResult<Bound<'_, PyArray2<f32>>> {
-    Array2::from_shape_vec((rows, cols), v)
-        .map(|a| a.into_pyarray(py))
-        .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))
-}
 
 /// The thread count used when `num_threads` is None (`SPARSECORE_NUM_THREADS`, else the core count).
 #[pyfunction]
@@ -169,9 +152,7 @@ pub fn scores_top_k<'py>(
     let (va, vb) = (a.view("")?, b.view("other")?);
     let top = run(py, num_threads, || core::scores_top_k(&va, &vb, k))?;
     let rows = va.n_rows();
-    let ids = Array2::from_shape_vec((rows, k), top.ids)
-        .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
-    Ok((ids.into_pyarray(py), matrix(py, rows, k, top.scores)?))
+    Ok((matrix(py, rows, k, top.ids)?, matrix(py, rows, k, top.scores)?))
 }
 
 /// Sparse @ dense: `m` is a C-contiguous float32 (dim, p) matrix.
@@ -192,7 +173,7 @@ pub fn matmul_dense<'py>(
             va.dim()
         ))));
     }
-    let ms = m.as_slice().map_err(|_| PyValueError::new_err("dense: array must be C-contiguous"))?;
+    let ms = contiguous(&m, "dense")?;
     let out = run(py, num_threads, || core::matmul_dense(&va, ms, p))?;
     matrix(py, va.n_rows(), p, out)
 }
@@ -220,7 +201,7 @@ pub fn from_dense<'py>(
 ) -> PyResult<CsrArrays<'py>> {
     let shape = x.shape();
     let (rows, cols) = (shape[0], shape[1]);
-    let xs = x.as_slice().map_err(|_| PyValueError::new_err("dense: array must be C-contiguous"))?;
+    let xs = contiguous(&x, "dense")?;
     let out = run(py, num_threads, || core::from_dense(xs, rows, cols))?;
     Ok(csr_out(py, out))
 }

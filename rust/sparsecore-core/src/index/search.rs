@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use crate::pursuit::kernels;
+use crate::kernels;
 
 use super::segment::{join_weight, DocTerms, FwdView, Postings, Segment, TermBlocks};
 use super::storage::ZeroedF32;

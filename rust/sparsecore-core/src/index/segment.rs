@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::storage::Buf;
-use crate::pursuit::kernels;
+use crate::kernels;
 use crate::sparse::{take_rows, CsrView};
 use crate::SparseError;
 

@@ -11,7 +11,6 @@
 //! Generic over `f32` and `f64` ([`Real`]); no conversion between them happens here.
 
 pub mod greedy;
-pub(crate) mod kernels;
 pub mod lasso;
 
 use ndarray::linalg::general_mat_mul;
@@ -19,6 +18,7 @@ use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use num_traits::Float;
 use rayon::prelude::*;
 
+use crate::kernels;
 use crate::SparseError;
 
 /// Most signals per chunk: one `(chunk, n_atoms)` product of correlations, then the per-signal solvers

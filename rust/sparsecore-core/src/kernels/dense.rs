@@ -1,23 +1,15 @@
-//! Inner loops of the pursuits (and a few of Losse and the index), compiled twice: once for the baseline target
-//! and once with AVX2 (+ FMA where the rounding allows it), chosen at run time (`is_x86_feature_detected!`, cached
-//! by std). The wheel stays runnable on any x86-64 CPU while recent CPUs get 4-wide fused multiply-adds (measured
-//! 1.6-2x on OMP, benches/bench_pursuit.py). The index's document scoring ([`gather_dot_u16`]) has an AVX-512
-//! path written with intrinsics, so that the gathers and the lane order (which the truncated and the exact
-//! scores must share) are spelled out rather than left to the auto-vectorizer.
-//!
-//! This is the crate's one exception to `unsafe_code = "deny"`: calling a `#[target_feature]` function is
-//! `unsafe` because it is undefined behaviour on a CPU without those features; every call below sits right
-//! behind the run-time check of exactly the features the function enables. The bodies are plain safe Rust,
-//! except the AVX-512 scoring step's loads and gather (raw-pointer intrinsics; each read's bounds are argued at
-//! the call). [`prefetch`] is the other use: a cache hint, which cannot fault.
-#![allow(unsafe_code)]
+//! Kernels over dense float slices: `y -= a·x` (one row or four per pass), the largest magnitude, the fused
+//! OMP step of the pursuits, and the sums of scaled u8 code rows behind the index's block bounds.
+
+#[cfg(target_arch = "x86_64")]
+use super::{has_avx2, has_avx2_fma};
 
 /// `y -= a * x` (element-wise over the shorter length).
 #[inline]
 pub fn axpy_neg_f64(y: &mut [f64], a: f64, x: &[f64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
             unsafe { axpy_neg_f64_fma(y, a, x) };
             return;
@@ -33,7 +25,7 @@ pub fn axpy_neg_f64(y: &mut [f64], a: f64, x: &[f64]) {
 pub fn axpy_neg_f32(y: &mut [f32], a: f32, x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
             unsafe { axpy_neg_f32_fma(y, a, x) };
             return;
@@ -68,7 +60,7 @@ fn axpy_neg_f32_fma(y: &mut [f32], a: f32, x: &[f32]) {
 pub fn axpy4_neg_f64(y: &mut [f64], a: [f64; 4], x: [&[f64]; 4]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
             unsafe { axpy4_neg_f64_fma(y, a, x) };
             return;
@@ -93,7 +85,7 @@ fn axpy4_neg_f64_fma(y: &mut [f64], a: [f64; 4], x: [&[f64]; 4]) {
 pub fn max_key_f64(v: &[f64], signed: bool) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
+        if has_avx2() {
             // SAFETY: the CPU supports AVX2, the only feature the function enables.
             return unsafe { max_key_f64_avx2(v, signed) };
         }
@@ -106,7 +98,7 @@ pub fn max_key_f64(v: &[f64], signed: bool) -> f64 {
 pub fn max_key_f32(v: &[f32], signed: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
+        if has_avx2() {
             // SAFETY: the CPU supports AVX2, the only feature the function enables.
             return unsafe { max_key_f32_avx2(v, signed) };
         }
@@ -252,7 +244,7 @@ pub fn omp_step_f64(
 ) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
             return unsafe { omp_step_f64_fma(out, base, coefs, rows, scale, alpha, vt) };
         }
@@ -273,7 +265,7 @@ pub fn omp_step_f32(
 ) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
             return unsafe { omp_step_f32_fma(out, base, coefs, rows, scale, alpha, vt) };
         }
@@ -316,7 +308,7 @@ fn omp_step_f32_fma(
 pub fn add_scaled_codes(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
+        if has_avx2() {
             // SAFETY: the CPU supports AVX2, the only feature the function enables.
             unsafe { add_scaled_codes_avx2(y, a, c) };
             return;
@@ -352,172 +344,6 @@ fn add_scaled_codes_avx2(y: &mut [f32], a: &[f32], c: &[&[u8]]) {
     add_scaled_codes_body!(y, a, c);
 }
 
-/// Entries of a query array that any u16 term id indexes.
-pub const U16_IDS: usize = 1 << 16;
-
-/// `Σ q[terms[i]] · w[i]` over a forward-index document (over the shortest of the slices), its weights stored as
-/// the upper (`hi`) and lower (`lo`) 16 bits of their f32 bits. Without `lo` the lower bits are taken as zero:
-/// each weight truncated towards zero, never larger.
-///
-/// The order of the operations depends only on the length and the code path, and is the same with and without
-/// `lo`: every step is monotone in the weights, so for `q >= 0` the truncated sum never exceeds the full one (the
-/// index's search relies on it). Four accumulators (entry `i` of the first `4·⌊n/4⌋` in `i % 4`, the rest in the
-/// first) take a multiply, then an add, and are summed pairwise. Ids must index `q` (else it panics); documents
-/// with u16 ids and a query of 2^16 entries take [`gather_dot_u16`].
-#[inline]
-pub fn gather_dot<T: Copy + Into<u64>>(q: &[f32], terms: &[T], hi: &[u16], lo: Option<&[u16]>) -> f32 {
-    let n = terms.len().min(hi.len()).min(lo.map_or(usize::MAX, <[u16]>::len));
-    match lo {
-        Some(lo) => gather_dot_any::<T, _, true>(q, &terms[..n], &hi[..n], &lo[..n]),
-        None => gather_dot_any::<T, _, false>(q, &terms[..n], &hi[..n], &[]),
-    }
-}
-
-/// [`gather_dot`] for u16 ids and a query array that any of them indexes, so the loop has no bounds checks. With
-/// AVX-512 sixteen lanes gather the query entries and accumulate fused multiply-adds (entry `i` in lane `i % 16`),
-/// then the lanes are summed (again one order with and without `lo`): exact search over 1M synthetic documents ran
-/// 2-10 % faster than with the scalar loop (scoring there mostly waits on memory; `benches/probe_builds.py`).
-#[inline]
-pub fn gather_dot_u16(q: &[f32; U16_IDS], terms: &[u16], hi: &[u16], lo: Option<&[u16]>) -> f32 {
-    let n = terms.len().min(hi.len()).min(lo.map_or(usize::MAX, <[u16]>::len));
-    let (terms, hi) = (&terms[..n], &hi[..n]);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512 F, the only feature the functions enable.
-            return unsafe {
-                match lo {
-                    Some(lo) => gather_dot_u16_avx512::<true>(q, terms, hi, &lo[..n]),
-                    None => gather_dot_u16_avx512::<false>(q, terms, hi, &[]),
-                }
-            };
-        }
-    }
-    match lo {
-        Some(lo) => gather_dot_any::<u16, _, true>(q, terms, hi, &lo[..n]),
-        None => gather_dot_any::<u16, _, false>(q, terms, hi, &[]),
-    }
-}
-
-/// The weight of entry `i`: upper half `hi[i]`, lower half `lo[i]` when `FULL`, else zero.
-#[inline]
-fn half_weight<const FULL: bool>(hi: &[u16], lo: &[u16], i: usize) -> f32 {
-    let low = if FULL { u32::from(lo[i]) } else { 0 };
-    f32::from_bits((u32::from(hi[i]) << 16) | low)
-}
-
-/// The scalar loop of [`gather_dot`]: `terms` and `hi` (and `lo` when `FULL`) have the same length; `q` is a
-/// slice, or an array of 2^16 entries for u16 ids.
-#[inline]
-fn gather_dot_any<T: Copy + Into<u64>, Q: std::ops::Index<usize, Output = f32> + ?Sized, const FULL: bool>(
-    q: &Q,
-    terms: &[T],
-    hi: &[u16],
-    lo: &[u16],
-) -> f32 {
-    let n = terms.len();
-    let head = n / 4 * 4;
-    let mut acc = [0f32; 4];
-    for c in (0..head).step_by(4) {
-        for j in 0..4 {
-            acc[j] += q[terms[c + j].into() as usize] * half_weight::<FULL>(hi, lo, c + j);
-        }
-    }
-    for i in head..n {
-        acc[0] += q[terms[i].into() as usize] * half_weight::<FULL>(hi, lo, i);
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
-}
-
-/// [`gather_dot_u16`] with AVX-512: `terms` and `hi` (and `lo` when `FULL`) have the same length.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn gather_dot_u16_avx512<const FULL: bool>(q: &[f32; U16_IDS], terms: &[u16], hi: &[u16], lo: &[u16]) -> f32 {
-    use std::arch::x86_64::{
-        __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm512_castsi512_ps, _mm512_cvtepu16_epi32, _mm512_fmadd_ps,
-        _mm512_mask_i32gather_ps, _mm512_or_si512, _mm512_reduce_add_ps, _mm512_setzero_ps, _mm512_slli_epi32,
-    };
-    // One step over sixteen entries; lanes outside `mask` gather nothing and carry weight zero, so `acc` keeps
-    // its value there.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::cast_ptr_alignment)] // unaligned loads (`loadu`)
-    fn step<const FULL: bool>(
-        q: &[f32; U16_IDS],
-        t: &[u16; 16],
-        h: &[u16; 16],
-        l: &[u16; 16],
-        mask: __mmask16,
-        acc: __m512,
-    ) -> __m512 {
-        // SAFETY: each load reads the 32 bytes of a `[u16; 16]`. The gather reads `q` at zero-extended u16
-        // indices, all below `q.len() = 2^16`, and only in the lanes of `mask`.
-        unsafe {
-            let idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256(t.as_ptr().cast::<__m256i>()));
-            let mut w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(h.as_ptr().cast())));
-            if FULL {
-                w = _mm512_or_si512(w, _mm512_cvtepu16_epi32(_mm256_loadu_si256(l.as_ptr().cast())));
-            }
-            let g = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, q.as_ptr());
-            _mm512_fmadd_ps(g, _mm512_castsi512_ps(w), acc)
-        }
-    }
-    const ZERO: [u16; 16] = [0; 16];
-    let n = terms.len();
-    let mut acc = _mm512_setzero_ps();
-    let (mut tc, mut hc) = (terms.chunks_exact(16), hi.chunks_exact(16));
-    let mut lc = lo.chunks_exact(16);
-    for (t, h) in (&mut tc).zip(&mut hc) {
-        let (Ok(t), Ok(h)) = (<&[u16; 16]>::try_from(t), <&[u16; 16]>::try_from(h)) else { break };
-        let l = if FULL { lc.next().and_then(|l| <&[u16; 16]>::try_from(l).ok()).unwrap_or(&ZERO) } else { &ZERO };
-        acc = step::<FULL>(q, t, h, l, u16::MAX, acc);
-    }
-    let rem = n % 16;
-    if rem > 0 {
-        let (mut t, mut h, mut l) = (ZERO, ZERO, ZERO);
-        t[..rem].copy_from_slice(tc.remainder());
-        h[..rem].copy_from_slice(hc.remainder());
-        if FULL {
-            l[..rem].copy_from_slice(lc.remainder());
-        }
-        acc = step::<FULL>(q, &t, &h, &l, (1u16 << rem) - 1, acc);
-    }
-    _mm512_reduce_add_ps(acc)
-}
-
-/// Ask the CPU to bring the cache line holding `x[i]` into L1 ahead of a later read: a hint that never faults,
-/// and does nothing when `i` is past the end or the CPU is not x86-64.
-#[inline]
-pub fn prefetch<T>(x: &[T], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if i < x.len() {
-            // SAFETY: a prefetch only hints the cache and cannot fault; the address is inside `x`; SSE, the
-            // instruction's one requirement, is part of the x86-64 baseline.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(x.as_ptr().add(i).cast());
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, i);
-}
-
-/// [`prefetch`] every cache line holding `x[lo..hi]` (clipped to `x`).
-#[inline]
-pub fn prefetch_range<T>(x: &[T], lo: usize, hi: usize) {
-    let hi = hi.min(x.len());
-    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
-    let mut i = lo;
-    while i < hi {
-        prefetch(x, i);
-        i += step;
-    }
-    if lo < hi {
-        prefetch(x, hi - 1);
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // maxima are exact: they are elements of the input
 mod tests {
@@ -545,43 +371,6 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(plain, want);
             assert_eq!(extra, want);
-        }
-    }
-
-    #[test]
-    fn gather_dot_paths_agree_and_truncation_is_a_lower_bound() {
-        let mut qv = vec![0f32; U16_IDS];
-        for (i, v) in qv.iter_mut().enumerate().step_by(7) {
-            *v = ((i as f32) * 0.013).sin().abs() * 3.0;
-        }
-        let q: &[f32; U16_IDS] = qv.as_slice().try_into().unwrap();
-        for n in [0usize, 1, 3, 4, 5, 15, 16, 17, 31, 32, 33, 123, 200] {
-            let terms: Vec<u16> = (0..n).map(|i| ((i * 7919 + 13) % U16_IDS) as u16).collect();
-            let w: Vec<f32> = (0..n).map(|i| 0.1 + ((i as f32) * 0.77).cos().abs()).collect();
-            let hi: Vec<u16> = w.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
-            let lo: Vec<u16> = w.iter().map(|x| x.to_bits() as u16).collect();
-            let want: f64 = terms.iter().zip(&w).map(|(&t, &x)| f64::from(q[usize::from(t)]) * f64::from(x)).sum();
-            let full = gather_dot_u16(q, &terms, &hi, Some(&lo));
-            let trunc = gather_dot_u16(q, &terms, &hi, None);
-            let (full_any, trunc_any) = (
-                gather_dot_any::<u16, _, true>(q, &terms, &hi, &lo),
-                gather_dot_any::<u16, _, false>(q, &terms, &hi, &[]),
-            );
-            for (f, t) in [(full, trunc), (full_any, trunc_any)] {
-                assert!((f64::from(f) - want).abs() <= 1e-5 * want.max(1e-30), "n {n}: {f} vs {want}");
-                assert!(t <= f, "n {n}: truncated {t} above full {f}");
-                // Truncation loses at most 2^-7 of each weight.
-                assert!(f64::from(t) >= want * (1.0 - 2f64.powi(-7)) - 1e-5 * want, "n {n}");
-            }
-            // Extra entries of a longer slice are ignored.
-            let longer_hi = [hi.as_slice(), &[0x3F80; 3]].concat();
-            assert_eq!(gather_dot_u16(q, &terms, &longer_hi, Some(&lo)).to_bits(), full.to_bits());
-            // The plain path keeps the four-accumulator order: entry i of the head in i % 4, the rest in the first.
-            let mut acc = [0f32; 4];
-            for i in 0..n {
-                acc[if i < n / 4 * 4 { i % 4 } else { 0 }] += q[usize::from(terms[i])] * w[i];
-            }
-            assert_eq!(full_any.to_bits(), ((acc[0] + acc[1]) + (acc[2] + acc[3])).to_bits());
         }
     }
 
