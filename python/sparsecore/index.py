@@ -29,8 +29,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
+from sparsecore._validate import check_choice, check_float, check_num_threads
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
-from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _check_threads, _positive_int
+from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _positive_int
 
 __all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_for"]
 
@@ -83,9 +84,7 @@ def _search_params(
     if recall_target is not None:
         if alpha is not None or beta is not None or patience is not None:
             raise InvalidArgumentError("recall_target: pass either recall_target or alpha/beta/patience, not both")
-        target = float(recall_target)
-        if not 0.0 < target <= 1.0:
-            raise InvalidArgumentError(f"recall_target: must be in (0, 1], got {recall_target!r}")
+        target = check_float(recall_target, "recall_target", low=0.0, high=1.0, low_open=True)
         return presets[next((c for c in sorted(presets) if c >= target), 1.0)]
     if mode == "exact":
         a, b, p = 1.0, 1.0, 0.0
@@ -94,14 +93,9 @@ def _search_params(
     if alpha is not None or beta is not None:
         # Explicit bounds knobs without an explicit patience: no stagnation stop.
         p = 0.0
-    a = a if alpha is None else float(alpha)
-    b = b if beta is None else float(beta)
-    p = p if patience is None else float(patience)
-    for name, v in (("alpha", a), ("beta", b)):
-        if not 0.0 < v <= 1.0:
-            raise InvalidArgumentError(f"{name}: must be in (0, 1], got {v!r}")
-    if not 0.0 <= p <= 1.0:
-        raise InvalidArgumentError(f"patience: must be in [0, 1], got {p!r}")
+    a = a if alpha is None else check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True)
+    b = b if beta is None else check_float(beta, "beta", low=0.0, high=1.0, low_open=True)
+    p = p if patience is None else check_float(patience, "patience", low=0.0, high=1.0)
     return a, b, p
 
 
@@ -244,13 +238,12 @@ class InvertedIndex:
         """
         if not isinstance(docs, SparseBatch):
             raise DTypeError(f"docs: must be a SparseBatch, got {type(docs).__name__}")
-        if mode not in ("approx", "exact"):
-            raise InvalidArgumentError(f'mode: must be "approx" or "exact", got {mode!r}')
+        check_choice(mode, "mode", ("approx", "exact"))
         if block_size is None:
             block_size = 8 if docs.n_rows < AUTO_BLOCK_SIZE_SPLIT else 32
         bs = _positive_int(block_size, "block_size")
         ids_arr = _ids_arg(ids, docs.n_rows)
-        threads = _check_threads(num_threads)
+        threads = check_num_threads(num_threads)
         show = progress if progress is not None else docs.n_rows >= 100_000 and sys.stderr.isatty()
         if not (show and reorder):
             return cls(_core.IndexCore.build(docs._csr, ids_arr, bs, bool(reorder), num_threads=threads), mode)
@@ -316,7 +309,7 @@ class InvertedIndex:
         a, b, p = _search_params(self._presets, self._mode, recall_target, alpha, beta, patience)
         ai, am = _filter_args(filter)
         return self._core.search(
-            queries._csr, _positive_int(k, "k"), a, b, p, ai, am, num_threads=_check_threads(num_threads)
+            queries._csr, _positive_int(k, "k"), a, b, p, ai, am, num_threads=check_num_threads(num_threads)
         )
 
     def search_one(
@@ -396,7 +389,7 @@ class InvertedIndex:
         """
         if not isinstance(docs, SparseBatch):
             raise DTypeError(f"docs: must be a SparseBatch, got {type(docs).__name__}")
-        return self._core.add(docs._csr, _ids_arg(ids, docs.n_rows), num_threads=_check_threads(num_threads))
+        return self._core.add(docs._csr, _ids_arg(ids, docs.n_rows), num_threads=check_num_threads(num_threads))
 
     def delete(self, ids: ArrayLike, *, ignore_missing: bool = False) -> int:
         """Delete documents by external id; they are never returned again. Returns how many were deleted.
@@ -418,7 +411,7 @@ class InvertedIndex:
         ``add`` calls answers slower than the same documents in one segment (1.4-1.6x for 500k documents plus
         five segments of 100k, ``benches/probe_segments.py``); ``compact`` restores the single-segment speed.
         """
-        self._core.compact(num_threads=_check_threads(num_threads))
+        self._core.compact(num_threads=check_num_threads(num_threads))
 
     # -- persistence ----------------------------------------------------------------------------------------------
 
@@ -464,9 +457,8 @@ class InvertedIndex:
         FileNotFoundError
             ``path`` does not exist.
         """
-        if mode not in ("approx", "exact"):
-            raise InvalidArgumentError(f'mode: must be "approx" or "exact", got {mode!r}')
-        core = _core.IndexCore.load(os.fspath(path), bool(mmap), num_threads=_check_threads(num_threads))
+        check_choice(mode, "mode", ("approx", "exact"))
+        core = _core.IndexCore.load(os.fspath(path), bool(mmap), num_threads=check_num_threads(num_threads))
         return cls(core, mode)
 
     @property

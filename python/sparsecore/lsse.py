@@ -20,7 +20,7 @@ Examples
 >>> rng = np.random.default_rng(0)
 >>> X = rng.uniform(-1, 1, size=(2000, 2))
 >>> y = np.sin(3 * X[:, 0]) * np.cos(2 * X[:, 1])
->>> model = LsseRegressor(num_groups=20, bin_dim=2, num_bins=8, ridge=0.1, seed=0).partial_fit(X, y)
+>>> model = LsseRegressor(num_groups=20, bin_dim=2, num_bins=8, ridge=0.1).partial_fit(X, y)
 >>> float(np.mean((model.predict(X) - y) ** 2)) < 0.01
 True
 """
@@ -28,7 +28,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import math
 import os
@@ -40,12 +39,23 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
+from sparsecore._base import BaseEstimator
 from sparsecore._container import read_container, sniff, write_container
-from sparsecore._estimators import _Estimator
 from sparsecore._io import open_regular_file, read_npz, regular_file_size
 from sparsecore._progress import progress as _progress
 from sparsecore._progress import want_progress
+from sparsecore._validate import (
+    check_choice,
+    check_num_threads,
+    check_random_state,
+    check_seed,
+    is_int,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from sparsecore.exceptions import (
+    ConvergenceWarning,
     DTypeError,
     IndexFormatError,
     InvalidArgumentError,
@@ -53,7 +63,7 @@ from sparsecore.exceptions import (
     NotFittedError,
     ShapeMismatchError,
 )
-from sparsecore.sparse import MAX_DIM, SparseBatch, _check_threads
+from sparsecore.sparse import MAX_DIM, SparseBatch
 
 __all__ = ["ConvergenceWarning", "LsseEncoder", "LsseRegressor", "OnlineRidge", "SolveInfo"]
 
@@ -75,10 +85,6 @@ _LEGACY_MAGIC = b"SCRIDGE\x00"
 _LEGACY_HEADER = struct.Struct("<8sIQ32s")
 
 
-class ConvergenceWarning(UserWarning):
-    """An iterative solve stopped at ``max_iter`` before reaching its tolerance."""
-
-
 class SolveInfo(NamedTuple):
     """What :meth:`OnlineRidge.solve_exact` did."""
 
@@ -91,24 +97,6 @@ class SolveInfo(NamedTuple):
 # ---------------------------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _count(value: object, name: str, lo: int = 1, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name}: must be an int, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise InvalidArgumentError(f"{name}: must be {bound}, got {value}")
-    return int(value)
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name}: must be a number, got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise InvalidArgumentError(f"{name}: must be a finite number > 0, got {value!r}")
-    return v
 
 
 def _float_matrix(x: ArrayLike, name: str, n_cols: int | None = None) -> NDArray[np.floating[Any]]:
@@ -218,11 +206,11 @@ class LsseEncoder:
         input_center: ArrayLike | float = 0.0,
         input_scale: ArrayLike | float = 1.0,
     ) -> None:
-        self.d_in = _count(d_in, "d_in")
-        self.num_groups = _count(num_groups, "num_groups")
-        self.bin_dim = _count(bin_dim, "bin_dim", 1, _MAX_BIN_DIM)
-        self.num_bins = _count(num_bins, "num_bins")
-        self.seed = _count(seed, "seed", 0)
+        self.d_in = positive_int(d_in, "d_in")
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.bin_dim = positive_int(bin_dim, "bin_dim", high=_MAX_BIN_DIM)
+        self.num_bins = positive_int(num_bins, "num_bins")
+        self.seed = check_seed(seed)
         dim = self.num_groups * (self.num_bins + 1) ** self.bin_dim
         if dim > MAX_DIM:
             raise InvalidArgumentError(
@@ -273,7 +261,7 @@ class LsseEncoder:
         if self._standardise:
             x = np.ascontiguousarray((x - self.input_center) / self.input_scale)
         indptr, indices, data = _core.lsse_encode(
-            x, self.projection, self.num_groups, self.bin_dim, self.num_bins, num_threads=_check_threads(num_threads)
+            x, self.projection, self.num_groups, self.bin_dim, self.num_bins, num_threads=check_num_threads(num_threads)
         )
         return SparseBatch._trusted(indptr, indices, data, self.dim)
 
@@ -354,11 +342,10 @@ class OnlineRidge:
     """
 
     def __init__(self, dim: int, n_outputs: int = 1, *, ridge: float = 1.0, update: Update = "block") -> None:
-        dim = _count(dim, "dim", 1, MAX_DIM)
-        n_outputs = _count(n_outputs, "n_outputs")
-        ridge = _positive_float(ridge, "ridge")
-        if update not in ("block", "exact"):
-            raise InvalidArgumentError(f"update: must be 'block' or 'exact', got {update!r}")
+        dim = positive_int(dim, "dim", high=MAX_DIM)
+        n_outputs = positive_int(n_outputs, "n_outputs")
+        ridge = positive_float(ridge, "ridge")
+        check_choice(update, "update", ("block", "exact"))
         self._core = _core.OnlineRidgeCore(dim, n_outputs, ridge, update)
 
     @classmethod
@@ -410,7 +397,7 @@ class OnlineRidge:
         """
         self._check_phi(phi)
         y = _targets(Y, phi.n_rows, self.n_outputs)
-        threads = _check_threads(num_threads)
+        threads = check_num_threads(num_threads)
         n = phi.n_rows
         unconverged = self._core.n_unconverged
         starts = list(range(0, n, _PROGRESS_CHUNK))
@@ -446,7 +433,7 @@ class OnlineRidge:
             float64 ``(n, n_outputs)``.
         """
         self._check_phi(phi)
-        return self._core.predict(phi._csr, num_threads=_check_threads(num_threads))
+        return self._core.predict(phi._csr, num_threads=check_num_threads(num_threads))
 
     def solve_exact(self, *, tol: float = 1e-10, max_iter: int = 10_000, num_threads: int | None = None) -> SolveInfo:
         """Solve the whole system ``(A + λI) W = B`` (conjugate gradients, Jacobi preconditioner, warm start).
@@ -467,9 +454,9 @@ class OnlineRidge:
         SolveInfo
             Iterations and the final relative residual.
         """
-        tol = _positive_float(tol, "tol")
-        max_iter = _count(max_iter, "max_iter")
-        it, res = self._core.solve_exact(tol, max_iter, num_threads=_check_threads(num_threads))
+        tol = positive_float(tol, "tol")
+        max_iter = positive_int(max_iter, "max_iter")
+        it, res = self._core.solve_exact(tol, max_iter, num_threads=check_num_threads(num_threads))
         if res > tol:
             warnings.warn(
                 f"solve_exact stopped after {it} iterations at relative residual {res:.3g} > tol = {tol:g}",
@@ -601,7 +588,7 @@ class OnlineRidge:
 
     @ridge.setter
     def ridge(self, value: float) -> None:
-        self._core.set_ridge(_positive_float(value, "ridge"))
+        self._core.set_ridge(positive_float(value, "ridge"))
 
     @property
     def update(self) -> str:
@@ -644,10 +631,10 @@ def _from_state(state: dict[str, Any]) -> _core.OnlineRidgeCore:
             raise InvalidArgumentError(f"state: {key} must have dtype {want}, got {arr.dtype}")
         arrays[key] = np.ascontiguousarray(arr)
     try:
-        dim = _count(int(state["dim"]), "state: dim", 1, MAX_DIM)
-        n_out = _count(int(state["n_outputs"]), "state: n_outputs")
-        ridge = _positive_float(float(state["ridge"]), "state: ridge")
-        n_seen = _count(int(state["n_seen"]), "state: n_seen", 0)
+        dim = positive_int(int(state["dim"]), "state: dim", high=MAX_DIM)
+        n_out = positive_int(int(state["n_outputs"]), "state: n_outputs")
+        ridge = positive_float(float(state["ridge"]), "state: ridge")
+        n_seen = nonnegative_int(int(state["n_seen"]), "state: n_seen")
         update = str(state["update"])
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"state: bad scalar ({exc})") from None
@@ -677,7 +664,7 @@ def _from_state(state: dict[str, Any]) -> _core.OnlineRidgeCore:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class LsseRegressor(_Estimator):
+class LsseRegressor(BaseEstimator):
     """Losse features + follow-the-leader ridge regression, with scikit-learn's regressor API.
 
     ``partial_fit`` learns from a stream in a single pass (each call continues the same model); ``fit`` starts
@@ -685,48 +672,37 @@ class LsseRegressor(_Estimator):
 
     Parameters
     ----------
-    num_groups, bin_dim, num_bins, seed, input_center, input_scale
+    num_groups, bin_dim, num_bins, input_center, input_scale
         The encoder's (see :class:`LsseEncoder`).
     ridge
         Penalty on ``‖W‖²`` (see :class:`OnlineRidge`).
     update
         ``"block"`` or ``"exact"`` (see :class:`OnlineRidge`).
+    random_state
+        Seed of the encoder's random projection: an int ``>= 0`` (the default 0 makes every model with the same
+        parameters identical), None (a fresh random seed at each ``fit``) or a ``numpy.random.Generator`` (one
+        seed drawn from it at each ``fit``). The encoder itself (:class:`LsseEncoder`) keeps ``seed``, the
+        Rust core's name.
     num_threads
         Worker threads for encoding and prediction.
     progress
         Progress bar while learning (see :meth:`OnlineRidge.partial_fit`).
+    seed
+        Deprecated alias of ``random_state`` (a ``FutureWarning`` at ``fit``); when given it wins.
 
     Attributes
     ----------
     encoder_ : LsseEncoder
     model_ : OnlineRidge
     n_features_in_ : int
+
+    Notes
+    -----
+    scikit-learn's ``check_estimator`` passes on this class except for the checks listed in
+    ``tests/test_sklearn_checks.py`` with their reasons.
     """
 
-    _PARAMS: ClassVar[tuple[str, ...]] = (
-        "num_groups",
-        "bin_dim",
-        "num_bins",
-        "ridge",
-        "update",
-        "seed",
-        "input_center",
-        "input_scale",
-        "num_threads",
-        "progress",
-    )
-    _DEFAULTS: ClassVar[dict[str, Any]] = {
-        "num_groups": 50,
-        "bin_dim": 2,
-        "num_bins": 10,
-        "ridge": 1.0,
-        "update": "block",
-        "seed": 0,
-        "input_center": 0.0,
-        "input_scale": 1.0,
-        "num_threads": None,
-        "progress": None,
-    }
+    _estimator_type: ClassVar[str | None] = "regressor"
 
     def __init__(
         self,
@@ -735,22 +711,36 @@ class LsseRegressor(_Estimator):
         num_bins: int = 10,
         ridge: float = 1.0,
         update: Update = "block",
-        seed: int = 0,
+        random_state: int | np.random.Generator | None = 0,
         input_center: ArrayLike | float = 0.0,
         input_scale: ArrayLike | float = 1.0,
         num_threads: int | None = None,
         progress: bool | None = None,
+        seed: int | None = None,
     ) -> None:
         self.num_groups = num_groups
         self.bin_dim = bin_dim
         self.num_bins = num_bins
         self.ridge = ridge
         self.update = update
-        self.seed = seed
+        self.random_state = random_state
         self.input_center = input_center
         self.input_scale = input_scale
         self.num_threads = num_threads
         self.progress = progress
+        self.seed = seed
+
+    def _projection_seed(self) -> int:
+        if self.seed is not None:
+            warnings.warn(
+                "LsseRegressor(seed=...) is deprecated; use random_state=... (same meaning)",
+                FutureWarning,
+                stacklevel=4,
+            )
+            return check_seed(self.seed)
+        if is_int(self.random_state):
+            return check_seed(self.random_state, "random_state")
+        return int(check_random_state(self.random_state).integers(2**63))
 
     def _start(self, d_in: int, n_outputs: int) -> None:
         self.encoder_ = LsseEncoder(
@@ -758,7 +748,7 @@ class LsseRegressor(_Estimator):
             num_groups=self.num_groups,
             bin_dim=self.bin_dim,
             num_bins=self.num_bins,
-            seed=self.seed,
+            seed=self._projection_seed(),
             input_center=self.input_center,
             input_scale=self.input_scale,
         )
@@ -844,18 +834,10 @@ class LsseRegressor(_Estimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
-    def __sklearn_tags__(self) -> Any:
-        """Regressor tags for scikit-learn >= 1.6 (imported only when scikit-learn asks)."""
-        utils = importlib.import_module("sklearn.utils")
-        return utils.Tags(
-            estimator_type="regressor",
-            target_tags=utils.TargetTags(required=True, single_output=True, multi_output=True),
-            regressor_tags=utils.RegressorTags(),
-            input_tags=utils.InputTags(),
-        )
-
-    def _n_outputs(self) -> int:
-        return self.model_.n_outputs if hasattr(self, "model_") else 1
+    def _more_sklearn_tags(self, tags: Any, utils: Any) -> Any:
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        return tags
 
 
 def _read_legacy(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -48,16 +48,27 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn, overload
+from typing import Any, ClassVar, NoReturn, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
+from sparsecore._base import BaseEstimator
 from sparsecore._container import read_container, sniff, write_container
 from sparsecore._io import open_regular_file, read_regular_file, regular_file_size
 from sparsecore._progress import progress as _progress_iter
 from sparsecore._progress import want_progress
+from sparsecore._validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_num_threads,
+    check_seed,
+    is_int,
+    nonnegative_float,
+    positive_float,
+)
 from sparsecore.exceptions import (
     DTypeError,
     IndexFormatError,
@@ -65,7 +76,7 @@ from sparsecore.exceptions import (
     NotFittedError,
     ShapeMismatchError,
 )
-from sparsecore.sparse import MAX_DIM, SparseBatch, _check_threads
+from sparsecore.sparse import MAX_DIM, SparseBatch
 
 __all__ = [
     "CategoryEncoder",
@@ -84,27 +95,6 @@ __all__ = [
 ]
 
 _CHUNK = 512  # inputs per Rust call while learning, so the progress bar moves (the call overhead is ~µs)
-
-
-def _check_int(value: object, name: str, lo: int, hi: int = MAX_DIM) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name}: must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgumentError(f"{name}: must be between {lo} and {hi}, got {value}")
-    return int(value)
-
-
-def _check_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name}: must be a number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise InvalidArgumentError(f"{name}: must be finite, got {v}")
-    return v
-
-
-def _check_seed(seed: object) -> int:
-    return _check_int(seed, "seed", 0, 2**64 - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,7 +119,7 @@ class SDRBatch:
     __slots__ = ("_dim", "_indices", "_indptr")
 
     def __init__(self, indptr: ArrayLike, indices: ArrayLike, dim: int) -> None:
-        self._dim = _check_int(dim, "dim", 1)
+        self._dim = check_int(dim, "dim", low=1, high=MAX_DIM)
         ip = np.ascontiguousarray(indptr, dtype=np.int64)
         idx = np.asarray(indices)
         if idx.size and (idx.dtype.kind not in "iu" or int(idx.min()) < 0 or int(idx.max()) >= self._dim):
@@ -177,17 +167,19 @@ class SDRBatch:
         mask = a != 0
         indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
         indptr[1:] = np.cumsum(mask.sum(axis=1))
-        return cls._trusted(indptr, np.nonzero(mask)[1].astype(np.uint32), _check_int(a.shape[1], "dim", 1))
+        return cls._trusted(
+            indptr, np.nonzero(mask)[1].astype(np.uint32), check_int(a.shape[1], "dim", low=1, high=MAX_DIM)
+        )
 
     @classmethod
     def random(cls, n: int, dim: int, n_active: int, *, seed: int = 0, num_threads: int | None = None) -> SDRBatch:
         """``n`` uniformly random SDRs with ``n_active`` of ``dim`` bits (row ``r`` uses the stream (seed, r))."""
         ip, idx = _core.sdr_random(
-            _check_int(n, "n", 0, 2**40),
-            _check_int(dim, "dim", 1),
-            _check_int(n_active, "n_active", 0),
-            _check_seed(seed),
-            num_threads=_check_threads(num_threads),
+            check_int(n, "n", low=0, high=2**40),
+            check_int(dim, "dim", low=1, high=MAX_DIM),
+            check_int(n_active, "n_active", low=0, high=MAX_DIM),
+            check_seed(seed),
+            num_threads=check_num_threads(num_threads),
         )
         return cls._trusted(ip, idx, int(dim))
 
@@ -259,7 +251,7 @@ class SDRBatch:
             other._indptr,
             other._indices,
             self._dim,
-            num_threads=_check_threads(num_threads),
+            num_threads=check_num_threads(num_threads),
         )
 
     def _setop(self, op: str, other: SDRBatch, num_threads: int | None) -> SDRBatch:
@@ -273,7 +265,7 @@ class SDRBatch:
             other._indptr,
             other._indices,
             self._dim,
-            num_threads=_check_threads(num_threads),
+            num_threads=check_num_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self._dim)
 
@@ -287,11 +279,9 @@ class SDRBatch:
 
     def add_noise(self, fraction: float, *, seed: int = 0, num_threads: int | None = None) -> SDRBatch:
         """Move ``round(fraction · n_active)`` active bits of each row to random inactive bits (sparsity kept)."""
-        f = _check_float(fraction, "fraction")
-        if not 0.0 <= f <= 1.0:
-            raise InvalidArgumentError(f"fraction: must be in [0, 1], got {f}")
+        f = check_float(fraction, "fraction", low=0.0, high=1.0)
         ip, idx = _core.sdr_add_noise(
-            self._indptr, self._indices, self._dim, f, _check_seed(seed), num_threads=_check_threads(num_threads)
+            self._indptr, self._indices, self._dim, f, check_seed(seed), num_threads=check_num_threads(num_threads)
         )
         return SDRBatch._trusted(ip, idx, self._dim)
 
@@ -383,11 +373,11 @@ class ScalarEncoder:
     def __init__(
         self, minimum: float, maximum: float, *, size: int, n_active: int, periodic: bool = False, clip: bool = False
     ) -> None:
-        self.minimum, self.maximum = _check_float(minimum, "minimum"), _check_float(maximum, "maximum")
+        self.minimum, self.maximum = check_float(minimum, "minimum"), check_float(maximum, "maximum")
         if not self.minimum < self.maximum:
             raise InvalidArgumentError(f"maximum: must exceed minimum = {self.minimum}, got {self.maximum}")
-        self.size = _check_int(size, "size", 1)
-        self.n_active = _check_int(n_active, "n_active", 1, self.size)
+        self.size = check_int(size, "size", low=1, high=MAX_DIM)
+        self.n_active = check_int(n_active, "n_active", low=1, high=self.size)
         self.periodic, self.clip = bool(periodic), bool(clip)
 
     def encode(self, values: ArrayLike, *, num_threads: int | None = None) -> SDRBatch:
@@ -401,7 +391,7 @@ class ScalarEncoder:
             self.n_active,
             self.periodic,
             self.clip,
-            num_threads=_check_threads(num_threads),
+            num_threads=check_num_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self.size)
 
@@ -416,9 +406,9 @@ class CategoryEncoder:
     """Encode category ids ``0 .. n_categories - 1`` as disjoint blocks of ``n_active`` bits."""
 
     def __init__(self, n_categories: int, *, n_active: int) -> None:
-        self.n_categories = _check_int(n_categories, "n_categories", 1)
-        self.n_active = _check_int(n_active, "n_active", 1)
-        self.size = _check_int(self.n_categories * self.n_active, "n_categories * n_active", 1)
+        self.n_categories = check_int(n_categories, "n_categories", low=1, high=MAX_DIM)
+        self.n_active = check_int(n_active, "n_active", low=1, high=MAX_DIM)
+        self.size = check_int(self.n_categories * self.n_active, "n_categories * n_active", low=1, high=MAX_DIM)
 
     def encode(self, labels: ArrayLike, *, num_threads: int | None = None) -> SDRBatch:
         """One SDR per label."""
@@ -429,7 +419,7 @@ class CategoryEncoder:
             np.ascontiguousarray(a.reshape(-1), dtype=np.int64),
             self.n_categories,
             self.n_active,
-            num_threads=_check_threads(num_threads),
+            num_threads=check_num_threads(num_threads),
         )
         return SDRBatch._trusted(ip, idx, self.size)
 
@@ -449,8 +439,8 @@ class GridEncoder:
         per = np.ascontiguousarray(np.asarray(periods, dtype=np.float64).reshape(-1))
         if per.size == 0 or not (np.isfinite(per).all() and (per > 0).all()):
             raise InvalidArgumentError("periods: must be a non-empty list of finite positive numbers")
-        self.periods, self.side, self.seed = per, _check_int(side, "side", 1, 65536), _check_seed(seed)
-        self.size = _check_int(per.size * self.side * self.side, "size", 1)
+        self.periods, self.side, self.seed = per, check_int(side, "side", low=1, high=65536), check_seed(seed)
+        self.size = check_int(per.size * self.side * self.side, "size", low=1, high=MAX_DIM)
 
     def encode(self, positions: ArrayLike, *, num_threads: int | None = None) -> SDRBatch:
         """One SDR per row of ``positions`` (shape ``(n, 2)``)."""
@@ -459,7 +449,9 @@ class GridEncoder:
             p = p[None, :]
         if p.ndim != 2 or p.shape[1] != 2:
             raise ShapeMismatchError(f"positions: must have shape (n, 2), got {p.shape}")
-        ip, idx = _core.sdr_grid_encode(p, self.periods, self.side, self.seed, num_threads=_check_threads(num_threads))
+        ip, idx = _core.sdr_grid_encode(
+            p, self.periods, self.side, self.seed, num_threads=check_num_threads(num_threads)
+        )
         return SDRBatch._trusted(ip, idx, self.size)
 
     def __repr__(self) -> str:
@@ -496,26 +488,21 @@ class _Params:
         min_active: int,
         freeze_at: float | None,
     ) -> _Params:
-        g = _check_float(g_min, "g_min")
-        if not 0.0 <= g < 1.0:
-            raise InvalidArgumentError(f"g_min: must be in [0, 1), got {g}")
-        vals = {}
-        for name, v in (("gamma", gamma), ("chi", chi), ("sigmoid_slope", sigmoid_slope)):
-            vals[name] = _check_float(v, name)
-            if vals[name] < 0:
-                raise InvalidArgumentError(f"{name}: must be >= 0, got {v}")
-        fz = 2.0 if freeze_at is None else _check_float(freeze_at, "freeze_at")
-        if fz <= 0:
-            raise InvalidArgumentError(f"freeze_at: must be in (0, 1] or None, got {freeze_at}")
+        g = check_float(g_min, "g_min", low=0.0, high=1.0, high_open=True)
+        vals = {
+            name: nonnegative_float(v, name)
+            for name, v in (("gamma", gamma), ("chi", chi), ("sigmoid_slope", sigmoid_slope))
+        }
+        fz = 2.0 if freeze_at is None else positive_float(freeze_at, "freeze_at")
         return cls(
-            _check_int(n_modules, "n_modules", 1, 65536),
-            _check_int(cells_per_module, "cells_per_module", 2, 65536),
+            check_int(n_modules, "n_modules", low=1, high=65536),
+            check_int(cells_per_module, "cells_per_module", low=2, high=65536),
             g,
             vals["gamma"],
             vals["chi"],
             vals["sigmoid_slope"],
-            _check_float(sigmoid_center, "sigmoid_center"),
-            _check_int(min_active, "min_active", 0),
+            check_float(sigmoid_center, "sigmoid_center"),
+            check_int(min_active, "min_active", low=0, high=MAX_DIM),
             fz,
         )
 
@@ -601,7 +588,7 @@ class CodingField:
             n_modules, cells_per_module, g_min, gamma, chi, sigmoid_slope, sigmoid_center, min_active, freeze_at
         )
         self._core = _core.FieldCore(
-            _check_int(input_dim, "input_dim", 1), p.as_tuple(), bool(sequence), _check_seed(seed)
+            check_int(input_dim, "input_dim", low=1, high=MAX_DIM), p.as_tuple(), bool(sequence), check_seed(seed)
         )
 
     @classmethod
@@ -668,11 +655,11 @@ class CodingField:
     # -- formulas -----------------------------------------------------------------------------------------------
     def eta(self, g: float) -> float:
         """Expansivity ``η(G)``."""
-        return float(self._core.eta(_check_float(g, "g")))
+        return float(self._core.eta(check_float(g, "g")))
 
     def mu(self, v: float, g: float) -> float:
         """Win weight ``μ(V)`` at familiarity ``G``."""
-        return float(self._core.mu(_check_float(v, "v"), _check_float(g, "g")))
+        return float(self._core.mu(check_float(v, "v"), check_float(g, "g")))
 
     # -- learning and recognition -------------------------------------------------------------------------------
     def learn(self, x: SDRInput, *, progress: bool | None = None, num_threads: int | None = None) -> NDArray[np.int32]:
@@ -694,7 +681,7 @@ class CodingField:
             The codes: one winner per module, -1 where the field stayed silent.
         """
         b, one = _inputs(x, self.input_dim)
-        th = _check_threads(num_threads)
+        th = check_num_threads(num_threads)
         spans = _chunks(b.n_rows, want_progress(progress, b.n_rows // _CHUNK), "learning")
         parts = [self._core.learn(*_rows(b, lo, hi), num_threads=th) for lo, hi in spans]
         out = np.concatenate(parts) if parts else np.zeros((0, self.n_modules), dtype=np.int32)
@@ -707,13 +694,13 @@ class CodingField:
         module has any input. The cost per input is independent of the number of stored items.
         """
         b, one = _inputs(x, self.input_dim)
-        out = self._core.recognize(b.indptr, b.indices, num_threads=_check_threads(num_threads))
+        out = self._core.recognize(b.indptr, b.indices, num_threads=check_num_threads(num_threads))
         return out[0] if one else out
 
     def familiarity(self, x: SDRInput, *, num_threads: int | None = None) -> NDArray[np.float64]:
         """Familiarity ``G`` ∈ [0, 1] of each input (1 for an input stored exactly)."""
         b, one = _inputs(x, self.input_dim)
-        g = self._core.familiarity(b.indptr, b.indices, num_threads=_check_threads(num_threads))
+        g = self._core.familiarity(b.indptr, b.indices, num_threads=check_num_threads(num_threads))
         return g[:1] if one else g
 
     def support(self, x: SDRInput) -> NDArray[np.float64]:
@@ -736,7 +723,7 @@ class CodingField:
         b, _ = _inputs(first, self.input_dim, "first")
         if b.n_rows != 1:
             raise ShapeMismatchError(f"first: must be one input, got {b.n_rows}")
-        return self._core.recall_sequence(b[0], _check_int(n_steps, "n_steps", 1, 2**31))
+        return self._core.recall_sequence(b[0], check_int(n_steps, "n_steps", low=1, high=2**31))
 
     def codes_to_sdrs(self, codes: ArrayLike) -> SDRBatch:
         """Codes as SDRs over the field's ``Q · K`` cells (bit ``m · K + winner``; silent modules omitted)."""
@@ -771,14 +758,14 @@ def codes_to_sdrs(codes: ArrayLike, cells_per_module: int) -> SDRBatch:
         c = c[None, :]
     if c.ndim != 2 or c.dtype.kind not in "iu":
         raise ShapeMismatchError(f"codes: must be a 2-D integer array, got shape {c.shape} dtype {c.dtype}")
-    k = _check_int(cells_per_module, "cells_per_module", 1)
+    k = check_int(cells_per_module, "cells_per_module", low=1, high=MAX_DIM)
     if c.size and (c.min() < -1 or c.max() >= k):
         raise InvalidArgumentError(f"codes: winners must be in [-1, {k})")
     active = c >= 0
     bits = (np.arange(c.shape[1])[None, :] * k + c)[active]
     ip = np.zeros(c.shape[0] + 1, dtype=np.int64)
     ip[1:] = np.cumsum(active.sum(axis=1))
-    return SDRBatch._trusted(ip, bits.astype(np.uint32), _check_int(c.shape[1] * k, "dim", 1))
+    return SDRBatch._trusted(ip, bits.astype(np.uint32), check_int(c.shape[1] * k, "dim", low=1, high=MAX_DIM))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -823,10 +810,10 @@ class Level:
 
 
 def _pair_of(v: object, name: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return (_check_int(v, name, 1, 1 << 20),) * 2
+    if is_int(v):
+        return (check_int(v, name, low=1, high=1 << 20),) * 2
     if isinstance(v, (tuple, list)) and len(v) == 2:
-        return (_check_int(v[0], name, 1, 1 << 20), _check_int(v[1], name, 1, 1 << 20))
+        return (check_int(v[0], name, low=1, high=1 << 20), check_int(v[1], name, low=1, high=1 << 20))
     raise InvalidArgumentError(f"{name}: must be an int or a pair of ints, got {v!r}")
 
 
@@ -876,7 +863,7 @@ class SDRNetwork:
         seed: int = 0,
     ) -> None:
         shape = _pair_of(image_shape, "image_shape")
-        ch = _check_int(channels, "channels", 1, 1 << 16)
+        ch = check_int(channels, "channels", low=1, high=1 << 16)
         if not levels or not all(isinstance(lv, Level) for lv in levels):
             raise InvalidArgumentError("levels: must be a non-empty list of sdr.Level")
         self._meta: dict[str, Any] = {
@@ -924,7 +911,7 @@ class SDRNetwork:
             self._meta["levels"].append(d)
             self._meta["grids"].append(list(new_grid))
             grid = new_grid
-        self._core = _core.NetworkCore(shape[0] * shape[1] * ch, spec, bool(sequence), _check_seed(seed))
+        self._core = _core.NetworkCore(shape[0] * shape[1] * ch, spec, bool(sequence), check_seed(seed))
 
     @property
     def input_dim(self) -> int:
@@ -978,7 +965,7 @@ class SDRNetwork:
         Returns one ``(n, code_length)`` int32 array per level (-1 for silent modules).
         """
         b, _ = _inputs(x, self.input_dim)
-        th = _check_threads(num_threads)
+        th = check_num_threads(num_threads)
         spans = _chunks(b.n_rows, want_progress(progress, b.n_rows // _CHUNK), "learning")
         parts = [self._core.learn(*_rows(b, lo, hi), num_threads=th) for lo, hi in spans]
         return self._stack(parts)
@@ -993,7 +980,7 @@ class SDRNetwork:
     ) -> list[NDArray[np.int32]]:
         """Recognise (argmax per module, every level), parallel over inputs; one array per level."""
         b, _ = _inputs(x, self.input_dim)
-        th = _check_threads(num_threads)
+        th = check_num_threads(num_threads)
         spans = _chunks(b.n_rows, want_progress(progress, b.n_rows // (8 * _CHUNK)), "recognising")
         parts = [self._core.recognize(*_rows(b, lo, hi), num_threads=th) for lo, hi in spans]
         return self._stack(parts)
@@ -1001,12 +988,12 @@ class SDRNetwork:
     def familiarity(self, x: SDRInput, *, num_threads: int | None = None) -> NDArray[np.float64]:
         """Mean familiarity ``G`` of the fields that respond, per input and level: ``(n, n_levels)``."""
         b, _ = _inputs(x, self.input_dim)
-        return self._core.familiarity(b.indptr, b.indices, num_threads=_check_threads(num_threads))
+        return self._core.familiarity(b.indptr, b.indices, num_threads=check_num_threads(num_threads))
 
     def learn_sequence(self, xs: SDRInput, *, num_threads: int | None = None) -> list[NDArray[np.int32]]:
         """Learn the rows of ``xs`` as one sequence (needs ``sequence=True``)."""
         b, _ = _inputs(xs, self.input_dim, "xs")
-        return self._core.learn_sequence(b.indptr, b.indices, num_threads=_check_threads(num_threads))
+        return self._core.learn_sequence(b.indptr, b.indices, num_threads=check_num_threads(num_threads))
 
     def recall_sequence(self, first: SDRInput, n_steps: int) -> list[NDArray[np.int32]]:
         """Replay a stored sequence from its first element (no bottom-up input after it).
@@ -1016,7 +1003,7 @@ class SDRNetwork:
         b, _ = _inputs(first, self.input_dim, "first")
         if b.n_rows != 1:
             raise ShapeMismatchError(f"first: must be one input, got {b.n_rows}")
-        return self._core.recall_sequence(b[0], _check_int(n_steps, "n_steps", 1, 2**31))
+        return self._core.recall_sequence(b[0], check_int(n_steps, "n_steps", low=1, high=2**31))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the network atomically, as a checked container of kind ``sdr.network`` (geometry as metadata)."""
@@ -1100,7 +1087,7 @@ def _codes_matrix(codes: ArrayLike | Sequence[NDArray[np.int32]], name: str = "c
     return np.ascontiguousarray(c, dtype=np.int32)
 
 
-class SDRClassifier:
+class SDRClassifier(BaseEstimator):
     """Readout from codes to labels, scikit-learn style: ``fit(codes, y)``, ``predict(codes)``.
 
     ``method="knn"`` (default): the ``n_neighbors`` stored codes of largest overlap vote for their labels. The
@@ -1122,6 +1109,8 @@ class SDRClassifier:
     ['a']
     """
 
+    _estimator_type: ClassVar[str | None] = "classifier"
+
     def __init__(
         self,
         n_neighbors: int = 1,
@@ -1139,29 +1128,9 @@ class SDRClassifier:
         self.alpha = alpha
         self.num_threads = num_threads
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn protocol)."""
-        return {
-            "n_neighbors": self.n_neighbors,
-            "method": self.method,
-            "cosine": self.cosine,
-            "power": self.power,
-            "alpha": self.alpha,
-            "num_threads": self.num_threads,
-        }
-
-    def set_params(self, **params: Any) -> SDRClassifier:
-        """Set constructor parameters (scikit-learn protocol)."""
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise InvalidArgumentError(f"{k}: not a parameter of SDRClassifier")
-            setattr(self, k, v)
-        return self
-
     def fit(self, codes: ArrayLike | Sequence[NDArray[np.int32]], y: ArrayLike) -> SDRClassifier:
         """Store the training codes ``(n, n_slots)`` (or a list of per-level code arrays) with labels ``y``."""
-        if self.method not in ("knn", "bayes"):
-            raise InvalidArgumentError(f'method: must be "knn" or "bayes", got {self.method!r}')
+        check_choice(self.method, "method", ("knn", "bayes"))
         c = _codes_matrix(codes)
         labels = np.asarray(y)
         if labels.ndim != 1 or labels.shape[0] != c.shape[0]:
@@ -1170,6 +1139,7 @@ class SDRClassifier:
             raise InvalidArgumentError("codes: need at least one code of at least one slot")
         self.classes_, inv = np.unique(labels, return_inverse=True)
         self.n_slots_ = int(c.shape[1])
+        self.n_features_in_ = self.n_slots_
         self._knn: _core.KnnCore | None = None
         self._logp: NDArray[np.float32] | None = None
         if self.method == "knn":
@@ -1179,9 +1149,7 @@ class SDRClassifier:
         return self
 
     def _fit_bayes(self, c: NDArray[np.int32], inv: NDArray[np.intp]) -> None:
-        alpha = _check_float(self.alpha, "alpha")
-        if alpha <= 0:
-            raise InvalidArgumentError(f"alpha: must be > 0, got {alpha}")
+        alpha = positive_float(self.alpha, "alpha")
         n_classes, s = int(self.classes_.size), c.shape[1]
         self._symbols = int(c.max()) + 3  # "silent", winners 0..max, "a winner never seen in training"
         counts = np.zeros((n_classes, s * self._symbols), dtype=np.int64)
@@ -1211,12 +1179,10 @@ class SDRClassifier:
         if c.shape[1] != self.n_slots_:
             raise ShapeMismatchError(f"codes: {c.shape[1]} slots, but the classifier was fitted on {self.n_slots_}")
         if self._knn is not None:
-            k = _check_int(self.n_neighbors, "n_neighbors", 1, 2**31)
-            power = _check_float(self.power, "power")
-            if power < 0:
-                raise InvalidArgumentError(f"power: must be >= 0, got {power}")
+            k = check_int(self.n_neighbors, "n_neighbors", low=1, high=2**31)
+            power = nonnegative_float(self.power, "power")
             return self._knn.predict_scores(
-                c, k, bool(self.cosine), power, num_threads=_check_threads(self.num_threads)
+                c, k, bool(self.cosine), power, num_threads=check_num_threads(self.num_threads)
             )
         return self._bayes_proba(c)
 
@@ -1247,6 +1213,3 @@ class SDRClassifier:
     def score(self, codes: ArrayLike | Sequence[NDArray[np.int32]], y: ArrayLike) -> float:
         """Accuracy of :meth:`predict` against ``y``."""
         return float(np.mean(self.predict(codes) == np.asarray(y)))
-
-    def __repr__(self) -> str:
-        return f"SDRClassifier(n_neighbors={self.n_neighbors}, method={self.method!r}, cosine={self.cosine})"

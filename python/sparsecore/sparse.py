@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
 from sparsecore._optional import require
+from sparsecore._validate import check_int, check_num_threads, is_int, nonnegative_int, positive_int
 from sparsecore.exceptions import (
     DTypeError,
     IndexOutOfRangeError,
@@ -39,7 +40,6 @@ __all__ = ["MAX_DIM", "QuantizedBatch", "SparseBatch"]
 #: Largest supported dimension: column ids are stored as uint32.
 MAX_DIM = 2**32 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
-_MAX_THREADS = 4096  # the Rust core's limit (parallel.rs)
 _MAX_COUNT = 2**63 - 1
 
 Duplicates = Literal["sum", "max"]
@@ -50,16 +50,6 @@ Duplicates = Literal["sum", "max"]
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_threads(num_threads: int | None) -> int | None:
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
-        raise InvalidArgumentError(f"num_threads: must be a positive int or None, got {num_threads!r}")
-    if not 1 <= num_threads <= _MAX_THREADS:
-        raise InvalidArgumentError(f"num_threads: must be between 1 and {_MAX_THREADS}, got {num_threads}")
-    return int(num_threads)
-
-
 def _check_dim(dim: object) -> int:
     if isinstance(dim, bool):
         raise DTypeError(f"dim: must be an int, got {dim!r}")
@@ -67,20 +57,14 @@ def _check_dim(dim: object) -> int:
         d = operator.index(cast(SupportsIndex, dim))
     except TypeError:
         raise DTypeError(f"dim: must be an int, got {type(dim).__name__}") from None
-    if not 1 <= d <= MAX_DIM:
-        raise InvalidArgumentError(f"dim: must be between 1 and 2**32 - 1, got {d}")
-    return d
+    return check_int(d, "dim", low=1, high=MAX_DIM)
 
 
 def _positive_int(value: object, name: str, *, clamp: bool = False) -> int:
     """Check a count; with ``clamp`` (where any count above the data size means "all") cap it at 2**63 - 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name}: must be a positive int, got {value!r}")
-    if clamp and value > _MAX_COUNT:
+    if clamp and is_int(value) and operator.index(value) > _MAX_COUNT:  # type: ignore[arg-type]
         return _MAX_COUNT
-    if not 1 <= value <= _MAX_COUNT:
-        raise InvalidArgumentError(f"{name}: must be between 1 and 2**63 - 1, got {value}")
-    return int(value)
+    return positive_int(value, name, high=_MAX_COUNT)
 
 
 def _one_d(arr: ArrayLike, name: str) -> NDArray[Any]:
@@ -281,10 +265,9 @@ class SparseBatch:
     @classmethod
     def empty(cls, n_rows: int, dim: int) -> SparseBatch:
         """Return a batch of ``n_rows`` empty rows of dimension ``dim``."""
-        if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 0:
-            raise InvalidArgumentError(f"n_rows: must be a non-negative int, got {n_rows!r}")
+        rows = nonnegative_int(n_rows, "n_rows")
         return cls._trusted(
-            np.zeros(int(n_rows) + 1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32), _check_dim(dim)
+            np.zeros(rows + 1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32), _check_dim(dim)
         )
 
     @classmethod
@@ -311,7 +294,7 @@ class SparseBatch:
                 r, c = (int(v) for v in big[0])
                 raise NonFiniteError(f"dense[{r}, {c}] = {a[r, c]!r} overflows float32")
         a32 = np.ascontiguousarray(a, dtype=np.float32)
-        ip, idx, val = _core.from_dense(a32, num_threads=_check_threads(num_threads))
+        ip, idx, val = _core.from_dense(a32, num_threads=check_num_threads(num_threads))
         return cls._trusted(ip, idx, val, a.shape[1])
 
     @classmethod
@@ -607,7 +590,7 @@ class SparseBatch:
             Worker threads for the content check.
         """
         if full:
-            _core.check(self._csr, sorted=True, num_threads=_check_threads(num_threads))
+            _core.check(self._csr, sorted=True, num_threads=check_num_threads(num_threads))
         else:
             _core.check(self._csr, content=False)
 
@@ -619,7 +602,7 @@ class SparseBatch:
         self, duplicates: Duplicates = "sum", *, drop_zeros: bool = False, num_threads: int | None = None
     ) -> SparseBatch:
         """Return a batch with sorted rows, repeats merged, and (optionally) stored zeros dropped."""
-        ip, idx, val = _core.canonicalize(self._csr, duplicates, drop_zeros, num_threads=_check_threads(num_threads))
+        ip, idx, val = _core.canonicalize(self._csr, duplicates, drop_zeros, num_threads=check_num_threads(num_threads))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
     # -- row operations -------------------------------------------------------------------------------------------
@@ -637,7 +620,7 @@ class SparseBatch:
             Worker threads (default: ``SPARSECORE_NUM_THREADS`` or all cores). Results do not depend on it.
         """
         k = _positive_int(k, "k", clamp=True)
-        ip, idx, val = _core.top_k(self._csr, k, by_magnitude, num_threads=_check_threads(num_threads))
+        ip, idx, val = _core.top_k(self._csr, k, by_magnitude, num_threads=check_num_threads(num_threads))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
     def threshold(self, t: float, *, by_magnitude: bool = False, num_threads: int | None = None) -> SparseBatch:
@@ -645,7 +628,7 @@ class SparseBatch:
         t = float(t)
         if np.isnan(t):
             raise InvalidArgumentError("t: must not be NaN")
-        ip, idx, val = _core.threshold(self._csr, t, by_magnitude, num_threads=_check_threads(num_threads))
+        ip, idx, val = _core.threshold(self._csr, t, by_magnitude, num_threads=check_num_threads(num_threads))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
     def prune_mass(self, fraction: float, *, num_threads: int | None = None) -> SparseBatch:
@@ -664,7 +647,7 @@ class SparseBatch:
         f = float(fraction)
         if not 0.0 < f <= 1.0:
             raise InvalidArgumentError(f"fraction: must be in (0, 1], got {fraction!r}")
-        ip, idx, val = _core.prune_mass(self._csr, f, num_threads=_check_threads(num_threads))
+        ip, idx, val = _core.prune_mass(self._csr, f, num_threads=check_num_threads(num_threads))
         return SparseBatch._trusted(ip, idx, val, self._dim)
 
     # -- products -------------------------------------------------------------------------------------------------
@@ -682,7 +665,7 @@ class SparseBatch:
             Different dims or row counts.
         """
         self._check_other(other)
-        return _core.row_dot(self._csr, other._csr, num_threads=_check_threads(num_threads))
+        return _core.row_dot(self._csr, other._csr, num_threads=check_num_threads(num_threads))
 
     def scores(self, other: SparseBatch, *, num_threads: int | None = None) -> NDArray[np.float32]:
         """All-pairs dot products ``self @ other.T`` as a dense float32 ``(n_rows, other.n_rows)`` matrix.
@@ -695,7 +678,7 @@ class SparseBatch:
             The matrix cannot be allocated (use :meth:`scores_top_k`).
         """
         self._check_other(other)
-        return _core.scores_dense(self._csr, other._csr, num_threads=_check_threads(num_threads))
+        return _core.scores_dense(self._csr, other._csr, num_threads=check_num_threads(num_threads))
 
     def scores_top_k(
         self, other: SparseBatch, k: int, *, num_threads: int | None = None
@@ -714,7 +697,7 @@ class SparseBatch:
         """
         self._check_other(other)
         k = _positive_int(k, "k")
-        return _core.scores_top_k(self._csr, other._csr, k, num_threads=_check_threads(num_threads))
+        return _core.scores_top_k(self._csr, other._csr, k, num_threads=check_num_threads(num_threads))
 
     def matmul_dense(self, m: ArrayLike, *, num_threads: int | None = None) -> NDArray[np.float32]:
         """Sparse x dense product ``self @ m`` for a ``(dim, p)`` matrix; float32 ``(n_rows, p)``.
@@ -730,7 +713,7 @@ class SparseBatch:
         if not np.isfinite(m32).all():
             r, c = (int(v) for v in np.argwhere(~np.isfinite(m32))[0])
             raise NonFiniteError(f"m[{r}, {c}] = {a[r, c]!r} is not finite in float32")
-        return _core.matmul_dense(self._csr, m32, num_threads=_check_threads(num_threads))
+        return _core.matmul_dense(self._csr, m32, num_threads=check_num_threads(num_threads))
 
     # -- quantization ---------------------------------------------------------------------------------------------
 
@@ -743,7 +726,7 @@ class SparseBatch:
         """
         if type(bits) is not int or bits not in (8, 16):
             raise InvalidArgumentError(f"bits: must be the int 8 or 16, got {bits!r}")
-        codes, scale, offset = _core.quantize(self._csr, bits, num_threads=_check_threads(num_threads))
+        codes, scale, offset = _core.quantize(self._csr, bits, num_threads=check_num_threads(num_threads))
         return QuantizedBatch(self._indptr, self._indices, codes, float(scale), float(offset), self._dim)
 
     # -- export ---------------------------------------------------------------------------------------------------
@@ -756,7 +739,7 @@ class SparseBatch:
         ResourceError
             ``n_rows * dim`` floats cannot be allocated.
         """
-        return _core.to_dense(self._csr, num_threads=_check_threads(num_threads))
+        return _core.to_dense(self._csr, num_threads=check_num_threads(num_threads))
 
     def to_scipy(self, format: Literal["csr", "csc", "coo"] = "csr") -> Any:
         """Return a ``scipy.sparse.csr_array`` (or ``csc``/``coo``) with the same entries.
@@ -891,5 +874,5 @@ class QuantizedBatch:
 
     def dequantize(self, *, num_threads: int | None = None) -> SparseBatch:
         """Values back as a float32 :class:`SparseBatch` (same structure)."""
-        data = _core.dequantize(self.codes, self.scale, self.offset, num_threads=_check_threads(num_threads))
+        data = _core.dequantize(self.codes, self.scale, self.offset, num_threads=check_num_threads(num_threads))
         return SparseBatch(self.indptr, self.indices, data, self.dim)

@@ -9,7 +9,6 @@ repeated term) or 1 (``"binary"``). No torch needed.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 from sparsecore._container import MAGIC as CONTAINER_MAGIC
 from sparsecore._container import pack_strings, read_container, sniff, unpack_strings, write_container
 from sparsecore._io import read_checked_json
+from sparsecore._validate import check_choice, check_float, check_int, nonnegative_float
 from sparsecore.encoders._text import WordTokenizer
 from sparsecore.exceptions import DTypeError, IndexFormatError, InvalidArgumentError
 from sparsecore.sparse import SparseBatch
@@ -41,27 +41,11 @@ TextOrTokens = str | Sequence[str]
 Tokenizer = WordTokenizer | Callable[[str], list[str]] | _HFTokenizer
 
 
-def _finite(x: object) -> float | None:
-    """``x`` as a float when it is a finite int or float (a bool is not a number here), else ``None``."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    try:
-        v = float(x)
-    except OverflowError:  # an int beyond float range
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _check_settings(k1: object, b: object, query_weights: object) -> None:
     """The constructor's checks of the settings (also applied to a loaded file)."""
-    k1_value = _finite(k1)
-    if k1_value is None or k1_value < 0:
-        raise InvalidArgumentError(f"k1: must be a finite number >= 0, got {k1!r}")
-    b_value = _finite(b)
-    if b_value is None or not 0 <= b_value <= 1:
-        raise InvalidArgumentError(f"b: must be in [0, 1], got {b!r}")
-    if not isinstance(query_weights, str) or query_weights not in ("count", "binary"):
-        raise InvalidArgumentError(f'query_weights: must be "count" or "binary", got {query_weights!r}')
+    nonnegative_float(k1, "k1")
+    check_float(b, "b", low=0.0, high=1.0)
+    check_choice(query_weights, "query_weights", ("count", "binary"))
 
 
 def _check_statistics(n_tokens: int, doc_freq: object, n_docs: object, avg_doc_len: object) -> NDArray[np.int64]:
@@ -72,8 +56,7 @@ def _check_statistics(n_tokens: int, doc_freq: object, n_docs: object, avg_doc_l
     in total as their distinct terms (``sum(doc_freq) <= n_docs · avg_doc_len``). Anything else would give NaN,
     infinite or negative weights, or scores that no corpus can produce.
     """
-    if not isinstance(n_docs, int) or isinstance(n_docs, bool) or not 1 <= n_docs <= _MAX_DOCS:
-        raise InvalidArgumentError(f"n_docs: must be an int in [1, 2**53], got {n_docs!r}")
+    n_docs = check_int(n_docs, "n_docs", low=1, high=_MAX_DOCS)
     if not isinstance(doc_freq, list) or len(doc_freq) != n_tokens:
         got = len(doc_freq) if isinstance(doc_freq, list) else type(doc_freq).__name__
         raise InvalidArgumentError(f"doc_freq: must be a list of {n_tokens} ints (one per token), got {got}")
@@ -83,9 +66,7 @@ def _check_statistics(n_tokens: int, doc_freq: object, n_docs: object, avg_doc_l
     if doc_freq and (min(doc_freq) < 0 or max(doc_freq) > n_docs):
         bad = next(x for x in doc_freq if not 0 <= x <= n_docs)
         raise InvalidArgumentError(f"doc_freq: a document frequency must be in [0, n_docs={n_docs}], got {bad}")
-    avg = _finite(avg_doc_len)
-    if avg is None or avg < 0:
-        raise InvalidArgumentError(f"avg_doc_len: must be a finite number >= 0, got {avg_doc_len!r}")
+    avg = nonnegative_float(avg_doc_len, "avg_doc_len")
     if n_tokens and avg == 0:
         raise InvalidArgumentError("avg_doc_len: must be > 0 when the vocabulary is not empty, got 0")
     total_df = sum(doc_freq)

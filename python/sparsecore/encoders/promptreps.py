@@ -21,9 +21,9 @@ from numpy.typing import NDArray
 
 from sparsecore._optional import require
 from sparsecore._progress import progress, want_progress
+from sparsecore._validate import check_texts, positive_int
 from sparsecore.datasets import package_file
 from sparsecore.encoders._decode import decode_rows, vocabulary_tokens
-from sparsecore.encoders.splade import _texts
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, TruncationWarning
 from sparsecore.sparse import SparseBatch
 
@@ -71,8 +71,7 @@ class PromptRepsEncoder:
         if not callable(tokenizer) or not hasattr(tokenizer, "convert_ids_to_tokens"):
             raise DTypeError(f"tokenizer: expected a transformers tokenizer, got {type(tokenizer).__name__}")
         for name, v in (("top_k", top_k), ("max_length", max_length), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidArgumentError(f"{name}: must be a positive int, got {v!r}")
+            positive_int(v, name)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.top_k = top_k
@@ -164,7 +163,7 @@ class PromptRepsEncoder:
             The sparse vectors (``dim == self.dim``, at most ``top_k`` terms, all from the text) and the
             L2-normalised dense vectors ``(n, hidden_size)``.
         """
-        items = _texts(texts)
+        items = check_texts(texts)
         if kind not in _INSTRUCTION:
             raise InvalidArgumentError(f'kind: must be "query" or "document", got {kind!r}')
         hidden = int(self.model.config.hidden_size)

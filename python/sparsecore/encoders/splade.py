@@ -29,6 +29,14 @@ from numpy.typing import NDArray
 from sparsecore._io import atomic_write_bytes, read_json_file
 from sparsecore._optional import require
 from sparsecore._progress import progress, want_progress
+from sparsecore._validate import (
+    check_choice,
+    check_int,
+    check_texts,
+    optional_positive_int,
+    positive_float,
+    positive_int,
+)
 from sparsecore.encoders._decode import decode_rows, vocabulary_tokens
 from sparsecore.exceptions import (
     DTypeError,
@@ -109,16 +117,6 @@ def _position_limit(model: Any) -> int | None:
     return limit
 
 
-def _texts(texts: Sequence[str], name: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        raise DTypeError(f"{name}: expected a sequence of texts, got a single str (wrap it in a list)")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise DTypeError(f"{name}[{i}]: expected str, got {type(t).__name__}")
-    return out
-
-
 def _dense_to_batch(torch: Any, w: Any) -> SparseBatch:
     """CSR of the non-zeros of a (rows, vocab) float tensor."""
     w = w.detach().to("cpu", torch.float32)
@@ -179,16 +177,10 @@ class SpladeEncoder:
             raise DTypeError(f"tokenizer: expected a transformers tokenizer, got {type(tokenizer).__name__}")
         self._position_limit = _position_limit(model)
         self._check_max_length(max_length)
-        if max_active_dims is not None and (not isinstance(max_active_dims, int) or max_active_dims < 1):
-            raise InvalidArgumentError(f"max_active_dims: must be a positive int or None, got {max_active_dims!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size: must be a positive int, got {batch_size!r}")
-        if not (
-            isinstance(memory_budget_mb, (int, float)) and memory_budget_mb > 0 and math.isfinite(memory_budget_mb)
-        ):
-            raise InvalidArgumentError(f"memory_budget_mb: must be a positive number, got {memory_budget_mb!r}")
-        if long_texts not in ("windows", "truncate"):
-            raise InvalidArgumentError(f'long_texts: must be "windows" or "truncate", got {long_texts!r}')
+        optional_positive_int(max_active_dims, "max_active_dims")
+        positive_int(batch_size, "batch_size")
+        positive_float(memory_budget_mb, "memory_budget_mb")
+        check_choice(long_texts, "long_texts", ("windows", "truncate"))
         if long_texts == "windows" and not getattr(tokenizer, "is_fast", False):
             raise InvalidArgumentError('long_texts: "windows" needs a fast tokenizer; use "truncate" or a fast one')
         self.model = model.eval()
@@ -264,14 +256,7 @@ class SpladeEncoder:
         return self._id_to_token
 
     def _check_max_length(self, max_length: object) -> None:
-        limit = self._position_limit
-        if (
-            isinstance(max_length, bool)
-            or not isinstance(max_length, int)
-            or max_length < 8
-            or (limit and max_length > limit)
-        ):
-            raise InvalidArgumentError(f"max_length: must be an int in [8, {limit}], got {max_length!r}")
+        check_int(max_length, "max_length", low=8, high=self._position_limit or None)
 
     def _chunk_len(self, rows: int) -> int:
         per_position = rows * self.vocab_size * 4
@@ -372,11 +357,10 @@ class SpladeEncoder:
             ``texts`` is a single string or holds a non-string.
         """
         torch = self.torch
-        items = _texts(texts)
+        items = check_texts(texts)
         bs = self.batch_size if batch_size is None else batch_size
         ml = self.max_length if max_length is None else max_length
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise InvalidArgumentError(f"batch_size: must be a positive int, got {bs!r}")
+        bs = positive_int(bs, "batch_size")
         self._check_max_length(ml)  # a per-call override gets the constructor's checks
         if not items:
             return SparseBatch.empty(0, self.dim)
@@ -495,7 +479,7 @@ class InferenceFreeEncoder:
         InferenceFreeEncoder
             ``self``.
         """
-        items = _texts(corpus, "corpus")
+        items = check_texts(corpus, "corpus")
         if not items:
             raise InvalidArgumentError("corpus: is empty")
         df = np.zeros(self.dim, dtype=np.int64)
@@ -509,7 +493,7 @@ class InferenceFreeEncoder:
 
     def encode_query(self, texts: Sequence[str], **_: Any) -> SparseBatch:
         """Each query's unique token ids (special tokens excluded), weighted by the IDF table; no model runs."""
-        items = _texts(texts)
+        items = check_texts(texts)
         ids = (
             self.doc_encoder.tokenizer(items, add_special_tokens=False, truncation=False)["input_ids"] if items else []
         )

@@ -13,14 +13,13 @@ References
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from sparsecore._validate import nonnegative_float, nonnegative_int, positive_float
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, NonFiniteError, ShapeMismatchError
 
 __all__ = ["RegularizationWarmup", "contrastive_loss", "flops_loss", "idf_weighted_scores", "l1_loss"]
@@ -147,16 +146,8 @@ class RegularizationWarmup:
     warmup_steps: int
 
     def __post_init__(self) -> None:
-        lam = self.lambda_max
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-            raise InvalidArgumentError(f"lambda_max: must be a real number, got {lam!r}")
-        if not math.isfinite(lam) or lam < 0:
-            raise InvalidArgumentError(f"lambda_max: must be finite and >= 0, got {lam!r}")
-        t = self.warmup_steps
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise InvalidArgumentError(f"warmup_steps: must be a non-negative int, got {t!r}")
-        object.__setattr__(self, "lambda_max", float(lam))
-        object.__setattr__(self, "warmup_steps", int(t))
+        object.__setattr__(self, "lambda_max", nonnegative_float(self.lambda_max, "lambda_max"))
+        object.__setattr__(self, "warmup_steps", nonnegative_int(self.warmup_steps, "warmup_steps"))
 
     def __call__(self, step: int) -> float:
         """Weight at training step ``step``.
@@ -176,11 +167,10 @@ class RegularizationWarmup:
         InvalidArgumentError
             ``step`` is not a non-negative int.
         """
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise InvalidArgumentError(f"step: must be a non-negative int, got {step!r}")
-        if self.warmup_steps == 0 or step >= self.warmup_steps:
+        t = nonnegative_int(step, "step")
+        if self.warmup_steps == 0 or t >= self.warmup_steps:
             return self.lambda_max
-        frac = int(step) / self.warmup_steps
+        frac = t / self.warmup_steps
         return self.lambda_max * frac * frac
 
 
@@ -315,10 +305,6 @@ def contrastive_loss(query_weights: Tensor, doc_weights: Tensor, *, temperature:
             f"doc_weights: needs at least one row per query (a positive each), got {d.shape[0]} rows "
             f"for {q.shape[0]} queries"
         )
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise InvalidArgumentError(f"temperature: must be a real number, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise InvalidArgumentError(f"temperature: must be finite and > 0, got {temperature!r}")
-    scores = (q @ d.transpose(0, 1)) / float(temperature)
+    scores = (q @ d.transpose(0, 1)) / positive_float(temperature, "temperature")
     targets = torch.arange(q.shape[0], device=scores.device)
     return F.cross_entropy(scores, targets)
