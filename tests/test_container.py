@@ -19,6 +19,7 @@ from sparsecore.encoders import BM25Encoder
 from sparsecore.exceptions import IndexFormatError
 from sparsecore.lsse import OnlineRidge
 from sparsecore.sdr import CodingField, SDRNetwork
+from sparsecore.store import load_vectors, save_vectors
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 
@@ -218,3 +219,30 @@ def test_bm25_container_content_is_checked_like_the_constructor(tmp_path: Path, 
     write_container(p, "bm25", 1, c.meta, arrays)
     with pytest.raises(IndexFormatError, match="doc_freq"):
         BM25Encoder.load(p)
+
+
+def test_vectors_of_release_0_1_0_load_and_save_as_a_container(tmp_path: Path) -> None:
+    enc = recipes.make_bm25()
+    batch = enc.encode_document(recipes.CORPUS)
+    ids = [f"d{i}" for i in range(len(recipes.CORPUS))]
+    old, old_ids, old_info = load_vectors(_copy(tmp_path, "vectors_v1.npz"))
+    assert old_ids == ids
+    assert old_info == {"encoder": "bm25"}
+    np.testing.assert_array_equal(old.to_dense(), batch.to_dense())
+    save_vectors(tmp_path / "v.vec", batch, ["é", "", "x y", "d3"], {"encoder": "bm25", "n": [1, 2]})
+    assert sniff(tmp_path / "v.vec") == MAGIC
+    back, back_ids, info = load_vectors(tmp_path / "v.vec")
+    assert back_ids == ["é", "", "x y", "d3"]
+    assert info == {"encoder": "bm25", "n": [1, 2]}
+    np.testing.assert_array_equal(back.to_dense(), batch.to_dense())
+    c = read_container(tmp_path / "v.vec", "vectors", {1})
+    arrays = dict(c.arrays)
+    arrays["indices"] = np.full_like(arrays["indices"], 10**6)  # out of range for dim: refused, not misread
+    write_container(tmp_path / "v.vec", "vectors", 1, c.meta, arrays)
+    with pytest.raises(IndexFormatError, match="malformed vectors"):
+        load_vectors(tmp_path / "v.vec")
+    arrays = dict(c.arrays)
+    arrays["id_offsets"] = arrays["id_offsets"][:-1]
+    write_container(tmp_path / "v.vec", "vectors", 1, c.meta, arrays)
+    with pytest.raises(IndexFormatError, match="ids"):
+        load_vectors(tmp_path / "v.vec")

@@ -1,6 +1,6 @@
 """The ``sparsecore`` command: encode texts, build and search an index, evaluate runs, run the demo.
 
-    sparsecore encode  --input docs.jsonl --encoder bm25 --output docs.npz
+    sparsecore encode  --input docs.jsonl --encoder bm25 --output docs.vec
     sparsecore index   --input docs.jsonl --encoder splade --output my-index/
     sparsecore search  my-index/ --query "who wrote the republic"
     sparsecore search  my-index/ --queries queries.jsonl --trec run.txt
@@ -141,10 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-length", type=int, default=256, help="tokens per window for splade (default 256)")
 
     e = sub.add_parser(
-        "encode", help="texts -> sparse vectors file (.npz)", description="Encode texts into sparse vectors."
+        "encode",
+        help="texts -> sparse vectors file (checked container)",
+        description="Encode texts into sparse vectors.",
     )
     e.add_argument("--input", required=True, help=".jsonl (id, text), .tsv (id<TAB>text) or .txt")
-    e.add_argument("--output", required=True, help="vectors file to write (.npz)")
+    e.add_argument("--output", required=True, help="vectors file to write (checked container, e.g. docs.vec)")
     e.add_argument("--kind", choices=("document", "query"), default="document")
     e.add_argument("--encoder-state", help="bm25: also save the fitted encoder here (JSON)")
     encoder_args(e)

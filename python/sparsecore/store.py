@@ -3,7 +3,7 @@
 These are what the ``sparsecore`` command reads and writes, usable from Python without the command.
 
 Text files: ``.jsonl`` (one object per line with ``"id"`` and ``"text"``, optional ``"title"``), ``.tsv``
-(``id<TAB>text``) or ``.txt`` (one text per line, ids are line numbers). Vector files (``.npz``) hold CSR arrays,
+(``id<TAB>text``) or ``.txt`` (one text per line, ids are line numbers). Vector files (a checked container, see ``sparsecore._container``) hold CSR arrays,
 ids and the encoder's description, with a checksum. An index directory holds an index, its encoder's state,
 the texts and a checked manifest.
 
@@ -13,7 +13,7 @@ Examples
 >>> from sparsecore import SparseBatch
 >>> from sparsecore.store import load_vectors, save_vectors
 >>> vecs = SparseBatch.from_dicts([{0: 1.0}, {2: 0.5}], dim=4)
->>> path = os.path.join(tempfile.mkdtemp(), "v.npz")
+>>> path = os.path.join(tempfile.mkdtemp(), "v.vec")
 >>> save_vectors(path, vecs, ["a", "b"], {"encoder": "bm25"})
 >>> batch, ids, info = load_vectors(path)
 >>> ids, batch.nnz, info
@@ -36,9 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from sparsecore._container import MAGIC as CONTAINER_MAGIC
+from sparsecore._container import pack_strings, read_container, sniff, unpack_strings, write_container
 from sparsecore._io import atomic_write_bytes, open_regular_file, read_checked_json, read_npz, write_checked_json
 from sparsecore._validate import check_choice
-from sparsecore.exceptions import IndexFormatError, InvalidArgumentError, SparseFormatError
+from sparsecore.exceptions import IndexFormatError, InvalidArgumentError, SparsecoreError, SparseFormatError
 from sparsecore.sparse import SparseBatch
 
 __all__ = [
@@ -57,7 +59,8 @@ __all__ = [
 
 ENCODERS = ("bm25", "splade", "inference-free")
 """Encoders an index directory can hold."""
-_VECTORS_FORMAT = "sparsecore.vectors"
+_VECTORS_KIND = "vectors"
+_LEGACY_VECTORS_FORMAT = "sparsecore.vectors"  # the checked .npz of sparsecore 0.1.0, still read
 _MANIFEST_FORMAT = "sparsecore.index-dir"
 _MANIFEST_MAX_BYTES = 2**20
 
@@ -170,7 +173,7 @@ def _arrays_digest(arrays: dict[str, NDArray[Any]]) -> str:
 
 
 def save_vectors(path: str | os.PathLike[str], batch: SparseBatch, ids: Sequence[str], info: dict[str, Any]) -> None:
-    """Write vectors, their ids and a description of the encoder to a checked ``.npz``, atomically.
+    """Write vectors, their ids and a description of their encoder atomically, as a checked ``vectors`` container.
 
     Parameters
     ----------
@@ -190,16 +193,12 @@ def save_vectors(path: str | os.PathLike[str], batch: SparseBatch, ids: Sequence
     """
     if len(ids) != batch.n_rows:
         raise InvalidArgumentError(f"ids: {len(ids)} ids for {batch.n_rows} vectors")
-    arrays: dict[str, NDArray[Any]] = {
-        "indptr": batch.indptr,
-        "indices": batch.indices,
-        "data": batch.data,
-        "ids": np.asarray(list(ids), dtype=np.str_),
-    }
-    meta = {"format": _VECTORS_FORMAT, "version": 1, "dim": batch.dim, "info": info, "sha256": _arrays_digest(arrays)}
-    buf = io.BytesIO()
-    np.savez(buf, meta=np.asarray(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(path, buf.getvalue())
+    if not isinstance(info, dict):
+        raise InvalidArgumentError(f"info: must be a dict, got {type(info).__name__}")
+    strings = pack_strings([str(i) for i in ids])
+    arrays: dict[str, NDArray[Any]] = {"indptr": batch.indptr, "indices": batch.indices, "data": batch.data}
+    arrays |= {"id_offsets": strings["offsets"], "id_utf8": strings["utf8"]}
+    write_container(path, _VECTORS_KIND, 1, {"dim": batch.dim, "info": info}, arrays)
 
 
 def load_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, list[str], dict[str, Any]]:
@@ -208,7 +207,7 @@ def load_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, list[str], 
     Parameters
     ----------
     path
-        The ``.npz`` file.
+        The file (also the ``.npz`` of sparsecore 0.1.0).
 
     Returns
     -------
@@ -222,21 +221,46 @@ def load_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, list[str], 
     IndexFormatError
         Not a regular file, not a sparsecore vectors file, another version, or corrupted.
     """
+    if sniff(path) != CONTAINER_MAGIC:
+        return _load_legacy_vectors(path)
+    c = read_container(path, _VECTORS_KIND, {1})
+    dim, info = c.meta.get("dim"), c.meta.get("info")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not isinstance(info, dict):
+        raise IndexFormatError(f"{path}: malformed description (dim {dim!r}, info of type {type(info).__name__})")
+    ids = unpack_strings(c.array("id_offsets", np.int64, 1, path), c.array("id_utf8", np.uint8, 1, path), path, "ids")
+    parts = [c.array(n, t, 1, path) for n, t in (("indptr", np.int64), ("indices", np.uint32), ("data", np.float32))]
+    return _checked_vectors(path, parts, dim, ids, info)
+
+
+def _checked_vectors(
+    path: str | os.PathLike[str], parts: list[NDArray[Any]], dim: int, ids: list[str], info: dict[str, Any]
+) -> tuple[SparseBatch, list[str], dict[str, Any]]:
+    try:
+        batch = SparseBatch.from_arrays(parts[0], parts[1], parts[2], dim)
+    except SparsecoreError as exc:
+        raise IndexFormatError(f"{path}: malformed vectors ({exc})") from None
+    if len(ids) != batch.n_rows:
+        raise IndexFormatError(f"{path}: {len(ids)} ids for {batch.n_rows} vectors")
+    return batch, ids, dict(info)
+
+
+def _load_legacy_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, list[str], dict[str, Any]]:
+    """Vectors in the checked ``.npz`` of sparsecore 0.1.0 (a JSON description with the arrays' SHA-256)."""
     with open_regular_file(path) as fh:
         arrays = read_npz(fh, path, ("meta", "indptr", "indices", "data", "ids"))
     try:
         meta = json.loads(str(arrays.pop("meta")))
     except (json.JSONDecodeError, RecursionError) as exc:
         raise IndexFormatError(f"{path}: not a sparsecore vectors file (its description is not JSON: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _VECTORS_FORMAT or meta.get("version") != 1:
+    if not isinstance(meta, dict) or meta.get("format") != _LEGACY_VECTORS_FORMAT or meta.get("version") != 1:
         raise IndexFormatError(f"{path}: not a sparsecore vectors file of version 1")
     if meta.get("sha256") != _arrays_digest(arrays):
         raise IndexFormatError(f"{path}: checksum mismatch, the file is corrupted")
     dim, info = meta.get("dim"), meta.get("info", {})
     if isinstance(dim, bool) or not isinstance(dim, int) or not isinstance(info, dict):
         raise IndexFormatError(f"{path}: malformed description (dim {dim!r}, info of type {type(info).__name__})")
-    batch = SparseBatch.from_arrays(arrays["indptr"], arrays["indices"], arrays["data"], dim)
-    return batch, [str(x) for x in arrays["ids"].tolist()], dict(info)
+    parts = [arrays["indptr"], arrays["indices"], arrays["data"]]
+    return _checked_vectors(path, parts, dim, [str(x) for x in arrays["ids"].tolist()], info)
 
 
 # -- encoders ---------------------------------------------------------------------------------------------------
