@@ -13,12 +13,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr wheel clean
+.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
-	@echo "make test   - set up and run every test: cargo test, lint (fmt, clippy, ruff, mypy, stubtest), pytest"
+	@echo "make test   - set up and run every test: cargo test, lint (fmt, clippy, ruff, mypy, stubtest), pytest, docs"
 	@echo "make lint   - lint only"
+	@echo "make docs   - build the documentation site into site/ (MkDocs, API pages from the docstrings; --strict)"
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min; several GB for both sides' indexes)"
@@ -61,15 +62,26 @@ test-rust:
 lint: build
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(BIN)/ruff check python tests benches examples
-	$(BIN)/ruff format --check python tests benches examples
+	$(BIN)/ruff check python tests benches examples docs/_ext
+	$(BIN)/ruff format --check python tests benches examples docs/_ext
 	$(BIN)/mypy
 	$(PY) -m mypy.stubtest sparsecore._core
 
 test-python: build
 	$(PY) -m pytest -q
 
-test: build test-rust lint test-python
+# The site: guide pages under docs/, API pages generated from the docstrings by mkdocstrings, benches/RESULTS.md
+# and CHANGELOG.md included as they are. --strict turns every warning (a broken link or cross-reference, a
+# missing page or included file, a docstring griffe cannot parse) into a failure.
+$(STAMPS)/docs: Makefile | $(PY)
+	$(BIN)/pip install --quiet "mkdocs>=1.6" "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26" \
+		"griffe-sphinx>=0.3"
+	@mkdir -p $(STAMPS) && touch $@
+
+docs: $(STAMPS)/docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: build test-rust lint test-python docs
 
 demo: build
 	$(BIN)/sparsecore demo
