@@ -3,9 +3,9 @@
 These are what the ``sparsecore`` command reads and writes, usable from Python without the command.
 
 Text files: ``.jsonl`` (one object per line with ``"id"`` and ``"text"``, optional ``"title"``), ``.tsv``
-(``id<TAB>text``) or ``.txt`` (one text per line, ids are line numbers). Vector files (a checked container, see ``sparsecore._container``) hold CSR arrays,
-ids and the encoder's description, with a checksum. An index directory holds an index, its encoder's state,
-the texts and a checked manifest.
+(``id<TAB>text``) or ``.txt`` (one text per line, ids are line numbers). Vector files are checked containers
+(the package's one file format) holding CSR arrays, ids and the encoder's description. An index directory holds
+an index, its encoder's state, the texts and a checked manifest.
 
 Examples
 --------
