@@ -50,7 +50,7 @@ from sparsecore._io import (
     read_regular_file,
     write_checked_json,
 )
-from sparsecore.cli import load_index_dir, load_vectors, main, read_texts, save_vectors
+from sparsecore.cli import load_index_dir, load_vectors, main, read_texts
 from sparsecore.datasets import cranfield
 from sparsecore.encoders import BM25Encoder
 from sparsecore.encoders.splade import InferenceFreeEncoder
@@ -541,10 +541,11 @@ def _npy_member(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], payload:
 
 
 def test_npz_headers_cannot_declare_more_than_the_file_holds(tmp_path: Path) -> None:
-    # vectors file: a valid one, then "data" replaced by a member whose header claims 2**40 float64
+    # vectors file of sparsecore 0.1.0 (a checked .npz, still read): a valid one, then "data" replaced by a member
+    # whose header claims 2**40 float64
     batch = SparseBatch.from_dicts([{0: 1.0, 3: 2.0}, {1: 0.5}], 5)
     good = tmp_path / "v.npz"
-    save_vectors(good, batch, ["a", "b"], {"encoder": "bm25"})
+    shutil.copyfile(Path(__file__).parent / "data" / "legacy" / "vectors_v1.npz", good)
     bad = tmp_path / "bad.npz"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
         for info in src.infolist():
@@ -563,7 +564,7 @@ def test_npz_headers_cannot_declare_more_than_the_file_holds(tmp_path: Path) -> 
     np.savez_compressed(squeezed, meta=np.asarray(meta), **arrays)  # type: ignore[arg-type]
     with pytest.raises(IndexFormatError, match="compressed"):
         load_vectors(squeezed)
-    assert load_vectors(good)[1] == ["a", "b"]
+    assert load_vectors(good)[1] == ["d0", "d1", "d2", "d3"]
     # OnlineRidge: the payload is an .npz; a crafted one with its SHA-256 recomputed
     ridge = tmp_path / "r.bin"
     _ridge(1).save(ridge)

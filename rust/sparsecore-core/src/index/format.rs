@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::segment::Segment;
 use super::storage::{Backing, Buf};
 use super::{BuildParams, Index};
-use crate::container::{self, fmt_err, Dtype, Section};
+use crate::container::{self, fmt_err, u32_at, u64_at, Dtype, Section};
 use crate::SparseError;
 
 pub use crate::container::{clean_stale_temporaries, temporary_name};
@@ -96,18 +96,6 @@ pub fn save(index: &Index, path: &Path) -> Result<(), SparseError> {
         index.segments.len()
     );
     container::write(path, KIND, VERSION, &meta, &sections)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// A file-backed array.
