@@ -192,3 +192,21 @@ def test_lsse_regressor_seed_is_a_deprecated_alias_of_random_state() -> None:
     np.testing.assert_array_equal(a.predict(x), b.predict(x))
     with pytest.raises(InvalidArgumentError, match=r"^random_state: must be "):
         LsseRegressor(random_state=-1).fit(x, y)
+
+
+def test_sparse_matrices_are_refused_by_name_where_dense_input_is_needed() -> None:
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    from sparsecore.lsse import LsseRegressor
+    from sparsecore.pursuit import SparseCoder
+    from sparsecore.sdr import SDRClassifier
+
+    x = scipy_sparse.csr_matrix(np.eye(3))
+    with pytest.raises(DTypeError, match=r"^X: sparse input is not supported"):
+        v.float_array(x, "X")
+    with pytest.raises(DTypeError, match=r"^X: sparse input is not supported"):
+        LsseRegressor(num_groups=4, num_bins=4).fit(x, np.ones(3))
+    with pytest.raises(DTypeError, match=r"^codes: sparse input is not supported"):
+        SDRClassifier().fit(scipy_sparse.csr_array(np.eye(3, dtype=np.int32)), [0, 1, 2])
+    with pytest.raises(DTypeError, match="sparse input is not supported"):
+        SparseCoder(np.eye(3)).transform(x)
+    v.refuse_sparse(np.eye(3), "X")  # dense input passes

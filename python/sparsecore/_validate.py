@@ -41,6 +41,7 @@ __all__ = [
     "optional_positive_int",
     "positive_float",
     "positive_int",
+    "refuse_sparse",
     "require_none",
 ]
 
@@ -393,6 +394,25 @@ def check_random_state(random_state: object, name: str = "random_state") -> np.r
     raise _fail(name, "None, an integer >= 0 or a numpy Generator", random_state)
 
 
+def refuse_sparse(a: object, name: str) -> None:
+    """Refuse a scipy.sparse matrix or array (or a torch sparse tensor) where a dense array is needed.
+
+    Without this check ``np.asarray`` would wrap the matrix in a 0-d object array and the error would be about
+    its dtype; the message says what to do instead.
+
+    Raises
+    ------
+    DTypeError
+        ``a`` is sparse.
+    """
+    module = type(a).__module__ or ""
+    if module.startswith("scipy.sparse") or getattr(a, "is_sparse", False) is True:
+        raise DTypeError(
+            f"{name}: sparse input is not supported here; pass a dense array (e.g. X.toarray()), or a "
+            "sparsecore.SparseBatch where a function takes one"
+        )
+
+
 def float_array(a: ArrayLike, name: str) -> NDArray[Any]:
     """``a`` as a float32 or float64 array; integers and bools become float64, float32/float64 are kept.
 
@@ -403,8 +423,9 @@ def float_array(a: ArrayLike, name: str) -> NDArray[Any]:
     Raises
     ------
     DTypeError
-        Any other dtype (float16, complex, object, ...).
+        Any other dtype (float16, complex, object, ...), or a sparse matrix.
     """
+    refuse_sparse(a, name)
     arr = np.asarray(a)
     if arr.dtype.kind in "iub":
         return arr.astype(np.float64)  # integers have no precision to lose; float32/float64 are never converted

@@ -53,6 +53,7 @@ from sparsecore._validate import (
     nonnegative_int,
     positive_float,
     positive_int,
+    refuse_sparse,
 )
 from sparsecore.exceptions import (
     ConvergenceWarning,
@@ -101,6 +102,7 @@ class SolveInfo(NamedTuple):
 
 def _float_matrix(x: ArrayLike, name: str, n_cols: int | None = None) -> NDArray[np.floating[Any]]:
     """``x`` as a C-contiguous float32/float64 matrix (1-D means one row); integers become float64."""
+    refuse_sparse(x, name)
     arr = np.asarray(x)
     if arr.dtype.kind in "biu":
         arr = arr.astype(np.float64)

@@ -68,6 +68,7 @@ from sparsecore._validate import (
     is_int,
     nonnegative_float,
     positive_float,
+    refuse_sparse,
 )
 from sparsecore.exceptions import (
     DTypeError,
@@ -1074,6 +1075,7 @@ def _read_legacy_network(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
 
 
 def _codes_matrix(codes: ArrayLike | Sequence[NDArray[np.int32]], name: str = "codes") -> NDArray[np.int32]:
+    refuse_sparse(codes, name)
     if isinstance(codes, (list, tuple)) and codes and all(isinstance(c, np.ndarray) and c.ndim == 2 for c in codes):
         c = np.hstack(codes)
     else:
