@@ -43,7 +43,14 @@ from sparsecore._validate import check_bool, check_int, check_seed, check_texts,
 from sparsecore.exceptions import DTypeError, IndexFormatError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.llm.hooks import capture, resolve_module
 
-__all__ = ["ActivationSource", "Window", "model_fingerprint", "shuffled_batches", "tokenize_windows"]
+__all__ = [
+    "ActivationSource",
+    "Window",
+    "model_fingerprint",
+    "pad_windows",
+    "shuffled_batches",
+    "tokenize_windows",
+]
 
 # Rows per chunk read from a cache file or a tensor (the shuffle does not depend on it).
 _CHUNK_ROWS = 8192
@@ -109,7 +116,7 @@ def tokenize_windows(tokenizer: Any, texts: Sequence[str], context_size: int) ->
     return out
 
 
-def _pad(windows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+def pad_windows(windows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Right-padded ``(input_ids, attention_mask)`` of ``windows``."""
     length = max(len(w) for w in windows)
     ids = torch.full((len(windows), length), pad_id, dtype=torch.long)
@@ -426,7 +433,7 @@ class ActivationSource:
         groups = [windows[i : i + self.text_batch_size] for i in range(0, len(windows), self.text_batch_size)]
         show = want_progress(self.progress, len(groups))
         for group in _progress_bar(groups, desc="activations", unit="batch", show=show):
-            ids, mask = _pad(group, pad_id)
+            ids, mask = pad_windows(group, pad_id)
             keep = _keep_mask(group, mask, bos, self.drop_bos)
             with torch.no_grad(), capture(model, self.hook) as cap:
                 cap(input_ids=ids.to(device), attention_mask=mask.to(device))
