@@ -1,0 +1,1 @@
+"""Sparse autoencoders (torch extra)."""
