@@ -147,6 +147,9 @@ def test_sparsecore_modules_import_each_other_without_cycles() -> None:
 _NEEDS = {
     "sparsecore.torch": "torch",
     "sparsecore.torch.losses": "torch",
+    "sparsecore.sae": "torch",
+    "sparsecore.sae._io": "torch",
+    "sparsecore.sae._models": "torch",
     "sparsecore.testing.strategies": "hypothesis",
 }
 

@@ -1,0 +1,37 @@
+"""Sparse autoencoders for model activations, importable as ``sparsecore.sae`` (``pip install 'sparsecore[torch]'``).
+
+Models (:class:`TopKSAE`, :class:`BatchTopKSAE`, :class:`JumpReLUSAE`, :class:`ReLUSAE`,
+:class:`MatchingPursuitSAE`, all :class:`SparseAutoencoder`), their files (:func:`load` reads SAELens and
+EleutherAI sparsify folders; :meth:`SparseAutoencoder.save` writes SAELens folders).
+
+This subpackage needs torch; importing it without torch raises :class:`~sparsecore.exceptions.MissingExtraError`
+(an ImportError) naming the extra to install.
+"""
+
+from __future__ import annotations
+
+from sparsecore._optional import require
+
+require("torch")
+require("safetensors")
+
+from sparsecore.sae._io import load, save  # noqa: E402
+from sparsecore.sae._models import (  # noqa: E402
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    ReLUSAE,
+    SparseAutoencoder,
+    TopKSAE,
+)
+
+__all__ = [
+    "BatchTopKSAE",
+    "JumpReLUSAE",
+    "MatchingPursuitSAE",
+    "ReLUSAE",
+    "SparseAutoencoder",
+    "TopKSAE",
+    "load",
+    "save",
+]
