@@ -265,6 +265,9 @@ def test_bad_arguments_and_inputs_raise_typed_errors() -> None:
     for bad in (0, -1, 2.0, True):
         with pytest.raises(InvalidArgumentError, match="d_sae"):
             S.TopKSAE(4, bad, 1)  # type: ignore[arg-type]
+    for cls in (S.TopKSAE, S.BatchTopKSAE, S.MatchingPursuitSAE):
+        with pytest.raises(InvalidArgumentError, match="k: must be a positive integer"):
+            cls(4, 8, None)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="bandwidth"):
         S.JumpReLUSAE(4, 8, bandwidth=0.0)
     with pytest.raises(DTypeError, match="dtype"):

@@ -207,6 +207,13 @@ def _tensor(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...], file:
     return t.float()
 
 
+def _read_cfg(file: Path, layout: str) -> dict[str, Any]:
+    cfg = read_json_file(file, f"a {layout} cfg.json", _MAX_CFG_BYTES)
+    if not isinstance(cfg, dict):
+        raise IndexFormatError(f"{file}: not a JSON object")
+    return cfg
+
+
 def _cfg_int(cfg: dict[str, Any], name: str, file: Path, *, optional: bool = False) -> int | None:
     v = cfg.get(name)
     if v is None and optional:
@@ -240,9 +247,7 @@ def _fill(sae: SparseAutoencoder, values: dict[str, Tensor]) -> None:
 
 def _load_saelens(folder: Path, dtype: torch.dtype | None, device: torch.device | str | None) -> SparseAutoencoder:
     cfg_file, weights_file = folder / SAELENS_CFG, folder / SAELENS_WEIGHTS
-    cfg = read_json_file(cfg_file, "a SAELens cfg.json", _MAX_CFG_BYTES)
-    if not isinstance(cfg, dict):
-        raise IndexFormatError(f"{cfg_file}: not a JSON object")
+    cfg = _read_cfg(cfg_file, "SAELens")
     arch = cfg.get("architecture", "standard")
     d_in = _cfg_int(cfg, "d_in", cfg_file)
     d_sae = _cfg_int(cfg, "d_sae", cfg_file)
@@ -335,9 +340,7 @@ def _load_saelens(folder: Path, dtype: torch.dtype | None, device: torch.device 
 
 def _load_sparsify(folder: Path, dtype: torch.dtype | None, device: torch.device | str | None) -> SparseAutoencoder:
     cfg_file, weights_file = folder / SAELENS_CFG, folder / SPARSIFY_WEIGHTS
-    cfg = read_json_file(cfg_file, "a sparsify cfg.json", _MAX_CFG_BYTES)
-    if not isinstance(cfg, dict):
-        raise IndexFormatError(f"{cfg_file}: not a JSON object")
+    cfg = _read_cfg(cfg_file, "sparsify")
     activation = cfg.get("activation", "topk")
     if activation != "topk":
         raise IndexFormatError(f"{cfg_file}: unknown architecture (activation {activation!r}); only 'topk' is read")

@@ -112,6 +112,7 @@ class SparseAutoencoder(nn.Module):
     """
 
     architecture: ClassVar[str] = ""
+    _needs_k: ClassVar[bool] = False
     W_enc: Tensor
     b_enc: Tensor
     W_dec: nn.Parameter
@@ -133,7 +134,7 @@ class SparseAutoencoder(nn.Module):
         super().__init__()
         self.d_in = positive_int(d_in, "d_in")
         self.d_sae = positive_int(d_sae, "d_sae")
-        if k is not None:
+        if k is not None or self._needs_k:
             k = positive_int(k, "k")
             if k > self.d_sae:
                 raise InvalidArgumentError(f"k: must be an integer <= d_sae = {self.d_sae}, got {k}")
@@ -437,6 +438,7 @@ class TopKSAE(SparseAutoencoder):
     """
 
     architecture: ClassVar[str] = "topk"
+    _needs_k: ClassVar[bool] = True
     k: int
 
     def __init__(
@@ -450,8 +452,6 @@ class TopKSAE(SparseAutoencoder):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if k is None:
-            raise InvalidArgumentError("k: must be a positive integer, got None")
         super().__init__(d_in, d_sae, k, dtype=dtype, device=device, seed=seed, generator=generator)
 
     def _activate(self, pre: Tensor) -> Tensor:
@@ -494,6 +494,7 @@ class BatchTopKSAE(SparseAutoencoder):
     """
 
     architecture: ClassVar[str] = "batchtopk"
+    _needs_k: ClassVar[bool] = True
     k: int
     threshold: Tensor
     threshold_updates: Tensor
@@ -509,8 +510,6 @@ class BatchTopKSAE(SparseAutoencoder):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if k is None:
-            raise InvalidArgumentError("k: must be a positive integer, got None")
         super().__init__(d_in, d_sae, k, dtype=dtype, device=device, seed=seed, generator=generator)
         self.register_buffer("threshold", torch.tensor(0.0, dtype=torch.float32, device=device))
         self.register_buffer("threshold_updates", torch.tensor(0, dtype=torch.int64, device=device))
@@ -746,6 +745,7 @@ class MatchingPursuitSAE(SparseAutoencoder):
     """
 
     architecture: ClassVar[str] = "mp"
+    _needs_k: ClassVar[bool] = True
     k: int
 
     def __init__(
@@ -760,8 +760,6 @@ class MatchingPursuitSAE(SparseAutoencoder):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if k is None:
-            raise InvalidArgumentError("k: must be a positive integer, got None")
         super().__init__(d_in, d_sae, k, dtype=dtype, device=device, seed=seed, generator=generator, tied=True)
         self.residual_threshold = check_float(residual_threshold, "residual_threshold", low=0.0)
 
