@@ -150,6 +150,7 @@ _NEEDS = {
     "sparsecore.sae": "torch",
     "sparsecore.sae._io": "torch",
     "sparsecore.sae._models": "torch",
+    "sparsecore.sae._train": "torch",
     "sparsecore.testing.strategies": "hypothesis",
 }
 

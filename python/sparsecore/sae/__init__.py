@@ -2,7 +2,8 @@
 
 Models (:class:`TopKSAE`, :class:`BatchTopKSAE`, :class:`JumpReLUSAE`, :class:`ReLUSAE`,
 :class:`MatchingPursuitSAE`, all :class:`SparseAutoencoder`), their files (:func:`load` reads SAELens and
-EleutherAI sparsify folders; :meth:`SparseAutoencoder.save` writes SAELens folders).
+EleutherAI sparsify folders; :meth:`SparseAutoencoder.save` writes SAELens folders) and :func:`train` (Adam with
+warm-up and decay, AuxK for dead latents, unit-norm decoder, activation scaling, checkpoints and exact resume).
 
 This subpackage needs torch; importing it without torch raises :class:`~sparsecore.exceptions.MissingExtraError`
 (an ImportError) naming the extra to install.
@@ -24,6 +25,7 @@ from sparsecore.sae._models import (  # noqa: E402
     SparseAutoencoder,
     TopKSAE,
 )
+from sparsecore.sae._train import train  # noqa: E402
 
 __all__ = [
     "BatchTopKSAE",
@@ -34,4 +36,5 @@ __all__ = [
     "TopKSAE",
     "load",
     "save",
+    "train",
 ]
