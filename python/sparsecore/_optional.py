@@ -11,6 +11,7 @@ _EXTRA_OF = {
     "scipy": "scipy",
     "torch": "torch",
     "transformers": "torch",
+    "safetensors": "torch",
     "triton": "gpu",
     "hypothesis": "testing",
     "Stemmer": "text",

@@ -84,7 +84,18 @@ def load_causal_lm(name: str) -> tuple[nn.Module, Any]:
         opts: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         tokenizer = AutoTokenizer.from_pretrained(folder, **opts)
         model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=torch.float32, **opts)
-    return model.eval(), tokenizer
+    model.eval()  # type: ignore[no-untyped-call]
+    return model, tokenizer
+
+
+def _activation_width(model: nn.Module, tokenizer: Any, hook: str, text: str) -> int:
+    """Width of ``hook``'s output, from one short forward pass (stopped after the hook)."""
+    from sparsecore.llm.hooks import capture
+
+    batch = tokenizer([text[:200]], return_tensors="pt")
+    with torch.no_grad(), capture(model, hook) as cap:
+        cap(**batch)
+        return int(cap[hook].shape[-1])
 
 
 def demo_texts(max_texts: int | None = None) -> list[str]:
@@ -105,7 +116,9 @@ def demo_texts(max_texts: int | None = None) -> list[str]:
     return texts if max_texts is None else texts[: positive_int(max_texts, "max_texts")]
 
 
-def make_sae(arch: str, d_in: int, d_sae: int, k: int, *, l1_coefficient: float = 5.0, seed: int = 0) -> SparseAutoencoder:
+def make_sae(
+    arch: str, d_in: int, d_sae: int, k: int, *, l1_coefficient: float = 5.0, seed: int = 0
+) -> SparseAutoencoder:
     """A fresh SAE of architecture ``arch`` (one of :data:`ARCHITECTURES`).
 
     Parameters
@@ -162,7 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model, tokenizer = load_causal_lm(args.model)
     texts = _texts(args.texts, args.max_texts)
     source = _source(args, model, tokenizer, texts)
-    d_in = source.d_in
+    d_in = source.d_in or _activation_width(model, tokenizer, args.hook, texts[0])
     d_sae = args.d_sae if args.d_sae is not None else positive_int(args.expansion, "--expansion") * d_in
     sae = make_sae(args.arch, d_in, d_sae, args.k, l1_coefficient=args.l1_coefficient, seed=args.seed)
     n_tokens = args.tokens if args.tokens is not None else source.n_tokens
