@@ -36,7 +36,7 @@ __all__ = [
 #: Submodules loaded on first attribute access (``sparsecore.pursuit.omp(...)`` works after ``import sparsecore``).
 #: ``torch`` and ``gpu`` need their extras only when their functions run, or, for ``torch``, when imported.
 _LAZY_SUBMODULES = frozenset(
-    {"cli", "datasets", "encoders", "eval", "fusion", "gpu", "lsse", "pursuit", "sdr", "testing", "torch"}
+    {"cli", "datasets", "encoders", "eval", "fusion", "gpu", "lsse", "pursuit", "sae_cpu", "sdr", "testing", "torch"}
 )
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         gpu,
         lsse,
         pursuit,
+        sae_cpu,
         sdr,
         testing,
         torch,
