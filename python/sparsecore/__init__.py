@@ -36,7 +36,22 @@ __all__ = [
 #: Submodules loaded on first attribute access (``sparsecore.pursuit.omp(...)`` works after ``import sparsecore``).
 #: ``torch`` and ``gpu`` need their extras only when their functions run, or, for ``torch`` and ``sae``, when imported.
 _LAZY_SUBMODULES = frozenset(
-    {"cli", "datasets", "encoders", "eval", "fusion", "gpu", "llm", "lsse", "pursuit", "sae", "sdr", "testing", "torch"}
+    {
+        "cli",
+        "datasets",
+        "encoders",
+        "eval",
+        "fusion",
+        "gpu",
+        "llm",
+        "lsse",
+        "pursuit",
+        "sae",
+        "sae_cpu",
+        "sdr",
+        "testing",
+        "torch",
+    }
 )
 
 if TYPE_CHECKING:
@@ -47,9 +62,11 @@ if TYPE_CHECKING:
         eval,
         fusion,
         gpu,
+        llm,
         lsse,
         pursuit,
         sae,
+        sae_cpu,
         sdr,
         testing,
         torch,

@@ -16,6 +16,7 @@ __all__ = [
     "KnnCore",
     "NetworkCore",
     "OnlineRidgeCore",
+    "SaeEncoderCore",
     "__version__",
     "canonicalize",
     "check",
@@ -201,6 +202,47 @@ def lsse_encode(
     *,
     num_threads: int | None = None,
 ) -> _CsrArrays: ...
+
+@final
+class SaeEncoderCore:
+    def __new__(
+        cls,
+        w_enc: NDArray[np.float32],
+        b_enc: NDArray[np.float32],
+        w_dec: NDArray[np.float32],
+        b_dec: NDArray[np.float32],
+        threshold: NDArray[np.float32] | None = None,
+        act_scale: float = 1.0,
+        apply_b_dec_to_input: bool = True,
+    ) -> SaeEncoderCore: ...
+    def encode_topk(
+        self,
+        x: NDArray[np.float32],
+        k: int,
+        num_threads: int | None = None,
+        tile_rows: int | None = None,
+        tile_cols: int | None = None,
+    ) -> _CsrArrays: ...
+    def encode_jumprelu(
+        self,
+        x: NDArray[np.float32],
+        num_threads: int | None = None,
+        tile_rows: int | None = None,
+        tile_cols: int | None = None,
+    ) -> _CsrArrays: ...
+    def decode(self, codes: _Csr, num_threads: int | None = None) -> NDArray[np.float32]: ...
+    @property
+    def d_in(self) -> int: ...
+    @property
+    def d_sae(self) -> int: ...
+    @property
+    def act_scale(self) -> float: ...
+    @property
+    def apply_b_dec_to_input(self) -> bool: ...
+    @property
+    def has_threshold(self) -> bool: ...
+    @property
+    def nbytes(self) -> int: ...
 
 @final
 class OnlineRidgeCore:

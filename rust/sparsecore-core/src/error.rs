@@ -49,6 +49,15 @@ pub enum SparseError {
         /// The offending value.
         value: f32,
     },
+    /// A value of a named array (or a computed intermediate) is NaN or infinite; `what` names it and its place,
+    /// e.g. `W_enc[3, 17]`.
+    #[error("{what} is not finite: {value}")]
+    NonFiniteValue {
+        /// The array and the position, as the user spells them.
+        what: String,
+        /// The offending value.
+        value: f32,
+    },
     /// An output would not fit in memory (or its size overflows).
     #[error("{what} needs {bytes} bytes, which cannot be allocated")]
     TooLarge {

@@ -12,6 +12,7 @@ pub mod lsse;
 pub mod parallel;
 pub mod pursuit;
 pub mod recycle;
+pub mod sae;
 pub mod sdr;
 pub mod sparse;
 

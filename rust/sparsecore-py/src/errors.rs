@@ -23,7 +23,9 @@ pub fn to_py(e: SparseError) -> PyErr {
         | SparseError::LengthMismatch { .. }
         | SparseError::Unsorted { .. }
         | SparseError::Duplicate { .. } => SparseFormatError::new_err(msg),
-        SparseError::NonFinite { .. } | SparseError::NonFiniteDense { .. } => NonFiniteError::new_err(msg),
+        SparseError::NonFinite { .. } | SparseError::NonFiniteDense { .. } | SparseError::NonFiniteValue { .. } => {
+            NonFiniteError::new_err(msg)
+        }
         SparseError::IndexOutOfRange { .. } => IndexOutOfRangeError::new_err(msg),
         SparseError::ShapeMismatch(_) => ShapeMismatchError::new_err(msg),
         SparseError::InvalidArgument { .. } => InvalidArgumentError::new_err(msg),

@@ -12,6 +12,7 @@ mod index;
 mod lsse;
 mod pursuit;
 mod recycled;
+mod sae;
 mod sdr;
 mod sparse;
 
@@ -43,6 +44,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::recycled::{recycle_kept_bytes, recycle_release, DenseBuffer};
+
+    #[pymodule_export]
+    use crate::sae::SaeEncoderCore;
 
     #[pymodule_export]
     use crate::sdr::{
