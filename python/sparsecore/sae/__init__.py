@@ -19,6 +19,7 @@ from sparsecore._optional import require
 require("torch")
 require("safetensors")
 
+from sparsecore.sae._cli import demo_texts, load_causal_lm  # noqa: E402
 from sparsecore.sae._data import ActivationSource  # noqa: E402
 from sparsecore.sae._embed import dataset_diff, embed, top_documents  # noqa: E402
 from sparsecore.sae._eval import dark_matter, evaluate  # noqa: E402
@@ -43,9 +44,11 @@ __all__ = [
     "TopKSAE",
     "dark_matter",
     "dataset_diff",
+    "demo_texts",
     "embed",
     "evaluate",
     "load",
+    "load_causal_lm",
     "save",
     "top_documents",
     "train",
