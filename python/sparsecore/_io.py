@@ -47,12 +47,14 @@ __all__ = [
     "MAX_JSON_BYTES",
     "atomic_write_bytes",
     "clean_stale_temporaries",
+    "fsync_dir",
     "open_regular_file",
     "read_checked_json",
     "read_json_file",
     "read_npz",
     "read_regular_file",
     "regular_file_size",
+    "temporary_name",
     "write_checked_json",
 ]
 
@@ -70,7 +72,7 @@ _TMP_TAG = ".tmp-"
 # -- writing -----------------------------------------------------------------------------------------------------
 
 
-def _temporary_name(name: str) -> str:
+def temporary_name(name: str) -> str:
     """``.{name}.tmp-{pid}-{native thread id}-{16 random hex digits}`` (the Rust saver uses the same scheme)."""
     return f".{name}{_TMP_TAG}{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(8)}"
 
@@ -147,7 +149,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     clean_stale_temporaries(target)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
     for attempt in range(8):
-        tmp = folder / _temporary_name(target.name)
+        tmp = folder / temporary_name(target.name)
         try:
             fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask: 0o666 & ~umask
             break
@@ -164,7 +166,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # not every platform can fsync a directory
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where a directory cannot be fsynced."""
+    with contextlib.suppress(OSError):
         dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)

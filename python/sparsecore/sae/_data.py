@@ -36,7 +36,13 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from sparsecore._io import _temporary_name, clean_stale_temporaries, read_checked_json, write_checked_json
+from sparsecore._io import (
+    clean_stale_temporaries,
+    fsync_dir,
+    read_checked_json,
+    temporary_name,
+    write_checked_json,
+)
 from sparsecore._progress import progress as _progress_bar
 from sparsecore._progress import want_progress
 from sparsecore._validate import check_bool, check_int, check_seed, check_texts, nonnegative_int, positive_int
@@ -504,7 +510,7 @@ class ActivationSource:
         assert self.cache_dir is not None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(data)
-        tmp = self.cache_dir / _temporary_name(data.name)
+        tmp = self.cache_dir / temporary_name(data.name)
         n = 0
         d = 0
         try:
@@ -518,6 +524,7 @@ class ActivationSource:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, data)
+            fsync_dir(data.parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -28,7 +28,6 @@ checked, and problems raise :class:`~sparsecore.exceptions.IndexFormatError` nam
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from sparsecore._io import read_json_file, read_regular_file
+from sparsecore._io import fsync_dir, read_json_file, read_regular_file
 from sparsecore.exceptions import IndexFormatError, InvalidArgumentError
 from sparsecore.sae._models import (
     BatchTopKSAE,
@@ -175,12 +174,7 @@ def save(sae: SparseAutoencoder, path: str | os.PathLike[str]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with contextlib.suppress(OSError):  # not every platform can fsync a directory
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(parent)
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
