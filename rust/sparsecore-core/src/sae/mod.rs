@@ -610,17 +610,28 @@ mod tests {
                 let p = r * d_sae + j as usize;
                 assert!(v > 0.0);
                 assert!((f64::from(v) - pre[p]).abs() <= tol(p), "row {r} latent {j}: {v} vs {}", pre[p]);
-                worst = worst.min(pre[p] - tol(p));
+                // The kept value could be as large as pre + tol: only a latent certainly better than that is missed.
+                worst = worst.min(pre[p] + tol(p));
             }
             for j in 0..d_sae {
                 if idx.binary_search(&(j as u32)).is_err() {
                     let p = r * d_sae + j;
-                    // Left out: not positive beyond rounding, or (row full) not better than the worst kept.
+                    // Left out: not positive beyond rounding, or (row full) not certainly better than a kept one.
                     let bar = if idx.len() < k { 0.0 } else { worst };
                     assert!(pre[p] - tol(p) <= bar.max(0.0) + 1e-30, "row {r}: latent {j} ({}) left out", pre[p]);
                 }
             }
         }
+    }
+
+    /// A near-tie at the k-th value (8.6e-6 apart, within f32 rounding of the sums) found by the proptest: the
+    /// encoder may keep either latent, and the check accepts both.
+    #[test]
+    fn near_tie_at_the_kth_value_is_accepted() {
+        let (n, d_sae) = (21, 199);
+        let k = 1 + ((d_sae - 1) as f64 * 0.376_108_995_096_967_27) as usize;
+        let c = case(n, 15, d_sae, 1569, false, false);
+        check_topk_tolerant(&c, &topk(&c, k, Tiles { rows: 1, cols: 1 }, 1), k);
     }
 
     #[test]
