@@ -150,6 +150,9 @@ _NEEDS = {
     "sparsecore.sae": "torch",
     "sparsecore.llm": "torch",
     "sparsecore.testing.strategies": "hypothesis",
+    "sparsecore.gpu._common": "torch",
+    "sparsecore.gpu._decode": "torch",
+    "sparsecore.gpu._decode_kernels": "triton",
 }
 
 

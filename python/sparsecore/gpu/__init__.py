@@ -4,13 +4,26 @@ The sources live in ``python/sparsecore/gpu/`` so that maturin ships them in the
 (maturin does not follow links); the top-level ``gpu/`` of the repository is a link to this folder. Importing
 it needs nothing beyond numpy; the kernels import torch and triton lazily (``pip install 'sparsecore[gpu]'``)
 and fall back to torch reference paths on tensors that are not on a CUDA device.
+
+Each kernel follows one layout: a private ``@triton.jit`` kernel (``_*_kernels.py``) -> its launcher -> a
+``torch.library.custom_op`` (``sparsecore::<name>``, with ``register_fake`` and ``register_autograd``, so it
+traces under ``torch.compile``) that dispatches on the tensors' device: CUDA -> Triton, anything else -> the
+torch reference (what CPU users get; float64 always takes it). Inputs are made contiguous (a copy when they are
+not). Index checks run on the host for CPU tensors; on CUDA the indices are trusted (a check would synchronise).
+
+Tests set ``SPARSECORE_FORCE_TRITON=1`` (and ``TRITON_INTERPRET=1`` before triton is imported) to run the
+Triton launchers on CPU tensors under Triton's interpreter; the variable is for tests only.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
-__all__ = ["triton_available"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["topk_decode", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -26,3 +39,44 @@ def triton_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def topk_decode(indices: Tensor, values: Tensor, W_dec: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Sparse TopK decoder: ``out[..., :] = sum_j values[..., j] * W_dec[indices[..., j]] (+ bias)``.
+
+    The Triton kernel gathers the ``k`` selected rows of ``W_dec`` per output row and accumulates in float32; its
+    backward computes ``d values[b, j] = <d out[b], W_dec[indices[b, j]]>`` and ``d W_dec`` without float
+    atomics: the ``(b, j)`` pairs are sorted by latent (stable) and each latent sums its own segment in a fixed
+    order, so ``d W_dec`` is bitwise reproducible; ``d bias = sum_b d out[b]``. Elsewhere the reference is
+    ``F.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")`` in float32.
+
+    Parameters
+    ----------
+    indices : Tensor
+        ``(..., k)`` int32 or int64 latent ids in ``[0, d_sae)``; any leading batch dimensions. Checked on the
+        host for CPU tensors; trusted on CUDA (an out-of-range id there reads out of bounds).
+    values : Tensor
+        ``(..., k)`` float32, float16, bfloat16 (or float64, reference path only) code values.
+    W_dec : Tensor
+        ``(d_sae, d)`` decoder rows.
+    bias : Tensor, optional
+        ``(d,)`` added to every output row (e.g. ``b_dec``).
+
+    Returns
+    -------
+    Tensor
+        ``(..., d)`` in ``values``' dtype (accumulated in float32). Differentiable in ``values``, ``W_dec`` and
+        ``bias``.
+
+    Raises
+    ------
+    DTypeError
+        An argument is not a tensor, ``indices`` is not int32/int64 or a float argument has another dtype.
+    ShapeMismatchError
+        ``values`` and ``indices`` differ in shape, ``W_dec`` is not 2-D or ``bias`` is not ``(d,)``.
+    IndexOutOfRangeError
+        An index is negative or ``>= d_sae`` (CPU tensors).
+    """
+    from sparsecore.gpu import _decode
+
+    return _decode.topk_decode(indices, values, W_dec, bias)

@@ -1,0 +1,129 @@
+"""Checks of the Triton kernels against their torch references, run in a child process under the interpreter.
+
+``tests/test_gpu_kernels.py`` runs ``python tests/_gpu_checks.py <group>`` with ``TRITON_INTERPRET=1`` (set before
+triton is first imported) and toggles ``SPARSECORE_FORCE_TRITON`` here to pick the Triton launcher (``"1"``) or the
+torch reference (``"0"``) on the same CPU tensors. Each check raises AssertionError on a mismatch; the child prints
+``ok <group> <n checks>`` at the end. Shapes are tiny: the interpreter is ~10^4x slower than torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from sparsecore import gpu
+from sparsecore.gpu._common import FORCE_TRITON_ENV
+from torch import Tensor
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+_CHECKS = 0
+
+
+@contextmanager
+def triton_path(on: bool) -> Iterator[None]:
+    """Run the Triton launcher (``on``) or the torch reference on CPU tensors."""
+    old = os.environ.get(FORCE_TRITON_ENV)
+    os.environ[FORCE_TRITON_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[FORCE_TRITON_ENV]
+        else:
+            os.environ[FORCE_TRITON_ENV] = old
+
+
+def close(got: Tensor | None, want: Tensor | None, dtype: torch.dtype, what: str) -> None:
+    """Max abs error within ``TOL[dtype]`` times (1 + the largest |want|) (relative for large entries)."""
+    global _CHECKS
+    assert got is not None, what
+    assert want is not None, what
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    err = (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+    scale = 1.0 + (want.double().abs().max().item() if want.numel() else 0.0)
+    assert err <= TOL[dtype] * scale, f"{what} [{dtype}]: max error {err:.3g} > {TOL[dtype]:.0e} x {scale:.3g}"
+    _CHECKS += 1
+
+
+def leaves(*ts: Tensor) -> list[Tensor]:
+    return [t.detach().clone().requires_grad_(True) for t in ts]
+
+
+def run_both(fn: Callable[[bool], list[Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    with triton_path(True):
+        tri = fn(True)
+    with triton_path(False):
+        ref = fn(False)
+    return tri, ref
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# topk_decode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def decode_case(lead: tuple[int, ...], k: int, d_sae: int, d: int, dtype: torch.dtype, bias: bool, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, d_sae, (*lead, k), generator=g)
+    if seed % 2:
+        idx = idx.to(torch.int32)
+    v0 = torch.randn(*lead, k, generator=g).to(dtype)
+    w0 = torch.randn(d_sae, d, generator=g).to(dtype)
+    b0 = torch.randn(d, generator=g).to(dtype)
+    dout = torch.randn(*lead, d, generator=g).to(dtype)
+
+    def fn(_on: bool) -> list[Tensor]:
+        v, w, b = leaves(v0, w0, b0)
+        out = gpu.topk_decode(idx, v, w, b if bias else None)
+        out.backward(dout)  # type: ignore[no-untyped-call]
+        assert out.dtype == dtype
+        return [out.detach(), v.grad, w.grad, b.grad if bias else torch.zeros(())]  # type: ignore[list-item]
+
+    tri, ref = run_both(fn)
+    for name, a, c in zip(("out", "d values", "d W_dec", "d bias"), tri, ref, strict=True):
+        close(a, c, dtype, f"decode {name} lead={lead} k={k} d={d}")
+    # The reference's own autograd (embedding_bag in float32) agrees with the custom backward.
+    if k == 0 or 0 in lead:
+        return
+    v, w, b = leaves(v0, w0, b0)
+    out = torch.nn.functional.embedding_bag(
+        idx.reshape(-1, k), w.float(), per_sample_weights=v.reshape(-1, k).float(), mode="sum"
+    )
+    out = (out + b.float() if bias else out).reshape(*lead, d)
+    if out.numel():
+        out.backward(dout.float())  # type: ignore[no-untyped-call]
+        close(tri[1], v.grad, dtype, "decode d values vs autograd")
+        close(tri[2], w.grad, dtype, "decode d W_dec vs autograd")
+
+
+def check_decode() -> None:
+    for dtype in DTYPES:
+        decode_case((3, 2), 5, 96, 50, dtype, True, 0)
+        decode_case((7,), 3, 40, 64, dtype, False, 1)
+        decode_case((2, 1, 3), 7, 13, 19, dtype, True, 2)
+        decode_case((0,), 3, 20, 10, dtype, True, 3)  # no rows
+        decode_case((4,), 0, 20, 10, dtype, True, 4)  # k = 0: bias only
+    # d W_dec is bitwise reproducible (sorted segments, no atomics) and takes duplicates within a row.
+    idx = torch.tensor([[1, 1, 4], [4, 0, 1], [3, 3, 3]])
+    v0, w0 = torch.randn(3, 3), torch.randn(6, 33)
+    grads = []
+    with triton_path(True):
+        for _ in range(2):
+            v, w = leaves(v0, w0)
+            gpu.topk_decode(idx, v, w).square().sum().backward()  # type: ignore[no-untyped-call]
+            grads.append(w.grad)
+    assert grads[0] is not None
+    assert grads[1] is not None
+    assert torch.equal(grads[0], grads[1])
+    assert torch.equal(grads[0][2], torch.zeros(33))
+    assert torch.equal(grads[0][5], torch.zeros(33))
+
+
+if __name__ == "__main__":
+    group = sys.argv[1]
+    {"decode": check_decode}[group]()
+    print(f"ok {group} {_CHECKS}")

@@ -1,0 +1,174 @@
+"""sparsecore.gpu: the Triton kernels under the interpreter against their torch references, and the CPU path.
+
+The Triton checks live in ``tests/_gpu_checks.py`` and run in a child process with ``TRITON_INTERPRET=1`` set
+before triton is imported (the interpreter runs the kernels on CPU tensors; ``SPARSECORE_FORCE_TRITON=1`` makes
+the dispatch take the Triton launcher there). The rest runs in this process on the torch reference path:
+gradcheck in float64, torch.compile of the custom ops, typed errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sparsecore import gpu  # noqa: E402
+from sparsecore.exceptions import (  # noqa: E402
+    DTypeError,
+    IndexOutOfRangeError,
+    ShapeMismatchError,
+)
+from torch import Tensor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TRITON_INTERPRET"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
+@pytest.mark.parametrize("group", ["decode"])
+def test_triton_kernels_under_the_interpreter_match_the_reference(group: str) -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_gpu_checks.py"), group],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=_child_env(),
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stdout.split()[:2] == ["ok", group], res.stdout
+    assert int(res.stdout.split()[2]) >= 20
+
+
+def test_importing_sparsecore_gpu_loads_neither_torch_nor_triton() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import sparsecore.gpu as g
+        assert callable(g.topk_decode)
+        assert "torch" not in sys.modules and "triton" not in sys.modules, sorted(sys.modules)
+        print("ok")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+def test_cpu_path_loads_no_triton_kernel_module() -> None:
+    # torch itself may import triton (torch._dynamo checks for it); our kernel modules stay unloaded.
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from sparsecore import gpu
+        idx, val = torch.randint(0, 20, (3, 4)), torch.randn(3, 4)
+        out = gpu.topk_decode(idx, val, torch.randn(20, 8))
+        assert out.shape == (3, 8)
+        assert not [m for m in sys.modules if m.startswith("sparsecore.gpu.") and m.endswith("_kernels")]
+        print("ok")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reference path: values, gradcheck, torch.compile
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_topk_decode_is_embedding_bag_with_leading_dims_and_bias() -> None:
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 30, (2, 3, 4), generator=g)
+    v, w, b = torch.randn(2, 3, 4, generator=g), torch.randn(30, 6, generator=g), torch.randn(6, generator=g)
+    out = gpu.topk_decode(idx, v, w, b)
+    want = torch.nn.functional.embedding_bag(idx.reshape(-1, 4), w, per_sample_weights=v.reshape(-1, 4), mode="sum")
+    torch.testing.assert_close(out, (want + b).reshape(2, 3, 6))
+    half = gpu.topk_decode(idx, v.bfloat16(), w.bfloat16())
+    assert half.dtype == torch.bfloat16
+
+
+def test_topk_decode_gradcheck_float64() -> None:
+    g = torch.Generator().manual_seed(1)
+    idx = torch.tensor([[0, 3, 3], [5, 1, 2]])
+    v = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, w, b: gpu.topk_decode(idx, v, w, b), (v, w, b))
+
+
+@pytest.mark.parametrize("op", ["decode"])
+def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available")
+    import sparsecore.gpu._decode  # noqa: F401  (registers the op)
+
+    ops = torch.ops.sparsecore
+    idx = torch.randint(0, 12, (3, 4))
+    x = torch.randn(3, 5, requires_grad=True)
+    w = torch.randn(12, 5, requires_grad=True)
+    w_enc = torch.randn(5, 12, requires_grad=True)
+
+    def run(x: Tensor, w: Tensor, w_enc: Tensor) -> Tensor:
+        out: Tensor = ops.topk_decode(idx, x[:, :4], w, None)
+        return out.square().sum()
+
+    # aot_eager traces through register_fake and register_autograd without needing a C++ compiler.
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+    got = compiled(x, w, w_enc)
+    got.backward()
+    grads = [t.grad.clone() for t in (x, w, w_enc) if t.grad is not None]
+    for t in (x, w, w_enc):
+        t.grad = None
+    want = run(x, w, w_enc)
+    want.backward()  # type: ignore[no-untyped-call]
+    torch.testing.assert_close(got, want)
+    for a, t in zip(grads, [t for t in (x, w, w_enc) if t.grad is not None], strict=True):
+        torch.testing.assert_close(a, t.grad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Typed errors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_topk_decode_rejects_bad_inputs() -> None:
+    idx, v, w = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3), torch.ones(5, 4)
+    with pytest.raises(DTypeError, match="indices"):
+        gpu.topk_decode(idx.float(), v, w)
+    with pytest.raises(DTypeError, match="values"):
+        gpu.topk_decode(idx, v.int(), w)
+    with pytest.raises(DTypeError, match="W_dec"):
+        gpu.topk_decode(idx, v, [[1.0]])  # type: ignore[arg-type]
+    with pytest.raises(ShapeMismatchError, match="values"):
+        gpu.topk_decode(idx, torch.ones(2, 4), w)
+    with pytest.raises(ShapeMismatchError, match="W_dec"):
+        gpu.topk_decode(idx, v, torch.ones(5))
+    with pytest.raises(ShapeMismatchError, match="bias"):
+        gpu.topk_decode(idx, v, w, torch.ones(5))
+    with pytest.raises(IndexOutOfRangeError, match="indices"):
+        gpu.topk_decode(idx + 5, v, w)
+    with pytest.raises(IndexOutOfRangeError, match="indices"):
+        gpu.topk_decode(idx - 1, v, w)
+
+
+def test_non_contiguous_inputs_are_accepted() -> None:
+    w = torch.randn(6, 10).t()  # (10, 6), not contiguous
+    idx = torch.tensor([[1, 9], [0, 0]])
+    v = torch.randn(2, 4)[:, ::2]
+    torch.testing.assert_close(gpu.topk_decode(idx, v, w), gpu.topk_decode(idx, v.contiguous(), w.contiguous()))
