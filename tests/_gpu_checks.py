@@ -123,7 +123,72 @@ def check_decode() -> None:
     assert torch.equal(grads[0][5], torch.zeros(33))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# topk_encode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def encode_case(
+    lead: tuple[int, ...], d: int, d_sae: int, k: int, dtype: torch.dtype, jump: bool, seed: int, shift: float = 0.0
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(*lead, d, generator=g).to(dtype)
+    w0 = (torch.randn(d, d_sae, generator=g) / d**0.5).to(dtype)
+    be0 = (torch.randn(d_sae, generator=g) * 0.1 + shift).to(dtype)
+    bd0 = (torch.randn(d, generator=g) * 0.1).to(dtype)
+    thr = torch.rand(d_sae, generator=g) * 0.5 if jump else None
+    gv = torch.randn(*lead, k, generator=g).to(dtype)
+    act = "jumprelu" if jump else "relu"
+
+    def fn(_on: bool) -> list[Tensor]:
+        x, w, be, bd = leaves(x0, w0, be0, bd0)
+        idx, val = gpu.topk_encode(x, w, be, k, activation=act, threshold=thr, b_dec=bd)
+        assert idx.dtype == torch.int64
+        assert val.dtype == dtype
+        assert idx.shape == (*lead, k)
+        val.backward(gv)  # type: ignore[no-untyped-call]
+        return [idx, val.detach(), x.grad, w.grad, be.grad, bd.grad]  # type: ignore[list-item]
+
+    tri, ref = run_both(fn)
+    what = f"encode {act} lead={lead} d_sae={d_sae} k={k}"
+    assert torch.equal(tri[0], ref[0]), f"{what} [{dtype}]: indices differ\n{tri[0]}\n{ref[0]}"
+    for name, a, c in zip(("values", "d x", "d W_enc", "d b_enc", "d b_dec"), tri[1:], ref[1:], strict=True):
+        close(a, c, dtype, f"{what} {name}")
+    # Against plain torch autograd: dense activations, gathered at the selected ids.
+    x, w, be, bd = leaves(x0, w0, be0, bd0)
+    pre = (x.float() - bd.float()) @ w.float() + be.float()
+    z = torch.relu(pre) if thr is None else torch.where(pre > thr, pre, torch.zeros_like(pre))
+    picked = z.gather(-1, tri[0]) if k else z[..., :0]
+    if picked.numel():
+        picked.backward(gv.float())  # type: ignore[no-untyped-call]
+        for name, a, t in zip(("d x", "d W_enc", "d b_enc", "d b_dec"), tri[2:], (x, w, be, bd), strict=True):
+            close(a, t.grad, dtype, f"{what} {name} vs autograd")
+
+
+def check_encode() -> None:
+    for dtype in DTYPES:
+        for jump in (False, True):
+            encode_case((7,), 40, 90, 5, dtype, jump, 0)  # two latent tiles, ragged; rows < one row block
+            encode_case((3, 6), 24, 33, 7, dtype, jump, 1)  # 18 rows: two row blocks
+        encode_case((2,), 16, 20, 20, dtype, False, 2)  # k = d_sae
+    encode_case((5,), 8, 70, 6, torch.float32, False, 3, shift=-10.0)  # every pre < 0: zeros at ids 0..5
+    with triton_path(True):
+        idx, val = gpu.topk_encode(torch.zeros(2, 8), torch.randn(8, 70), torch.full((70,), -1.0), 6)
+    assert torch.equal(idx, torch.arange(6).expand(2, 6))
+    assert torch.equal(val, torch.zeros(2, 6))
+    # Ties go to the lower latent id, across tiles too (ids 3, 64, 65 tie at the top).
+    b = torch.zeros(90)
+    b[[65, 64, 3]] = 2.0
+    b[80] = 1.0
+    with triton_path(True):
+        idx, val = gpu.topk_encode(torch.zeros(3, 4), torch.zeros(4, 90), b, 5)
+    assert idx[0].tolist() == [3, 64, 65, 80, 0], idx
+    with triton_path(True):
+        idx0, _ = gpu.topk_encode(torch.zeros(1, 4), torch.zeros(4, 90), b, 0)
+    assert idx0.shape == (1, 0)
+
+
 if __name__ == "__main__":
     group = sys.argv[1]
-    {"decode": check_decode}[group]()
+    {"decode": check_decode, "encode": check_encode}[group]()
     print(f"ok {group} {_CHECKS}")

@@ -23,6 +23,7 @@ from sparsecore import gpu  # noqa: E402
 from sparsecore.exceptions import (  # noqa: E402
     DTypeError,
     IndexOutOfRangeError,
+    InvalidArgumentError,
     ShapeMismatchError,
 )
 from torch import Tensor  # noqa: E402
@@ -39,7 +40,7 @@ def _child_env() -> dict[str, str]:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
-@pytest.mark.parametrize("group", ["decode"])
+@pytest.mark.parametrize("group", ["decode", "encode"])
 def test_triton_kernels_under_the_interpreter_match_the_reference(group: str) -> None:
     res = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "_gpu_checks.py"), group],
@@ -59,7 +60,7 @@ def test_importing_sparsecore_gpu_loads_neither_torch_nor_triton() -> None:
         """
         import sys
         import sparsecore.gpu as g
-        assert callable(g.topk_decode)
+        assert callable(g.topk_decode) and callable(g.topk_encode)
         assert "torch" not in sys.modules and "triton" not in sys.modules, sorted(sys.modules)
         print("ok")
         """
@@ -75,7 +76,7 @@ def test_cpu_path_loads_no_triton_kernel_module() -> None:
         """
         import sys, torch
         from sparsecore import gpu
-        idx, val = torch.randint(0, 20, (3, 4)), torch.randn(3, 4)
+        idx, val = gpu.topk_encode(torch.randn(3, 8), torch.randn(8, 20), torch.zeros(20), 4)
         out = gpu.topk_decode(idx, val, torch.randn(20, 8))
         assert out.shape == (3, 8)
         assert not [m for m in sys.modules if m.startswith("sparsecore.gpu.") and m.endswith("_kernels")]
@@ -112,11 +113,36 @@ def test_topk_decode_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(lambda v, w, b: gpu.topk_decode(idx, v, w, b), (v, w, b))
 
 
-@pytest.mark.parametrize("op", ["decode"])
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+def test_topk_encode_gradcheck_float64(activation: str) -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    be = torch.randn(11, generator=g, dtype=torch.float64, requires_grad=True)
+    bd = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    thr = torch.rand(11, generator=g, dtype=torch.float64) * 0.3 if activation == "jumprelu" else None
+
+    def values(x: Tensor, w: Tensor, be: Tensor, bd: Tensor) -> Tensor:
+        return gpu.topk_encode(x, w, be, 4, activation=activation, threshold=thr, b_dec=bd)[1]
+
+    assert torch.autograd.gradcheck(values, (x, w, be, bd))
+
+
+def test_topk_encode_ties_and_short_rows_take_the_lowest_ids() -> None:
+    b = torch.zeros(10)
+    b[[7, 2]] = 1.0
+    idx, val = gpu.topk_encode(torch.zeros(1, 3), torch.zeros(3, 10), b, 4)
+    assert idx.tolist() == [[2, 7, 0, 1]]
+    assert val.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("op", ["decode", "encode"])
 def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available")
-    import sparsecore.gpu._decode  # noqa: F401  (registers the op)
+    # Importing the modules registers the ops.
+    import sparsecore.gpu._decode
+    import sparsecore.gpu._encode  # noqa: F401
 
     ops = torch.ops.sparsecore
     idx = torch.randint(0, 12, (3, 4))
@@ -125,7 +151,10 @@ def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
     w_enc = torch.randn(5, 12, requires_grad=True)
 
     def run(x: Tensor, w: Tensor, w_enc: Tensor) -> Tensor:
-        out: Tensor = ops.topk_decode(idx, x[:, :4], w, None)
+        if op == "decode":
+            out: Tensor = ops.topk_decode(idx, x[:, :4], w, None)
+        else:
+            out = ops.topk_encode(x, w_enc, torch.zeros(12), 3, None, None)[1]
         return out.square().sum()
 
     # aot_eager traces through register_fake and register_autograd without needing a C++ compiler.
@@ -165,6 +194,30 @@ def test_topk_decode_rejects_bad_inputs() -> None:
         gpu.topk_decode(idx + 5, v, w)
     with pytest.raises(IndexOutOfRangeError, match="indices"):
         gpu.topk_decode(idx - 1, v, w)
+
+
+def test_topk_encode_rejects_bad_inputs() -> None:
+    x, w, b = torch.ones(2, 4), torch.ones(4, 6), torch.zeros(6)
+    with pytest.raises(ShapeMismatchError, match="x"):
+        gpu.topk_encode(torch.ones(2, 5), w, b, 2)
+    with pytest.raises(ShapeMismatchError, match="b_enc"):
+        gpu.topk_encode(x, w, torch.zeros(5), 2)
+    with pytest.raises(ShapeMismatchError, match="b_dec"):
+        gpu.topk_encode(x, w, b, 2, b_dec=torch.zeros(6))
+    with pytest.raises(DTypeError, match="W_enc"):
+        gpu.topk_encode(x, w.long(), b, 2)
+    with pytest.raises(InvalidArgumentError, match="k"):
+        gpu.topk_encode(x, w, b, 7)
+    with pytest.raises(InvalidArgumentError, match="k"):
+        gpu.topk_encode(x, w, b, -1)
+    with pytest.raises(InvalidArgumentError, match="activation"):
+        gpu.topk_encode(x, w, b, 2, activation="gelu")
+    with pytest.raises(InvalidArgumentError, match="threshold"):
+        gpu.topk_encode(x, w, b, 2, activation="jumprelu")
+    with pytest.raises(InvalidArgumentError, match="threshold"):
+        gpu.topk_encode(x, w, b, 2, threshold=torch.zeros(6))
+    with pytest.raises(ShapeMismatchError, match="threshold"):
+        gpu.topk_encode(x, w, b, 2, activation="jumprelu", threshold=torch.zeros(5))
 
 
 def test_non_contiguous_inputs_are_accepted() -> None:

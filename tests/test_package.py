@@ -152,7 +152,9 @@ _NEEDS = {
     "sparsecore.testing.strategies": "hypothesis",
     "sparsecore.gpu._common": "torch",
     "sparsecore.gpu._decode": "torch",
+    "sparsecore.gpu._encode": "torch",
     "sparsecore.gpu._decode_kernels": "triton",
+    "sparsecore.gpu._encode_kernels": "triton",
 }
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["topk_decode", "triton_available"]
+__all__ = ["topk_decode", "topk_encode", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -80,3 +80,64 @@ def topk_decode(indices: Tensor, values: Tensor, W_dec: Tensor, bias: Tensor | N
     from sparsecore.gpu import _decode
 
     return _decode.topk_decode(indices, values, W_dec, bias)
+
+
+def topk_encode(
+    x: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    *,
+    activation: str = "relu",
+    threshold: Tensor | None = None,
+    b_dec: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fused SAE encoder: ``pre = (x - b_dec) @ W_enc + b_enc``, activation, and the top ``k`` per row.
+
+    ``"relu"`` keeps the top ``k`` of ``relu(pre)``; ``"jumprelu"`` keeps the top ``k`` of ``pre`` where
+    ``pre > threshold[j]`` and 0 elsewhere. Ties go to the lower latent id; a row with fewer than ``k`` positive
+    entries is filled with zeros at the lowest ids. Codes come back sorted by value (descending).
+
+    The Triton kernel tiles over the latents and keeps a running per-row top-``k`` in registers, so the
+    ``B x d_sae`` pre-activations are never written to global memory (extra memory: the ``(B, k)`` output). Its
+    matmul runs in float32 (``ieee``) after upcasting the inputs. The backward gives gradient to the selected,
+    non-zero entries only: ReLU's derivative is 1 there; JumpReLU passes the value's gradient straight through
+    (nothing flows to ``threshold``); it reuses the decoder's gather and sorted-segment kernels (no atomics).
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(..., d)`` inputs, float32, float16, bfloat16 (float64 on the reference path).
+    W_enc : Tensor
+        ``(d, d_sae)`` encoder.
+    b_enc : Tensor
+        ``(d_sae,)`` encoder bias.
+    k : int
+        Codes per row, ``0 <= k <= d_sae`` (any value, not only powers of two).
+    activation : {"relu", "jumprelu"}
+        The activation.
+    threshold : Tensor, optional
+        ``(d_sae,)`` JumpReLU thresholds; required for ``"jumprelu"`` and refused for ``"relu"``.
+    b_dec : Tensor, optional
+        ``(d,)`` subtracted from ``x`` before encoding.
+
+    Returns
+    -------
+    indices : Tensor
+        ``(..., k)`` int64 latent ids.
+    values : Tensor
+        ``(..., k)`` activations in ``x``'s dtype; differentiable in ``x``, ``W_enc``, ``b_enc`` and ``b_dec``.
+
+    Raises
+    ------
+    DTypeError
+        A tensor argument is not a float tensor.
+    ShapeMismatchError
+        ``x``'s last dimension, ``b_enc``, ``threshold`` or ``b_dec`` do not match ``W_enc``.
+    InvalidArgumentError
+        ``k`` is not an integer in ``[0, d_sae]``, ``activation`` is unknown, or ``threshold`` is missing for
+        JumpReLU / given for ReLU.
+    """
+    from sparsecore.gpu import _encode
+
+    return _encode.topk_encode(x, W_enc, b_enc, k, activation=activation, threshold=threshold, b_dec=b_dec)
