@@ -188,7 +188,52 @@ def check_encode() -> None:
     assert idx0.shape == (1, 0)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# sparse_gemv
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def gemv_case(shape: tuple[int, ...], d_out: int, dtype: torch.dtype, mode: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    d_in = shape[-1]
+    x = torch.randn(*shape, generator=g).to(dtype)
+    w = torch.randn(d_out, d_in, generator=g).to(dtype)
+    r = 3
+    lowrank = (torch.randn(d_out, r, generator=g), torch.rand(r, generator=g), torch.randn(d_in, r, generator=g))
+    m = torch.rand(*shape, generator=g) < 0.5
+    kwargs: dict[str, object] = {"threshold": 0.7}
+    if mode == "active":
+        kwargs = {"active": m}
+    elif mode == "none-active":
+        kwargs = {"active": torch.zeros(shape, dtype=torch.bool)}
+    elif mode == "lowrank":
+        kwargs = {"threshold": 0.7, "lowrank": tuple(t.to(dtype) for t in lowrank)}
+
+    def fn(_on: bool) -> list[Tensor]:
+        return [gpu.sparse_gemv(x, w, **kwargs)]  # type: ignore[arg-type]
+
+    (tri,), (ref,) = run_both(fn)
+    mask = kwargs["active"] if "active" in kwargs else x.abs() > 0.7
+    assert isinstance(mask, Tensor)
+    dense = torch.where(mask, x.float(), 0.0) @ w.float().t()
+    if mode == "lowrank":
+        u, s, v = (t.to(dtype).float() for t in lowrank)
+        dense = dense + (torch.where(mask, 0.0, x.float()) @ v * s) @ u.t()
+    close(tri, ref, dtype, f"gemv {mode} {shape}")
+    close(tri, dense.to(dtype), dtype, f"gemv {mode} {shape} vs dense")
+    if mode == "none-active":
+        assert torch.equal(tri, torch.zeros_like(tri))
+
+
+def check_gemv() -> None:
+    for dtype in DTYPES:
+        gemv_case((70,), 45, dtype, "threshold", 0)  # batch 1, ragged d_in and d_out
+        gemv_case((3, 130), 70, dtype, "active", 1)  # small batch, > 2 column blocks of active ids
+        gemv_case((2, 20), 9, dtype, "none-active", 2)
+        gemv_case((50,), 20, dtype, "lowrank", 3)
+
+
 if __name__ == "__main__":
     group = sys.argv[1]
-    {"decode": check_decode, "encode": check_encode}[group]()
+    {"decode": check_decode, "encode": check_encode, "gemv": check_gemv}[group]()
     print(f"ok {group} {_CHECKS}")

@@ -40,7 +40,7 @@ def _child_env() -> dict[str, str]:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
-@pytest.mark.parametrize("group", ["decode", "encode"])
+@pytest.mark.parametrize("group", ["decode", "encode", "gemv"])
 def test_triton_kernels_under_the_interpreter_match_the_reference(group: str) -> None:
     res = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "_gpu_checks.py"), group],
@@ -60,7 +60,7 @@ def test_importing_sparsecore_gpu_loads_neither_torch_nor_triton() -> None:
         """
         import sys
         import sparsecore.gpu as g
-        assert callable(g.topk_decode) and callable(g.topk_encode)
+        assert callable(g.topk_decode) and callable(g.topk_encode) and callable(g.sparse_gemv)
         assert "torch" not in sys.modules and "triton" not in sys.modules, sorted(sys.modules)
         print("ok")
         """
@@ -78,7 +78,8 @@ def test_cpu_path_loads_no_triton_kernel_module() -> None:
         from sparsecore import gpu
         idx, val = gpu.topk_encode(torch.randn(3, 8), torch.randn(8, 20), torch.zeros(20), 4)
         out = gpu.topk_decode(idx, val, torch.randn(20, 8))
-        assert out.shape == (3, 8)
+        y = gpu.sparse_gemv(torch.randn(8), torch.randn(5, 8), threshold=0.5)
+        assert out.shape == (3, 8) and y.shape == (5,)
         assert not [m for m in sys.modules if m.startswith("sparsecore.gpu.") and m.endswith("_kernels")]
         print("ok")
         """
@@ -128,6 +129,19 @@ def test_topk_encode_gradcheck_float64(activation: str) -> None:
     assert torch.autograd.gradcheck(values, (x, w, be, bd))
 
 
+def test_sparse_gemv_gradcheck_float64_and_lowrank() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    m = torch.rand(2, 7, generator=g) < 0.5
+    assert torch.autograd.gradcheck(lambda x, w: gpu.sparse_gemv(x, w, active=m), (x, w))
+    u, s, v = torch.randn(4, 2, dtype=torch.float64), torch.rand(2, dtype=torch.float64), torch.randn(7, 2).double()
+    y = gpu.sparse_gemv(x[0], w, active=m[0], lowrank=(u, s, v))
+    xd = x[0].detach()
+    want = w.detach() @ torch.where(m[0], xd, 0.0) + u @ (s * (v.t() @ torch.where(m[0], 0.0, xd)))
+    torch.testing.assert_close(y.detach(), want)
+
+
 def test_topk_encode_ties_and_short_rows_take_the_lowest_ids() -> None:
     b = torch.zeros(10)
     b[[7, 2]] = 1.0
@@ -136,25 +150,29 @@ def test_topk_encode_ties_and_short_rows_take_the_lowest_ids() -> None:
     assert val.tolist() == [[1.0, 1.0, 0.0, 0.0]]
 
 
-@pytest.mark.parametrize("op", ["decode", "encode"])
+@pytest.mark.parametrize("op", ["decode", "encode", "gemv"])
 def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available")
     # Importing the modules registers the ops.
     import sparsecore.gpu._decode
-    import sparsecore.gpu._encode  # noqa: F401
+    import sparsecore.gpu._encode
+    import sparsecore.gpu._gemv  # noqa: F401
 
     ops = torch.ops.sparsecore
     idx = torch.randint(0, 12, (3, 4))
     x = torch.randn(3, 5, requires_grad=True)
     w = torch.randn(12, 5, requires_grad=True)
     w_enc = torch.randn(5, 12, requires_grad=True)
+    m = torch.rand(3, 5) < 0.5
 
     def run(x: Tensor, w: Tensor, w_enc: Tensor) -> Tensor:
         if op == "decode":
             out: Tensor = ops.topk_decode(idx, x[:, :4], w, None)
-        else:
+        elif op == "encode":
             out = ops.topk_encode(x, w_enc, torch.zeros(12), 3, None, None)[1]
+        else:
+            out = ops.sparse_gemv(x, w, m)
         return out.square().sum()
 
     # aot_eager traces through register_fake and register_autograd without needing a C++ compiler.
@@ -218,6 +236,28 @@ def test_topk_encode_rejects_bad_inputs() -> None:
         gpu.topk_encode(x, w, b, 2, threshold=torch.zeros(6))
     with pytest.raises(ShapeMismatchError, match="threshold"):
         gpu.topk_encode(x, w, b, 2, activation="jumprelu", threshold=torch.zeros(5))
+
+
+def test_sparse_gemv_rejects_bad_inputs() -> None:
+    x, w = torch.ones(4), torch.ones(3, 4)
+    with pytest.raises(InvalidArgumentError, match="threshold, active"):
+        gpu.sparse_gemv(x, w)
+    with pytest.raises(InvalidArgumentError, match="threshold, active"):
+        gpu.sparse_gemv(x, w, threshold=0.1, active=x > 0)
+    with pytest.raises(InvalidArgumentError, match="threshold"):
+        gpu.sparse_gemv(x, w, threshold=-1.0)
+    with pytest.raises(DTypeError, match="active"):
+        gpu.sparse_gemv(x, w, active=x)
+    with pytest.raises(ShapeMismatchError, match="active"):
+        gpu.sparse_gemv(x, w, active=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ShapeMismatchError, match="x"):
+        gpu.sparse_gemv(torch.ones(5), w, threshold=0.1)
+    with pytest.raises(ShapeMismatchError, match="x"):
+        gpu.sparse_gemv(torch.ones(1, 2, 4), w, threshold=0.1)
+    with pytest.raises(ShapeMismatchError, match="lowrank"):
+        gpu.sparse_gemv(x, w, threshold=0.1, lowrank=(torch.ones(3, 2), torch.ones(2), torch.ones(5, 2)))
+    with pytest.raises(InvalidArgumentError, match="lowrank"):
+        gpu.sparse_gemv(x, w, threshold=0.1, lowrank=(torch.ones(3, 2),))  # type: ignore[arg-type]
 
 
 def test_non_contiguous_inputs_are_accepted() -> None:

@@ -153,8 +153,10 @@ _NEEDS = {
     "sparsecore.gpu._common": "torch",
     "sparsecore.gpu._decode": "torch",
     "sparsecore.gpu._encode": "torch",
+    "sparsecore.gpu._gemv": "torch",
     "sparsecore.gpu._decode_kernels": "triton",
     "sparsecore.gpu._encode_kernels": "triton",
+    "sparsecore.gpu._gemv_kernels": "triton",
 }
 
 

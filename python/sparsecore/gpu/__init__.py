@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["topk_decode", "topk_encode", "triton_available"]
+__all__ = ["sparse_gemv", "topk_decode", "topk_encode", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -141,3 +141,51 @@ def topk_encode(
     from sparsecore.gpu import _encode
 
     return _encode.topk_encode(x, W_enc, b_enc, k, activation=activation, threshold=threshold, b_dec=b_dec)
+
+
+def sparse_gemv(
+    x: Tensor,
+    W: Tensor,
+    *,
+    threshold: float | None = None,
+    active: Tensor | None = None,
+    lowrank: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Activation-sparse GEMV: ``y = W (x * m)`` reading only the columns of ``W`` whose input is active.
+
+    ``m = |x| > threshold`` or the given boolean ``active`` mask (exactly one of the two). With
+    ``lowrank=(U, S, V)`` adds R-Sparse's residual ``U diag(S) V^T (x * (1 - m))`` (computed in torch). For a
+    2-D ``x`` the kernel reads the union of the rows' active columns (meant for small batches). Finding the
+    active columns synchronises with the host once per call (``nonzero``). The backward treats the mask as a
+    constant and is dense: ``d x = m * (W^T d y)``, ``d W = d y (x * m)^T``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(d_in,)`` or ``(B, d_in)``; float32, float16, bfloat16 (float64 on the reference path).
+    W : Tensor
+        ``(d_out, d_in)`` weight, as in ``nn.Linear``.
+    threshold : float, optional
+        Inputs with ``|x| > threshold`` are active.
+    active : Tensor, optional
+        Bool mask of ``x``'s shape.
+    lowrank : tuple of Tensor, optional
+        ``(U, S, V)`` with shapes ``(d_out, r)``, ``(r,)``, ``(d_in, r)``.
+
+    Returns
+    -------
+    Tensor
+        ``(d_out,)`` or ``(B, d_out)`` in ``x``'s dtype (accumulated in float32).
+
+    Raises
+    ------
+    DTypeError
+        ``x``, ``W`` or the low-rank factors are not float tensors, or ``active`` is not bool.
+    ShapeMismatchError
+        ``x`` is not 1-D/2-D, its last dimension is not ``d_in``, or ``active`` / the factors do not fit.
+    InvalidArgumentError
+        Neither or both of ``threshold`` and ``active``, a negative threshold, or a malformed ``lowrank``.
+    """
+    from sparsecore.gpu import _gemv
+
+    return _gemv.sparse_gemv(x, W, threshold=threshold, active=active, lowrank=lowrank)
