@@ -265,3 +265,20 @@ def test_non_contiguous_inputs_are_accepted() -> None:
     idx = torch.tensor([[1, 9], [0, 0]])
     v = torch.randn(2, 4)[:, ::2]
     torch.testing.assert_close(gpu.topk_decode(idx, v, w), gpu.topk_decode(idx, v.contiguous(), w.contiguous()))
+
+
+@pytest.mark.bench
+def test_bench_gpu_exits_cleanly_without_cuda_and_its_smoke_run_works() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: run benches/bench_gpu.py itself")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    script = str(ROOT / "benches" / "bench_gpu.py")
+    res = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "no CUDA device" in res.stdout
+    res = subprocess.run(
+        [sys.executable, script, "--smoke-cpu"], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("| topk_") == 4
+    assert "| sparse_gemv" in res.stdout

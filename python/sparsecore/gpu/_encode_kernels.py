@@ -3,8 +3,9 @@
 One program owns ``BLOCK_B`` rows and walks over the latents in tiles of ``BLOCK_N``. For each tile it computes
 the pre-activations in registers (``tl.dot`` over ``BLOCK_D`` chunks of ``d``, float32 with ``ieee`` precision,
 inputs upcast right after ``tl.load``), applies ReLU or JumpReLU, and merges the tile into a running top-k kept
-in registers (``(BLOCK_B, K_PAD)`` values and latent ids): ``k`` rounds, each taking the tile's largest entry
-(lowest latent id among ties) and letting it replace the current smallest kept entry when strictly larger.
+in registers (``(BLOCK_B, K_PAD)`` values and latent ids): rounds that take each row's largest remaining tile
+entry (lowest latent id among ties) and let it replace the row's smallest kept entry when strictly larger, until
+no row has such an entry (at most ``k`` rounds; few once the kept entries are large).
 Because tiles arrive in increasing latent order and replacement needs a strict ``>``, ties keep the lower latent
 id, the same rule as the reference (a stable descending sort). After the last tile the kept entries are written
 sorted by value (descending; ties by latent id). The ``B x d_sae`` pre-activations never reach global memory:
@@ -80,12 +81,14 @@ def _topk_encode_kernel(
             z = tl.where(pre > thr[None, :], pre, 0.0)
         else:
             z = tl.maximum(pre, 0.0)
-        z = tl.where(cmask[None, :], z, float("-inf"))
+        z = tl.where(rmask[:, None] & cmask[None, :], z, float("-inf"))
         ci = cols[None, :] + tl.zeros((BLOCK_B, BLOCK_N), tl.int32)
-        for _t in range(0, K):
-            m = tl.max(z, axis=1)
+        m = tl.max(z, axis=1)
+        bmin = tl.min(best_v, axis=1)
+        # Insert while some row's best remaining tile entry beats its smallest kept entry (at most K rounds; once
+        # the running top-k has filled up, most tiles need none).
+        while tl.max((m > bmin).to(tl.int32), axis=0) > 0:
             sel = tl.min(tl.where(z == m[:, None], ci, big), axis=1)
-            bmin = tl.min(best_v, axis=1)
             at_min = best_v == bmin[:, None]
             imax = tl.max(tl.where(at_min, best_i, -1), axis=1)
             eslot = tl.min(tl.where(at_min & (best_i == imax[:, None]), slot[None, :], K_PAD), axis=1)
@@ -93,6 +96,8 @@ def _topk_encode_kernel(
             best_v = tl.where(put, m[:, None], best_v)
             best_i = tl.where(put, sel[:, None], best_i)
             z = tl.where(ci == sel[:, None], float("-inf"), z)
+            m = tl.max(z, axis=1)
+            bmin = tl.min(best_v, axis=1)
     live = tl.where(slot_ok[None, :], best_v, float("-inf"))
     for t in range(0, K):
         m = tl.max(live, axis=1)
