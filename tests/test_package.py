@@ -157,6 +157,8 @@ _NEEDS = {
     "sparsecore.gpu._decode_kernels": "triton",
     "sparsecore.gpu._encode_kernels": "triton",
     "sparsecore.gpu._gemv_kernels": "triton",
+    "sparsecore.gpu._attention": "torch",
+    "sparsecore.gpu._attention_kernels": "triton",
 }
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["sparse_gemv", "topk_decode", "topk_encode", "triton_available"]
+__all__ = ["block_sparse_attention", "sparse_gemv", "topk_decode", "topk_encode", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -189,3 +189,55 @@ def sparse_gemv(
     from sparsecore.gpu import _gemv
 
     return _gemv.sparse_gemv(x, W, threshold=threshold, active=active, lowrank=lowrank)
+
+
+def block_sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    *,
+    block_size: int = 64,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """Block-sparse attention: ``softmax(q k^T * scale)`` restricted to the kept ``block_size`` x ``block_size`` tiles.
+
+    ``block_mask[b, h, i, j]`` says whether query block ``i`` of head ``h`` attends to key block ``j`` (one table
+    per head, as MInference / MoBA-style selection produces). The Triton kernel turns the mask into a look-up
+    table of kept key blocks per query block and runs an online softmax over those blocks only (float32, inputs
+    upcast after load). With ``causal`` keys after the query are masked as well. A query row that sees no key
+    gets a zero output. The backward is dense torch on both paths for now (it recomputes the ``T x T``
+    probabilities).
+
+    Parameters
+    ----------
+    q, k, v : Tensor
+        ``(B, H, T, d_head)``, the same shape (self-attention); float32, float16, bfloat16 (or float64 on the
+        reference path).
+    block_mask : Tensor
+        Bool ``(B or 1, H or 1, n_blocks, n_blocks)`` with ``n_blocks = ceil(T / block_size)``.
+    block_size : int
+        Tile edge, a power of two ``>= 16``.
+    causal : bool
+        Also mask keys after the query position.
+    scale : float, optional
+        Score scale; ``1 / sqrt(d_head)`` by default.
+
+    Returns
+    -------
+    Tensor
+        ``(B, H, T, d_head)`` in ``q``'s dtype; differentiable in ``q``, ``k``, ``v``.
+
+    Raises
+    ------
+    DTypeError
+        ``q``, ``k``, ``v`` are not float tensors or ``block_mask`` is not bool.
+    ShapeMismatchError
+        ``q``, ``k``, ``v`` differ in shape or are not 4-D, or ``block_mask`` has the wrong shape.
+    InvalidArgumentError
+        ``block_size`` is not a power of two ``>= 16``, ``causal`` is not a bool, or ``scale`` is not positive.
+    """
+    from sparsecore.gpu import _attention
+
+    return _attention.block_sparse_attention(q, k, v, block_mask, block_size=block_size, causal=causal, scale=scale)
