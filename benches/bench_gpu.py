@@ -11,6 +11,9 @@ Cases (full size; ``--quick`` shrinks them for a smoke run):
   ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
 - **sparse_gemv** batch 1, W 4096 x 14336, 50 % of the inputs active (threshold = median |x|), bfloat16: ours
   against the dense ``F.linear(x, W)``.
+- **block_sparse_attention** forward, H = 32, T = 8192, d_head = 128, 64 x 64 blocks, about 10 % of the causal
+  blocks kept per head (random, plus the diagonal), causal, bfloat16: ours against dense causal
+  ``F.scaled_dot_product_attention`` (a flash kernel).
 
 Timing: ``torch.cuda.Event`` pairs around each call, ours and the anchor alternating call by call after warm-up
 calls, medians of the repeats; ratio = ours / anchor (below 1: we are faster). Quality: the largest error of ours
@@ -220,6 +223,43 @@ def bench_gemv(torch: Any, gpu: Any, d_out: int, d_in: int, repeats: int) -> lis
     ]
 
 
+def bench_attention(torch: Any, gpu: Any, h: int, t: int, dh: int, block: int, repeats: int) -> list[CaseResult]:
+    F = torch.nn.functional
+    g = torch.Generator(device=DEVICE).manual_seed(3)
+    dt = torch.bfloat16
+    q, k, v = (torch.randn(1, h, t, dh, device=DEVICE, generator=g).to(dt) for _ in range(3))
+    nb = -(-t // block)
+    # About 10 % of the causal blocks per head at random, plus the diagonal (every query sees itself).
+    keep = torch.rand(1, h, nb, nb, device=DEVICE, generator=g) < 0.1
+    keep |= torch.eye(nb, dtype=torch.bool, device=DEVICE)
+    keep &= torch.ones(nb, nb, dtype=torch.bool, device=DEVICE).tril()
+    kept = float(keep.sum() / (h * nb * (nb + 1) / 2))
+    with torch.no_grad():
+        got = gpu.block_sparse_attention(q, k, v, keep, block_size=block, causal=True)
+        from sparsecore.gpu._attention import block_sparse_attention_reference
+
+        want = block_sparse_attention_reference(q[0, :1], k[0, :1], v[0, :1], keep[0, :1], block, True, dh**-0.5)
+        err = rel_err(torch, got[0, :1], want)
+        log("block_sparse_attention fwd")
+        timing = time_cuda_pair(
+            torch,
+            lambda: gpu.block_sparse_attention(q, k, v, keep, block_size=block, causal=True),
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+            repeats,
+        )
+    return [
+        CaseResult.from_timing(
+            "block_sparse_attention fwd vs dense causal SDPA",
+            f"H={h} T={t} d_head={dh} block={block}, {kept:.0%} of causal blocks, bf16",
+            1,
+            timing,
+            f"max rel err {err:.1e} (head 0, vs fp32 masked dense)",
+            {"max_rel_err": err, "kept_block_fraction": kept},
+            "GPU",
+        )
+    ]
+
+
 def markdown(cases: list[CaseResult], device: str) -> str:
     lines = [
         f"GPU: {device}",
@@ -256,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = bench_decode(torch, gpu, 6, 24, 80, 5, 2)
         cases += bench_encode(torch, gpu, 6, 24, 80, 5, 2)
         cases += bench_gemv(torch, gpu, 20, 48, 2)
+        cases += bench_attention(torch, gpu, 2, 40, 16, 16, 2)
         print(markdown(cases, "cpu (smoke run)"))
         return 0
     if not torch.cuda.is_available():
@@ -271,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = bench_decode(torch, gpu, b, d, n, k, args.repeats)
     cases += bench_encode(torch, gpu, b, d, n, k, args.repeats)
     cases += bench_gemv(torch, gpu, d_out, d_in, args.repeats)
+    h, t_att = (4, 1024) if args.quick else (32, 8192)
+    cases += bench_attention(torch, gpu, h, t_att, 128, 64, args.repeats)
     machine = machine_info(["torch", "triton"])
     machine["gpu"] = device
     write_results(
@@ -279,8 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         script="benches/bench_gpu.py",
         mode="quick" if args.quick else "full",
         machine=machine,
-        config={"repeats": args.repeats, "B": b, "d": d, "d_sae": n, "k": k, "gemv": [d_out, d_in]},
-        datasets={"synthetic": "Gaussian inputs and weights, uniform codes; seeds 0, 1, 2"},
+        config={
+            "repeats": args.repeats,
+            "B": b,
+            "d": d,
+            "d_sae": n,
+            "k": k,
+            "gemv": [d_out, d_in],
+            "attention": {"H": h, "T": t_att, "d_head": 128, "block": 64},
+        },
+        datasets={"synthetic": "Gaussian inputs and weights, uniform codes, random block masks; seeds 0 to 3"},
         cases=cases,
         notes=[
             "CUDA-event timing, ours and anchor alternating, medians of the repeats",

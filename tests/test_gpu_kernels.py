@@ -324,3 +324,4 @@ def test_bench_gpu_exits_cleanly_without_cuda_and_its_smoke_run_works() -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("| topk_") == 4
     assert "| sparse_gemv" in res.stdout
+    assert "| block_sparse_attention" in res.stdout
