@@ -8,11 +8,13 @@ and fall back to torch reference paths on tensors that are not on a CUDA device.
 Each kernel follows one layout: a private ``@triton.jit`` kernel (``_*_kernels.py``) -> its launcher -> a
 ``torch.library.custom_op`` (``sparsecore::<name>``, with ``register_fake`` and ``register_autograd``, so it
 traces under ``torch.compile``) that dispatches on the tensors' device: CUDA -> Triton, anything else -> the
-torch reference (what CPU users get; float64 always takes it). Inputs are made contiguous (a copy when they are
-not). Index checks run on the host for CPU tensors; on CUDA the indices are trusted (a check would synchronise).
+torch reference (what CPU users get; float64 always takes it, and so do CUDA tensors when triton is not
+installed). Inputs are made contiguous (a copy when they are not). Index checks run on the host for CPU tensors;
+on CUDA the indices are trusted (a check would synchronise).
 
 Tests set ``SPARSECORE_FORCE_TRITON=1`` (and ``TRITON_INTERPRET=1`` before triton is imported) to run the
-Triton launchers on CPU tensors under Triton's interpreter; the variable is for tests only.
+Triton launchers on CPU tensors under Triton's interpreter; the variable is for tests only (without
+``TRITON_INTERPRET=1`` Triton refuses CPU tensors).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Imports torch at module level; :mod:`sparsecore.gpu` imports this module only wh
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 import torch
@@ -33,10 +35,18 @@ _FLOAT_DTYPES = (*KERNEL_DTYPES, torch.float64)
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def use_triton(*tensors: Tensor) -> bool:
-    """Whether to run the Triton launcher: every tensor is on CUDA (or tests force it) and in a kernel dtype."""
+    """Whether to run the Triton launcher: every tensor is on CUDA (or tests force it) and in a kernel dtype.
+
+    CUDA tensors take the torch reference path (which runs on CUDA too) when triton is not installed.
+    """
     forced = os.environ.get(FORCE_TRITON_ENV, "") == "1"
-    if not forced and not all(t.is_cuda for t in tensors):
+    if not forced and not (all(t.is_cuda for t in tensors) and _triton_installed()):
         return False
     return all(t.dtype in KERNEL_DTYPES for t in tensors if t.is_floating_point())
 
