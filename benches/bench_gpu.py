@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         cases=cases,
         notes=[
             "CUDA-event timing, ours and anchor alternating, medians of the repeats",
-            "topk_encode's Triton matmul runs in float32 (ieee) after upcasting: correct, not yet tensor-core fast",
+            "topk_encode's Triton matmul: bf16 tensor cores, float32 accumulator, b_dec folded into the bias",
             f"median ratio over the cases: {statistics.median(c.ratio for c in cases):.2f}",
         ],
     )

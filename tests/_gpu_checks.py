@@ -307,7 +307,14 @@ def check_compile_sm90() -> None:
         (
             _encode_kernels._topk_encode_kernel,
             dict(x_ptr=bf16, w_ptr=bf16, benc_ptr=bf16, bdec_ptr=bf16, thr_ptr=f32, idx_ptr=i64, val_ptr=bf16),
-            {"K": 64, "K_PAD": 64, "HAS_BDEC": True, "JUMP": True, "BLOCK_B": 16, "BLOCK_N": 64, "BLOCK_D": 32},
+            {"K": 64, "K_PAD": 64, "HAS_BDEC": False, "JUMP": True, "NATIVE_DOT": True}
+            | {"BLOCK_B": 16, "BLOCK_N": 64, "BLOCK_D": 32},
+        ),
+        (
+            _encode_kernels._topk_encode_kernel,
+            dict(x_ptr=f32, w_ptr=f32, benc_ptr=f32, bdec_ptr=f32, thr_ptr=f32, idx_ptr=i64, val_ptr=f32),
+            {"K": 5, "K_PAD": 8, "HAS_BDEC": True, "JUMP": False, "NATIVE_DOT": False}
+            | {"BLOCK_B": 16, "BLOCK_N": 64, "BLOCK_D": 32},
         ),
         (
             _gemv_kernels._sparse_gemv_kernel,

@@ -102,7 +102,8 @@ def topk_encode(
 
     The Triton kernel tiles over the latents and keeps a running per-row top-``k`` in registers, so the
     ``B x d_sae`` pre-activations are never written to global memory (extra memory: the ``(B, k)`` output). Its
-    matmul runs in float32 (``ieee``) after upcasting the inputs. The backward gives gradient to the selected,
+    matmul runs in float32 (``ieee``) for float32 inputs and on the tensor cores with a float32 accumulator for
+    float16/bfloat16 inputs of one dtype. The backward gives gradient to the selected,
     non-zero entries only: ReLU's derivative is 1 there; JumpReLU passes the value's gradient straight through
     (nothing flows to ``threshold``); it reuses the decoder's gather and sorted-segment kernels (no atomics).
 

@@ -1,11 +1,13 @@
 """Triton kernel and launcher of the fused SAE encoder: ``(x - b_dec) @ W_enc + b_enc``, activation, per-row top-k.
 
 One program owns ``BLOCK_B`` rows and walks over the latents in tiles of ``BLOCK_N``. For each tile it computes
-the pre-activations in registers (``tl.dot`` over ``BLOCK_D`` chunks of ``d``, float32 with ``ieee`` precision,
-inputs upcast right after ``tl.load``), applies ReLU or JumpReLU, and merges the tile into a running top-k kept
-in registers (``(BLOCK_B, K_PAD)`` values and latent ids): rounds that take each row's largest remaining tile
-entry (lowest latent id among ties) and let it replace the row's smallest kept entry when strictly larger, until
-no row has such an entry (at most ``k`` rounds; few once the kept entries are large).
+the pre-activations in registers with ``tl.dot`` over ``BLOCK_D`` chunks of ``d``: float32 inputs in ``ieee``
+precision; float16/bfloat16 inputs of one dtype natively (tensor cores, float32 accumulator; their products are
+exact in float32), with ``b_dec`` folded into the bias on the host (``b_enc - b_dec @ W_enc``) so that ``x`` is
+not rounded after centring. It applies ReLU or JumpReLU and merges the tile into a running top-k kept in
+registers (``(BLOCK_B, K_PAD)`` values and latent ids): rounds that take each row's largest remaining tile entry
+(lowest latent id among ties) and let it replace the row's smallest kept entry when strictly larger, until no row
+has such an entry (at most ``k`` rounds; few once the kept entries are large).
 Because tiles arrive in increasing latent order and replacement needs a strict ``>``, ties keep the lower latent
 id, the same rule as the reference (a stable descending sort). After the last tile the kept entries are written
 sorted by value (descending; ties by latent id). The ``B x d_sae`` pre-activations never reach global memory:
@@ -13,6 +15,8 @@ extra memory is the ``(B, k)`` output only.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -46,6 +50,7 @@ def _topk_encode_kernel(
     K_PAD: tl.constexpr,
     HAS_BDEC: tl.constexpr,
     JUMP: tl.constexpr,
+    NATIVE_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -66,15 +71,19 @@ def _topk_encode_kernel(
             dd = d0 + tl.arange(0, BLOCK_D)
             dmask = dd < D
             x = tl.load(x_ptr + rows[:, None] * D + dd[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
-            x = x.to(tl.float32)
-            if HAS_BDEC:
-                x -= tl.load(bdec_ptr + dd, mask=dmask, other=0.0).to(tl.float32)[None, :]
             w = tl.load(
                 w_ptr + dd[:, None].to(tl.int64) * stride_wd + cols[None, :] * stride_wn,
                 mask=dmask[:, None] & cmask[None, :],
                 other=0.0,
-            ).to(tl.float32)
-            acc += tl.dot(x, w, input_precision="ieee")
+            )
+            if NATIVE_DOT:
+                # fp16/bf16 products are exact in float32: the tensor cores with a float32 accumulator.
+                acc += tl.dot(x, w)
+            else:
+                x = x.to(tl.float32)
+                if HAS_BDEC:
+                    x -= tl.load(bdec_ptr + dd, mask=dmask, other=0.0).to(tl.float32)[None, :]
+                acc += tl.dot(x, w.to(tl.float32), input_precision="ieee")
         pre = acc + tl.load(benc_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
         if JUMP:
             thr = tl.load(thr_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
@@ -118,6 +127,13 @@ def topk_encode_triton(
     """Launch the fused encoder on contiguous 2-D ``x`` ``(B, d)``; returns ``(indices int64, values)`` ``(B, k)``."""
     rows, d = x.shape
     n = W_enc.shape[1]
+    # Half inputs of one dtype multiply natively (b_dec folded into the bias: b_enc - b_dec @ W_enc, in float32,
+    # so x is never rounded after centring); the interpreter gets bf16 dots wrong, so it upcasts bf16 instead.
+    native = x.dtype in (torch.float16, torch.bfloat16) and W_enc.dtype == x.dtype
+    native = native and not (x.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
+    if native and b_dec is not None:
+        b_enc = (b_enc.float() - b_dec.float() @ W_enc.float()).contiguous()
+        b_dec = None
     indices = torch.empty((rows, k), dtype=torch.int64, device=x.device)
     values = torch.empty((rows, k), dtype=x.dtype, device=x.device)
     if rows == 0 or k == 0:
@@ -140,6 +156,7 @@ def topk_encode_triton(
         K_PAD=triton.next_power_of_2(k),
         HAS_BDEC=b_dec is not None,
         JUMP=threshold is not None,
+        NATIVE_DOT=native,
         BLOCK_B=_BLOCK_B,
         BLOCK_N=_BLOCK_N,
         BLOCK_D=_BLOCK_D,
