@@ -150,6 +150,15 @@ _NEEDS = {
     "sparsecore.sae": "torch",
     "sparsecore.llm": "torch",
     "sparsecore.testing.strategies": "hypothesis",
+    "sparsecore.gpu._common": "torch",
+    "sparsecore.gpu._decode": "torch",
+    "sparsecore.gpu._encode": "torch",
+    "sparsecore.gpu._gemv": "torch",
+    "sparsecore.gpu._decode_kernels": "triton",
+    "sparsecore.gpu._encode_kernels": "triton",
+    "sparsecore.gpu._gemv_kernels": "triton",
+    "sparsecore.gpu._attention": "torch",
+    "sparsecore.gpu._attention_kernels": "triton",
 }
 
 
