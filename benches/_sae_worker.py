@@ -344,6 +344,7 @@ def main() -> int:
     ap.add_argument("--auxk-coefficient", type=float, default=1 / 32)
     ap.add_argument("--dead-tokens", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="run under torch.profiler (profile.txt; slower)")
     args = ap.parse_args()
 
     import torch
@@ -352,7 +353,20 @@ def main() -> int:
     torch.set_num_interop_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = Rows(args.acts)
-    seconds, weights, settings = TRAINERS[args.trainer](args, rows)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            seconds, weights, settings = TRAINERS[args.trainer](args, rows)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+        (args.out / "profile.txt").write_text(table + "\n")
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        settings["profile_top"] = [
+            {"op": e.key, "self_cpu_pct": round(100 * e.self_cpu_time_total / total, 1), "calls": e.count}
+            for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+        ]
+    else:
+        seconds, weights, settings = TRAINERS[args.trainer](args, rows)
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
     np.savez(
         args.out / "weights.npz",

@@ -74,7 +74,14 @@ def default_anchor_python() -> Path:
 
 
 def run_worker(
-    python: Path, trainer: str, acts: Path, out: Path, threads: int, n_tokens: int, params: dict[str, Any]
+    python: Path,
+    trainer: str,
+    acts: Path,
+    out: Path,
+    threads: int,
+    n_tokens: int,
+    params: dict[str, Any],
+    profile: bool = False,
 ) -> dict[str, Any]:
     """One training run in a fresh subprocess; returns its ``run.json`` plus the process's peak RSS."""
     env = dict(os.environ)
@@ -123,6 +130,7 @@ def run_worker(
         repr(params["auxk_coefficient"]),
         "--dead-tokens",
         str(params["dead_tokens"]),
+        *(["--profile"] if profile else []),
     ]
     out.mkdir(parents=True, exist_ok=True)
     load_before = list(os.getloadavg())
@@ -167,6 +175,18 @@ def main() -> int:
         default=None,
         help="training tokens of the MP-vs-TopK comparison (default: --tokens; MP costs ~k encoder products per step, "
         "so a smaller budget trains one more TopK of ours on the same tokens for the comparison)",
+    )
+    ap.add_argument(
+        "--mp-eval-tokens",
+        type=int,
+        default=16_384,
+        help="held-out tokens on which MP and its TopK partner are both evaluated (MP encoding is k products)",
+    )
+    ap.add_argument(
+        "--profile-steps",
+        type=int,
+        default=4,
+        help="after the timed runs, profile this many steps of each trainer on 1 thread with torch.profiler (0: skip)",
     )
     ap.add_argument("--keep-runs", type=Path, default=None, help="keep every run's folder (weights, logs) here")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "sae.json")
@@ -223,6 +243,7 @@ def main() -> int:
                 runs.append(run)
         mp: dict[str, Any] | None = None
         mp_topk: dict[str, Any] | None = None
+        mp_held = held[: max(1, min(len(held), args.mp_eval_tokens))]
         if args.mp_threads > 0 and "ours" in trainers:
             mp_tokens = n_tokens if args.mp_tokens is None else max(BATCH, (args.mp_tokens // BATCH) * BATCH)
             mp_params = dict(params)
@@ -246,16 +267,41 @@ def main() -> int:
                         recon, codes = model(x)
                         return recon, codes != 0
 
-                    run["eval"] = evaluate(held, mp_reconstruct, D_SAE)
+                    run["eval"] = evaluate(mp_held, mp_reconstruct, D_SAE)
                     mp = run
                 else:
-                    run["eval"] = evaluate(held, topk_reconstruct(dict(np.load(out / "weights.npz")), K), D_SAE)
+                    run["eval"] = evaluate(mp_held, topk_reconstruct(dict(np.load(out / "weights.npz")), K), D_SAE)
                     mp_topk = run
                 run["params"] = mp_params
                 log(
                     f"MP comparison: {trainer}: {run['tokens_per_s']:,.0f} tokens/s, FVU {run['eval']['fvu']:.4f}, "
                     f"L0 {run['eval']['l0']:.1f}, dead {fmt_pct(run['eval']['dead_fraction'])}"
                 )
+            if mp_tokens == n_tokens:  # ours' TopK runs are the partners: evaluate them on MP's rows too
+                for r in runs:
+                    if r["trainer"] == "ours":
+                        w = dict(np.load(work / f"ours-t{r['threads']}" / "weights.npz"))
+                        r["eval_mp_rows"] = evaluate(mp_held, topk_reconstruct(w, K), D_SAE)
+        profiles: dict[str, Any] = {}
+        if args.profile_steps > 0:
+            for trainer in trainers:
+                if trainer != "ours" and not anchors_ok:
+                    continue
+                python = Path(sys.executable) if trainer == "ours" else anchor_python
+                prof_tokens = args.profile_steps * BATCH
+                prof_params = {**params, "warmup_steps": 1, "decay_steps": args.profile_steps - 1}
+                run = run_worker(
+                    python, trainer, Path(meta["train_path"]), work / f"profile-{trainer}", 1, prof_tokens,
+                    prof_params, profile=True,
+                )  # fmt: skip
+                profiles[trainer] = {
+                    "steps": args.profile_steps,
+                    "threads": 1,
+                    "seconds_per_step_under_profiler": run["train_s"] / args.profile_steps,
+                    "top_ops": run["settings"].get("profile_top", []),
+                }
+                top = ", ".join(f"{o['op']} {o['self_cpu_pct']}%" for o in profiles[trainer]["top_ops"][:4])
+                log(f"profile {trainer}: {top}")
         if args.keep_runs is not None:
             shutil.copytree(work, args.keep_runs, dirs_exist_ok=True)
     finally:
@@ -276,6 +322,9 @@ def main() -> int:
         "steps": steps,
         **params,
         "threads": threads_list,
+        "mp_threads": args.mp_threads,
+        "mp_tokens": None if mp is None else mp["n_tokens"],
+        "mp_eval_tokens": len(mp_held),
         "anchor_python": str(anchor_python),
         "targets": {f"tokens_per_s ours / {ANCHOR_NAMES[a]}": v for a, v in TARGETS.items()},
         "fvu_tolerance": FVU_TOLERANCE,
@@ -326,6 +375,7 @@ def main() -> int:
     payload["runs"] = runs
     payload["mp"] = mp
     payload["mp_topk"] = mp_topk
+    payload["profiles"] = profiles
     payload["summary"] = summary
     payload["n_train_tokens"] = n_tokens
     payload["reduced_scale"] = reduced
@@ -423,11 +473,15 @@ def build_report(
             )
             summary[f"vs_{anchor}_t{threads}"] = metrics
     if mp is not None:
-        topk = mp_topk or by.get(("ours", mp["threads"])) or next((r for r in runs if r["trainer"] == "ours"), None)
+        topk = mp_topk
+        if topk is None:  # same budget as the main runs: ours' TopK, re-evaluated on MP's held-out rows in main()
+            topk = by.get(("ours", mp["threads"])) or next((r for r in runs if r["trainer"] == "ours"), None)
+            if topk is not None:
+                topk = {**topk, "eval": topk.get("eval_mp_rows", topk["eval"])}
         em = mp["eval"]
         text = (
-            f"MP-SAE vs TopK (both ours, k = 32, the same {mp['n_tokens']:,} training tokens and settings): "
-            "held-out FVU MP "
+            f"MP-SAE vs TopK (both ours, k = 32, the same {mp['n_tokens']:,} training tokens and settings, "
+            f"evaluated on the first {em['n_tokens']:,} held-out tokens): held-out FVU MP "
             f"{em['fvu']:.4f} at L0 {em['l0']:.1f}"
         )
         if topk is not None:
