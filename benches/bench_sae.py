@@ -361,6 +361,14 @@ def main() -> int:
     ]
     if mp is not None and summary.get("mp_vs_topk"):
         notes.append(summary["mp_vs_topk"]["text"])
+    for trainer, prof in profiles.items():
+        ops = ", ".join(
+            f"{o['op']} {o['self_cpu_pct']}% ({o['calls'] / prof['steps']:g}/step)" for o in prof["top_ops"][:5]
+        )
+        notes.append(
+            f"Profile of {ANCHOR_NAMES.get(trainer, 'ours')} (torch.profiler, {prof['steps']} steps on 1 thread, "
+            f"self CPU time; calls include set-up): {ops}."
+        )
     payload = write_results(
         args.out,
         benchmark="SAE training (issue 25): ours vs SAELens and sparsify, TopK k=32, d_sae 4608",
