@@ -197,3 +197,25 @@ def test_arguments_are_checked(model: Any, tok: Any) -> None:
         ActivationSource(model, tok, ["a"], HOOK, dtype=torch.int32)
     with pytest.raises(DTypeError, match="single str"):
         ActivationSource(model, tok, "a text", HOOK)
+
+
+def test_the_first_position_is_dropped_also_when_the_tokenizer_adds_no_bos(model: Any) -> None:
+    """SmolLM2's tokenizer adds no BOS: its first token is the model's attention sink and is left out too."""
+    from _tiny_lm import VOCAB
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    no_bos = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>")  # type: ignore[no-untyped-call]
+    docs = texts(5, seed=2)
+    windows = [no_bos(t)["input_ids"] for t in docs]
+    assert all(w[0] != 1 for w in windows)  # no "<s>" in front
+    src = ActivationSource(model, no_bos, docs, HOOK, context_size=64, batch_size=8, shuffle_buffer=0,
+                           drop_last=False)  # fmt: skip
+    got = torch.cat(list(src))
+    assert src.n_tokens == got.shape[0] == sum(len(w) - 1 for w in windows)
+    assert torch.allclose(got, _direct(model, no_bos, windows), atol=1e-5)
+    kept = ActivationSource(model, no_bos, docs, HOOK, context_size=64, batch_size=8, shuffle_buffer=0,
+                            drop_last=False, drop_bos=False)  # fmt: skip
+    assert kept.n_tokens == sum(len(w) for w in windows)

@@ -136,9 +136,8 @@ def pad_windows(windows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tens
 def _keep_mask(windows: Sequence[list[int]], mask: Tensor, bos: int | None, drop_bos: bool) -> Tensor:
     """Boolean mask of the positions whose activations are kept: real tokens, without a leading BOS if asked."""
     keep = mask != 0
-    if drop_bos and bos is not None:
-        first_is_bos = torch.tensor([len(w) > 0 and w[0] == bos for w in windows])
-        keep[:, 0] &= ~first_is_bos
+    if drop_bos:  # BOS, or the first token where the tokenizer adds none: the model's attention sink
+        keep[:, 0] = False
     return keep
 
 
@@ -239,7 +238,9 @@ class ActivationSource:
     cache_dir
         Folder of the activation cache (see the module docs); None for no cache.
     drop_bos
-        Drop each window's leading BOS position (its activation is an outlier that SAEs should not fit).
+        Drop each window's first position: the BOS token, or, where the tokenizer adds none (SmolLM2's), the first
+        token, which the model treats the same way (an attention sink whose activation norm is ~100x the median;
+        left in, such rows hold most of the variance and an SAE fits little else).
     dtype
         Dtype of the yielded batches (and of the cache): float32, float64, float16 or bfloat16.
     device
@@ -385,9 +386,8 @@ class ActivationSource:
     def n_tokens(self) -> int:
         """Activation rows in one pass (tokenises the texts on first use; never runs the model)."""
         if self._n_tokens is None:
-            bos = getattr(self.tokenizer, "bos_token_id", None)
-            drop = self.drop_bos and bos is not None
-            self._n_tokens = sum(len(w) - (1 if drop and w[0] == bos else 0) for _, w in self._get_windows())
+            drop = 1 if self.drop_bos else 0
+            self._n_tokens = sum(len(w) - drop for _, w in self._get_windows())
         return self._n_tokens
 
     @property
@@ -458,6 +458,7 @@ class ActivationSource:
             "hook": self.hook,
             "context_size": self.context_size,
             "drop_bos": self.drop_bos,
+            "first_position_rule": 2,  # 2: the first position of every window is dropped, BOS or not
             "bos": getattr(self.tokenizer, "bos_token_id", None),
             "dtype": str(self.dtype),
             "model": model_fingerprint(self.model),

@@ -63,7 +63,8 @@ def embed(
     batch_size
         Windows per forward pass.
     drop_bos
-        Leave the BOS position out of the pooling (its latents would be the same for every text).
+        Leave each window's first position (BOS, or the first token where the tokenizer adds none) out of the
+        pooling: the model treats it as an attention sink, so its latents say little about the text.
 
     Returns
     -------
@@ -85,7 +86,6 @@ def embed(
     skip_bos = check_bool(drop_bos, "drop_bos")
     d_sae = int(sae.d_sae)  # type: ignore[arg-type]
     windows = tokenize_windows(tokenizer, docs, size)
-    bos = getattr(tokenizer, "bos_token_id", None)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else 0
     device = next(model.parameters()).device
@@ -115,8 +115,8 @@ def embed(
         group = windows[start : start + per_pass]
         ids, attn = pad_windows([w for _, w in group], pad_id)
         mask = attn != 0
-        if skip_bos and bos is not None:
-            mask[:, 0] &= ids[:, 0] != bos
+        if skip_bos:  # BOS, or the first token where the tokenizer adds none (an attention sink)
+            mask[:, 0] = False
         with torch.no_grad(), capture(model, hook) as cap:
             cap(input_ids=ids.to(device), attention_mask=attn.to(device))
             hidden = cap[hook]

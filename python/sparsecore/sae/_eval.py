@@ -189,7 +189,6 @@ def _downstream(
         raise InvalidArgumentError("texts: no text has two tokens, so no next-token loss can be measured")
     device = next(model.parameters()).device
     sae_device, sae_dtype = _param_of(sae)
-    bos = getattr(tokenizer, "bos_token_id", None)
     pad = getattr(tokenizer, "pad_token_id", None)
     pad_id = int(pad) if pad is not None else 0
     sums = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
@@ -198,8 +197,8 @@ def _downstream(
         group = windows[start : start + batch_size]
         ids, mask = pad_windows(group, pad_id)
         keep = mask != 0
-        if drop_bos and bos is not None:
-            keep[:, 0] &= ids[:, 0] != bos
+        if drop_bos:  # as the source: BOS, or the first token where the tokenizer adds none
+            keep[:, 0] = False
         ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
         scored = _scored_positions(mask)
         targets = ids[:, 1:][scored]
