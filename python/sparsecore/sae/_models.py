@@ -22,6 +22,7 @@ References
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 from typing import Any, ClassVar
@@ -80,7 +81,7 @@ def _init_generator(seed: object, generator: torch.Generator | None) -> torch.Ge
     return g
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(nn.Module, abc.ABC):
     """Base class of the sparse autoencoders (see the module docstring for the computation).
 
     Attributes
@@ -190,9 +191,9 @@ class SparseAutoencoder(nn.Module):
         """Pre-activations of centred, scaled inputs (float32)."""
         return xc @ self.W_enc.float() + self.b_enc.float()
 
+    @abc.abstractmethod
     def _activate(self, pre: Tensor) -> Tensor:
         """Codes (float32) from pre-activations (float32); the architecture's non-linearity."""
-        raise NotImplementedError
 
     def _codes(self, xc: Tensor) -> tuple[Tensor, Tensor]:
         """``(codes, pre)`` of centred, scaled inputs, float32."""
