@@ -37,6 +37,10 @@ __all__ = [
     "recycle_kept_bytes",
     "recycle_release",
     "row_dot",
+    "sae_gather_dot",
+    "sae_gather_sum",
+    "sae_scatter_outer",
+    "sae_topk_rows",
     "scores_dense",
     "scores_top_k",
     "sdr_add_noise",
@@ -115,6 +119,22 @@ def pursuit_threshold(
     *,
     num_threads: int | None = None,
 ) -> Any: ...
+def sae_gather_sum(
+    indices: NDArray[np.int64], values: NDArray[np.float32], table: NDArray[np.float32], num_threads: int | None = None
+) -> NDArray[np.float32]: ...
+def sae_gather_dot(
+    indices: NDArray[np.int64], g: NDArray[np.float32], table: NDArray[np.float32], num_threads: int | None = None
+) -> NDArray[np.float32]: ...
+def sae_scatter_outer(
+    indices: NDArray[np.int64],
+    coef: NDArray[np.float32],
+    src: NDArray[np.float32],
+    n_out: int,
+    num_threads: int | None = None,
+) -> NDArray[np.float32]: ...
+def sae_topk_rows(
+    pre: NDArray[np.float32], k: int, num_threads: int | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def container_write(
     path: str, kind: str, kind_version: int, meta: str, sections: list[tuple[str, int, list[int], bytes]]
 ) -> None: ...

@@ -26,6 +26,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from sparsecore import _core
 from sparsecore._container import read_container, write_container
 from sparsecore._progress import want_progress
 from sparsecore._validate import check_bool, check_choice, check_float, check_seed, optional_positive_int, positive_int
@@ -251,6 +252,7 @@ def train(
     progress: bool | None = None,
     log_every: int = 100,
     seed: int = 0,
+    _sparse: bool | None = None,
 ) -> list[dict[str, float]]:
     """Train ``sae`` in place on ``n_tokens`` activations drawn from ``source``.
 
@@ -261,6 +263,12 @@ def train(
     ``auxk_k`` largest pre-activations of the *dead* latents (those that have not fired for
     ``dead_tokens_threshold`` tokens), and its FVU is added, so dead latents get gradient toward what the live
     ones miss.
+
+    A float32 :class:`TopKSAE` on the CPU trains with a sparse step: the encoder's product is the one dense
+    operation, and the decoder and every gradient after it touch only the ``k`` selected latents per token (the
+    Rust core's gather / scatter kernels, deterministic and thread-count independent); the gradients are
+    autograd's through the dense codes up to float rounding. Other models and devices use autograd. Adam is
+    torch's fused kernel on CPU and CUDA.
 
     Before the first step (not on resume), ``act_scale`` is set so that the first batch's mean norm becomes
     ``sqrt(d_in)`` (``scale_activations``), and ``b_dec`` to that batch's geometric median (Weiszfeld), mean, or
@@ -343,6 +351,8 @@ def train(
     seed = check_seed(seed)
     if resume and checkpoint_dir is None:
         raise InvalidArgumentError("checkpoint_dir: must be a folder when resume=True, got None")
+    if _sparse and not _sparse_topk_supported(sae):
+        raise InvalidArgumentError("_sparse: the sparse step needs a float32 TopKSAE on the CPU")
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
 
     was_training = sae.training
@@ -353,7 +363,7 @@ def train(
             return _run(
                 sae, source, n_tokens, batch_size, steps, peak, warmup, decay, k_aux, auxk_coefficient,
                 dead_tokens_threshold, scale_activations, init_b_dec, ckpt, checkpoint_every, resume,
-                want_progress(progress, steps), log_every,
+                want_progress(progress, steps), log_every, _sparse,
             )  # fmt: skip
         finally:
             sae.train(was_training)
@@ -384,9 +394,11 @@ def _run(
     resume: bool,
     show: bool,
     log_every: int,
+    sparse: bool | None,
 ) -> list[dict[str, float]]:
     device = sae.device
-    opt = torch.optim.Adam(sae.parameters(), lr=peak, eps=_ADAM_EPS)
+    # the fused kernel (one pass over each parameter) exists for CPU and CUDA tensors
+    opt = torch.optim.Adam(sae.parameters(), lr=peak, eps=_ADAM_EPS, fused=device.type in ("cpu", "cuda"))
     since_fired = torch.zeros(sae.d_sae, dtype=torch.int64, device=device)
     step, tokens = 0, 0
     history: list[dict[str, float]] = []
@@ -395,6 +407,7 @@ def _run(
         step, tokens = int(meta.get("step", 0)), int(meta.get("tokens", 0))
         history = list(meta.get("history", []))
     uses_auxk = isinstance(sae, (TopKSAE, BatchTopKSAE)) and auxk_coefficient > 0
+    sparse_step = _sparse_topk_supported(sae) if sparse is None else sparse
     window: list[tuple[float, float, float]] = []
 
     def save() -> None:
@@ -414,37 +427,19 @@ def _run(
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            xs = x * sae.act_scale
-            codes, pre = sae._codes(xs - sae.b_dec.float())
-            recon = sae._decode_scaled(codes)
-            total_var = (xs - xs.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
-            fvu = (recon - xs).pow(2).sum() / total_var
-            loss = fvu + sae.sparsity_loss(codes, pre)
             dead = since_fired >= dead_tokens_threshold
-            n_dead = int(dead.sum())
-            if uses_auxk and n_dead > 0:
-                values, indices = pre.masked_fill(~dead, -math.inf).topk(min(k_aux, n_dead), dim=-1)
-                aux_codes = torch.zeros_like(pre).scatter(-1, indices, values.relu())
-                residual = (xs - recon).detach()
-                aux_recon = aux_codes @ sae.W_dec.float()
-                aux = (aux_recon - residual).pow(2).sum() / (residual - residual.mean(dim=0)).pow(2).sum().clamp_min(
-                    1e-12
-                )
-                loss = loss + auxk_coefficient * aux
+            k_dead = min(k_aux, int(dead.sum())) if uses_auxk else 0
             opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
+            step_fn = _sparse_topk_step if sparse_step else _dense_step
+            loss, fvu, fired, l0 = step_fn(sae, x * sae.act_scale, dead, k_dead, auxk_coefficient)
             sae.remove_gradient_parallel_to_decoder_directions_()
             opt.step()
             sae.set_decoder_norm_to_unit_norm_()
-
-            with torch.no_grad():
-                fired = (codes != 0).any(dim=0)
-                since_fired += x.shape[0]
-                since_fired[fired] = 0
-                l0 = float((codes != 0).sum(dim=-1).float().mean())
+            since_fired += x.shape[0]
+            since_fired[fired] = 0
             step += 1
             tokens += x.shape[0]
-            window.append((float(loss.detach()), float(fvu.detach()), l0))
+            window.append((loss, fvu, l0))
             row = None
             if step % log_every == 0 or step >= steps or tokens >= n_tokens:
                 row = {
@@ -484,6 +479,113 @@ def _run(
     finally:
         bar.close()
     return history
+
+
+def _dense_step(
+    sae: SparseAutoencoder, xs: Tensor, dead: Tensor, k_dead: int, auxk_coefficient: float
+) -> tuple[float, float, Tensor, float]:
+    """One step's loss and gradients by autograd through the dense ``(B, d_sae)`` codes (any architecture).
+
+    Returns ``(loss, fvu, fired, l0)``: the loss and FVU values, the latents that fired in the batch and the mean
+    number of active latents per token.
+    """
+    codes, pre = sae._codes(xs - sae.b_dec.float())
+    recon = sae._decode_scaled(codes)
+    fvu = (recon - xs).pow(2).sum() / _total_variance(xs)
+    loss = fvu + sae.sparsity_loss(codes, pre)
+    if k_dead > 0:
+        values, indices = pre.masked_fill(~dead, -math.inf).topk(k_dead, dim=-1)
+        aux_codes = torch.zeros_like(pre).scatter(-1, indices, values.relu())
+        residual = (xs - recon).detach()
+        aux_recon = aux_codes @ sae.W_dec.float()
+        aux = (aux_recon - residual).pow(2).sum() / _total_variance(residual)
+        loss = loss + auxk_coefficient * aux
+    torch.autograd.backward(loss)
+    with torch.no_grad():
+        active = codes != 0
+        fired = active.any(dim=0)
+        l0 = float(active.sum(dim=-1).float().mean())
+    return float(loss.detach()), float(fvu.detach()), fired, l0
+
+
+def _total_variance(x: Tensor) -> Tensor:
+    """Sum of squared deviations of the rows of ``x`` from their mean (at least 1e-12)."""
+    return (x - x.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+
+
+def _sparse_topk_supported(sae: SparseAutoencoder) -> bool:
+    """Whether :func:`_sparse_topk_step` computes ``sae``'s gradients: a float32 TopK SAE on the CPU."""
+    return (
+        isinstance(sae, TopKSAE)
+        and type(sae)._codes is TopKSAE._codes
+        and type(sae)._activate is TopKSAE._activate
+        and type(sae).sparsity_loss is SparseAutoencoder.sparsity_loss
+        and sae.device.type == "cpu"
+        and sae.dtype == torch.float32
+    )
+
+
+def _np(t: Tensor) -> NDArray[Any]:
+    return t.detach().contiguous().numpy()
+
+
+@torch.no_grad()
+def _sparse_topk_step(
+    sae: SparseAutoencoder, xs: Tensor, dead: Tensor, k_dead: int, auxk_coefficient: float
+) -> tuple[float, float, Tensor, float]:
+    """:func:`_dense_step` for a float32 TopK SAE on the CPU, touching only the active latents after the encoder.
+
+    The encoder's product ``xc @ W_enc`` is the one dense operation; the decoder, the gradients of the code
+    values and of ``W_dec``, ``W_enc``, ``b_enc`` and ``b_dec`` are sums over the ``k`` (plus the AuxK
+    ``k_dead``) selected latents per token, computed by the Rust core's gather / scatter kernels (deterministic,
+    GIL released). The gradients equal autograd's through the dense codes up to float rounding
+    (``tests/test_sae.py`` compares them).
+    """
+    threads = torch.get_num_threads()
+    d_sae = sae.d_sae
+    w_dec = _np(sae.W_dec)
+    xc = xs - sae.b_dec.detach()
+    pre = torch.addmm(sae.b_enc.detach(), xc, sae.W_enc.detach())
+    assert sae.k is not None  # a TopK SAE
+    idx_np, act_np = _core.sae_topk_rows(pre.numpy(), sae.k, num_threads=threads)  # ReLU, then top k
+    idx, act = torch.from_numpy(idx_np), torch.from_numpy(act_np)
+    recon = torch.from_numpy(_core.sae_gather_sum(idx_np, act_np, w_dec, num_threads=threads)) + sae.b_dec.detach()
+    err = recon - xs
+    inv_var = 1.0 / float(_total_variance(xs))
+    fvu = float(err.pow(2).sum()) * inv_var
+    loss = fvu
+    grad_out = err * (2.0 * inv_var)  # d fvu / d recon
+    grad_dec = torch.from_numpy(_core.sae_scatter_outer(idx_np, act_np, _np(grad_out), d_sae, num_threads=threads))
+    grad_top = torch.from_numpy(_core.sae_gather_dot(idx_np, _np(grad_out), w_dec, num_threads=threads))
+    positive = act > 0
+    grad_top.mul_(positive)
+    enc_idx, enc_grad = idx, grad_top
+    if k_dead > 0:
+        aux_top, aux_idx = pre.masked_fill_(~dead, -math.inf).topk(k_dead, dim=-1)
+        aux_act = aux_top.relu()
+        aux_np = _np(aux_idx)
+        residual = err.neg_()  # xs - recon
+        aux_err = torch.from_numpy(_core.sae_gather_sum(aux_np, _np(aux_act), w_dec, num_threads=threads)) - residual
+        aux_inv_var = 1.0 / float(_total_variance(residual))
+        loss += auxk_coefficient * float(aux_err.pow(2).sum()) * aux_inv_var
+        grad_aux_out = aux_err.mul_(2.0 * auxk_coefficient * aux_inv_var)
+        grad_dec += torch.from_numpy(
+            _core.sae_scatter_outer(aux_np, _np(aux_act), _np(grad_aux_out), d_sae, num_threads=threads)
+        )
+        grad_aux = torch.from_numpy(_core.sae_gather_dot(aux_np, _np(grad_aux_out), w_dec, num_threads=threads))
+        grad_aux.mul_(aux_top > 0)
+        enc_idx, enc_grad = torch.cat([idx, aux_idx], dim=1), torch.cat([grad_top, grad_aux], dim=1)
+    enc_np, enc_grad_np = _np(enc_idx), _np(enc_grad)
+    grad_enc_t = _core.sae_scatter_outer(enc_np, enc_grad_np, _np(xc), d_sae, num_threads=threads)
+    w_enc_t = _np(sae.W_enc.t())
+    grad_xc = torch.from_numpy(_core.sae_gather_sum(enc_np, enc_grad_np, w_enc_t, num_threads=threads))
+    sae.W_dec.grad = grad_dec
+    sae.W_enc.grad = torch.from_numpy(grad_enc_t).t().contiguous()
+    sae.b_enc.grad = torch.zeros(d_sae).index_add_(0, enc_idx.reshape(-1), enc_grad.reshape(-1))
+    sae.b_dec.grad = grad_out.sum(dim=0) - grad_xc.sum(dim=0)
+    fired = torch.zeros(d_sae, dtype=torch.bool)
+    fired[idx[positive]] = True
+    return loss, fvu, fired, float(positive.sum(dim=-1).float().mean())
 
 
 @torch.no_grad()

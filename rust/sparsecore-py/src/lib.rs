@@ -46,7 +46,7 @@ mod _core {
     use crate::recycled::{recycle_kept_bytes, recycle_release, DenseBuffer};
 
     #[pymodule_export]
-    use crate::sae::SaeEncoderCore;
+    use crate::sae::{sae_gather_dot, sae_gather_sum, sae_scatter_outer, sae_topk_rows, SaeEncoderCore};
 
     #[pymodule_export]
     use crate::sdr::{

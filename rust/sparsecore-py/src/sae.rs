@@ -1,9 +1,11 @@
 //! Binding of `sparsecore_core::sae`: `SaeEncoderCore`, the weights of a TopK / JumpReLU SAE copied once into
-//! Rust-owned buffers, with a fused encoder (GIL released, explicit `num_threads`) and a sparse decoder.
+//! Rust-owned buffers, with a fused encoder (GIL released, explicit `num_threads`) and a sparse decoder; and the
+//! sparse kernels of a TopK training step (`sae_topk_rows`, `sae_gather_sum`, `sae_gather_dot`,
+//! `sae_scatter_outer`).
 
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use sparsecore_core::sae::{SaeWeights, Tiles, TILE_COLS, TILE_ROWS};
+use sparsecore_core::sae::{train, SaeWeights, Tiles, TILE_COLS, TILE_ROWS};
 
 use crate::convert::{contiguous, csr_out, matrix, CsrArrays};
 use crate::detach::run;
@@ -153,4 +155,102 @@ impl SaeEncoderCore {
     fn nbytes(&self) -> usize {
         self.inner.nbytes()
     }
+}
+
+/// `(rows, cols)` of a 2-D array, for the training kernels' shape arguments.
+fn dims<T: numpy::Element>(a: &PyReadonlyArray2<'_, T>) -> (usize, usize) {
+    (a.shape()[0], a.shape()[1])
+}
+
+/// out[r] = sum_j values[r, j] * table[indices[r, j]]: indices int64 (n, k), values float32 (n, k), table
+/// float32 (n_table, d) → float32 (n, d). Summed in increasing j; GIL released.
+#[pyfunction]
+#[pyo3(signature = (indices, values, table, num_threads=None))]
+pub fn sae_gather_sum<'py>(
+    py: Python<'py>,
+    indices: PyReadonlyArray2<'py, i64>,
+    values: PyReadonlyArray2<'py, f32>,
+    table: PyReadonlyArray2<'py, f32>,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (n, k) = dims(&indices);
+    let (n_table, d) = dims(&table);
+    if values.shape() != [n, k] {
+        return Err(to_py(sparsecore_core::SparseError::ShapeMismatch(format!(
+            "values: expected shape ({n}, {k}) like indices, got {:?}",
+            values.shape()
+        ))));
+    }
+    let (i, v, t) = (contiguous(&indices, "indices")?, contiguous(&values, "values")?, contiguous(&table, "table")?);
+    let out = run(py, num_threads, || train::gather_sum(i, v, k, t, n_table, d))?;
+    matrix(py, n, d, out)
+}
+
+/// out[r, j] = g[r] . table[indices[r, j]]: indices int64 (n, k), g float32 (n, d), table float32 (n_table, d)
+/// → float32 (n, k). GIL released.
+#[pyfunction]
+#[pyo3(signature = (indices, g, table, num_threads=None))]
+pub fn sae_gather_dot<'py>(
+    py: Python<'py>,
+    indices: PyReadonlyArray2<'py, i64>,
+    g: PyReadonlyArray2<'py, f32>,
+    table: PyReadonlyArray2<'py, f32>,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (n, k) = dims(&indices);
+    let (n_table, d) = dims(&table);
+    if g.shape() != [n, d] {
+        return Err(to_py(sparsecore_core::SparseError::ShapeMismatch(format!(
+            "g: expected shape ({n}, {d}) (rows of indices, width of table), got {:?}",
+            g.shape()
+        ))));
+    }
+    let (i, gs, t) = (contiguous(&indices, "indices")?, contiguous(&g, "g")?, contiguous(&table, "table")?);
+    let out = run(py, num_threads, || train::gather_dot(i, k, gs, t, n_table, d))?;
+    matrix(py, n, k, out)
+}
+
+/// out[l] = sum over (r, j) with indices[r, j] = l of coef[r, j] * src[r]: indices int64 (n, k), coef float32
+/// (n, k), src float32 (n, d) → float32 (n_out, d), summed in increasing (r, j) without atomics. GIL released.
+#[pyfunction]
+#[pyo3(signature = (indices, coef, src, n_out, num_threads=None))]
+pub fn sae_scatter_outer<'py>(
+    py: Python<'py>,
+    indices: PyReadonlyArray2<'py, i64>,
+    coef: PyReadonlyArray2<'py, f32>,
+    src: PyReadonlyArray2<'py, f32>,
+    n_out: usize,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (n, k) = dims(&indices);
+    let d = src.shape()[1];
+    if coef.shape() != [n, k] || src.shape()[0] != n {
+        return Err(to_py(sparsecore_core::SparseError::ShapeMismatch(format!(
+            "coef, src: expected shapes ({n}, {k}) and ({n}, d) to match indices, got {:?} and {:?}",
+            coef.shape(),
+            src.shape()
+        ))));
+    }
+    let (i, c, s) = (contiguous(&indices, "indices")?, contiguous(&coef, "coef")?, contiguous(&src, "src")?);
+    let out = run(py, num_threads, || train::scatter_outer(i, c, k, s, d, n_out))?;
+    matrix(py, n_out, d, out)
+}
+
+/// `(indices int64, values float32)` of a per-row selection, on their way to Python.
+type Selection<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
+/// The k largest positive entries of each row of pre (float32 (n, d)): (indices int64 (n, k), values float32
+/// (n, k)), by increasing index in a row, ties to the lower index, rows with fewer positives padded with (0, 0).
+#[pyfunction]
+#[pyo3(signature = (pre, k, num_threads=None))]
+pub fn sae_topk_rows<'py>(
+    py: Python<'py>,
+    pre: PyReadonlyArray2<'py, f32>,
+    k: usize,
+    num_threads: Option<usize>,
+) -> PyResult<Selection<'py>> {
+    let (n, d) = dims(&pre);
+    let p = contiguous(&pre, "pre")?;
+    let (i, v) = run(py, num_threads, || train::topk_rows(p, d, k))?;
+    Ok((matrix(py, n, k, i)?, matrix(py, n, k, v)?))
 }

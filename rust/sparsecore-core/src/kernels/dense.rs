@@ -36,6 +36,80 @@ pub fn axpy_neg_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// `y += a * x` (element-wise over the shorter length; one fused multiply-add per element where the CPU has FMA).
+#[inline]
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            unsafe { axpy_f32_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_f32_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = a.mul_add(xi, *yi);
+    }
+}
+
+/// Lanes of [`dot_f32`]'s partial sums (two AVX2 registers).
+const DOT_LANES: usize = 16;
+
+macro_rules! dot_f32_body {
+    ($a:expr, $b:expr, $fma:expr) => {{
+        let n = $a.len().min($b.len());
+        let (a, b) = (&$a[..n], &$b[..n]);
+        let mut acc = [0f32; DOT_LANES];
+        let (ac, bc) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for l in 0..DOT_LANES {
+                acc[l] = if $fma { x[l].mul_add(y[l], acc[l]) } else { acc[l] + x[l] * y[l] };
+            }
+        }
+        for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+            acc[l] = if $fma { x.mul_add(*y, acc[l]) } else { acc[l] + x * y };
+        }
+        // pairwise reduction of the lanes, in a fixed order
+        let mut w = DOT_LANES;
+        while w > 1 {
+            w /= 2;
+            for l in 0..w {
+                acc[l] += acc[l + w];
+            }
+        }
+        acc[0]
+    }};
+}
+
+/// `Σ a_i b_i` over the shorter length, in 16 interleaved partial sums reduced pairwise (a fixed order, so the
+/// result does not depend on the caller; it differs from a sequential sum by rounding).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA, the only features the function enables.
+            return unsafe { dot_f32_fma(a, b) };
+        }
+    }
+    dot_f32_body!(a, b, false)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_fma(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_body!(a, b, true)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn axpy_neg_f64_fma(y: &mut [f64], a: f64, x: &[f64]) {

@@ -5,7 +5,7 @@
 //! ([`gather_dot_u16`]) has an AVX-512 path written with intrinsics, so that the gathers and the lane order (which
 //! the truncated and the exact scores must share) are spelled out rather than left to the auto-vectorizer.
 //!
-//! - [`dense`]: `y -= a·x` and its fused variants, largest magnitudes, sums of scaled u8 code rows;
+//! - [`dense`]: `y ∓= a·x` and its fused variants, dot products, largest magnitudes, sums of scaled u8 code rows;
 //! - [`gather`]: the index's document scores, query entries gathered at term ids;
 //! - [`prefetch`]: cache hints.
 //!
@@ -21,7 +21,8 @@ pub mod gather;
 pub mod prefetch;
 
 pub use dense::{
-    add_scaled_codes, axpy4_neg_f64, axpy_neg_f32, axpy_neg_f64, max_key_f32, max_key_f64, omp_step_f32, omp_step_f64,
+    add_scaled_codes, axpy4_neg_f64, axpy_f32, axpy_neg_f32, axpy_neg_f64, dot_f32, max_key_f32, max_key_f64,
+    omp_step_f32, omp_step_f64,
 };
 pub use gather::{gather_dot, gather_dot_u16, U16_IDS};
 pub use prefetch::{prefetch, prefetch_range};

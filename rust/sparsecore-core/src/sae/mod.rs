@@ -17,6 +17,7 @@
 //! Decoding is the sparse × dense product `(codes · W_dec + b_dec) / s`, gathering rows of `W_dec`.
 
 mod select;
+pub mod train;
 
 use std::sync::{Mutex, PoisonError};
 

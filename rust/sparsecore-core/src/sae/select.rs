@@ -41,27 +41,49 @@ impl TopKRow {
         }
     }
 
+    /// Start the row with every value below `floor` ruled out (it must be a lower bound of the row's k-th
+    /// largest value, else the result is wrong): values `>= floor` (and > 0) still enter.
+    pub(super) fn seed(&mut self, floor: f32) {
+        if floor > 0.0 {
+            self.thr = floor.next_down();
+        }
+    }
+
     /// Offer the pre-activations `acc[j] + bias[j]` of latents `first + j`.
     #[inline]
     pub(super) fn absorb(&mut self, k: usize, first: u32, acc: &[f32], bias: &[f32]) {
-        let cap = 2 * k;
+        let n = acc.len().min(bias.len());
+        let (acc, bias) = (&acc[..n], &bias[..n]);
+        let (ac, bc) = (acc.chunks_exact(SCAN_LANES), bias.chunks_exact(SCAN_LANES));
+        let (ar, br) = (ac.remainder(), bc.remainder());
         let mut base = first;
-        for (a, b) in acc.chunks(SCAN_LANES).zip(bias.chunks(SCAN_LANES)) {
+        for (a, b) in ac.zip(bc) {
+            // Fixed-length chunks and a branch-free or over them (vectorised), not `any` (which stops early and
+            // stays scalar).
             let thr = self.thr;
-            // A branch-free or over the chunk (vectorised), not `any` (which stops early and stays scalar).
-            let hit = a.iter().zip(b).fold(0u32, |h, (&p, &q)| h | u32::from(p + q > thr));
+            let mut hit = 0u32;
+            for l in 0..SCAN_LANES {
+                hit |= u32::from(a[l] + b[l] > thr);
+            }
             if hit != 0 {
-                for (j, (&p, &q)) in a.iter().zip(b).enumerate() {
-                    let v = p + q;
-                    if v > self.thr {
-                        self.cand.push((v, base + j as u32));
-                        if self.cand.len() >= cap {
-                            self.prune(k);
-                        }
-                    }
+                self.offer(k, base, a, b);
+            }
+            base += SCAN_LANES as u32;
+        }
+        self.offer(k, base, ar, br);
+    }
+
+    /// Push the values of `a + b` above the threshold (latents `base + j`), pruning when the buffer is full.
+    #[inline]
+    fn offer(&mut self, k: usize, base: u32, a: &[f32], b: &[f32]) {
+        for (j, (&p, &q)) in a.iter().zip(b).enumerate() {
+            let v = p + q;
+            if v > self.thr {
+                self.cand.push((v, base + j as u32));
+                if self.cand.len() >= 2 * k {
+                    self.prune(k);
                 }
             }
-            base += a.len() as u32;
         }
     }
 
