@@ -135,6 +135,7 @@ def _capture_rows(
             batch_size=8192,
             text_batch_size=16,
             shuffle_buffer=0,
+            drop_bos=False,  # window_starts() drops the first positions itself, and counts them
             cache_dir=CACHE_DIR,
             drop_last=False,
             progress=False,

@@ -192,13 +192,8 @@ class SparseAutoencoder(nn.Module, abc.ABC):
         return xc @ self.W_enc.float() + self.b_enc.float()
 
     @abc.abstractmethod
-    def _activate(self, pre: Tensor) -> Tensor:
-        """Codes (float32) from pre-activations (float32); the architecture's non-linearity."""
-
     def _codes(self, xc: Tensor) -> tuple[Tensor, Tensor]:
-        """``(codes, pre)`` of centred, scaled inputs, float32."""
-        pre = self._pre(xc)
-        return self._activate(pre), pre
+        """``(codes, pre)`` of centred, scaled inputs, float32: the architecture's encoding."""
 
     def _decode_scaled(self, codes: Tensor) -> Tensor:
         """Reconstruction in the scaled units (before dividing by ``act_scale``), float32."""
@@ -412,7 +407,19 @@ class SparseAutoencoder(nn.Module, abc.ABC):
         }
 
 
-class TopKSAE(SparseAutoencoder):
+class _PreActivationSAE(SparseAutoencoder):
+    """An SAE whose codes are a non-linearity of the pre-activations ``xc @ W_enc + b_enc`` (all but MP)."""
+
+    @abc.abstractmethod
+    def _activate(self, pre: Tensor) -> Tensor:
+        """Codes (float32) from pre-activations (float32); the architecture's non-linearity."""
+
+    def _codes(self, xc: Tensor) -> tuple[Tensor, Tensor]:
+        pre = self._pre(xc)
+        return self._activate(pre), pre
+
+
+class TopKSAE(_PreActivationSAE):
     """TopK sparse autoencoder (Gao et al. 2024): keep the ``k`` largest pre-activations, then ReLU.
 
     Parameters
@@ -474,7 +481,7 @@ class TopKSAE(SparseAutoencoder):
         return indices, values.relu().to(x.dtype)
 
 
-class BatchTopKSAE(SparseAutoencoder):
+class BatchTopKSAE(_PreActivationSAE):
     """BatchTopK sparse autoencoder (Bussmann et al. 2024).
 
     In training mode the ``k * n_tokens`` largest (positive) pre-activations of the whole batch are kept, over
@@ -597,7 +604,7 @@ class _StepFn(torch.autograd.Function):
         return torch.zeros_like(pre), grad_thr, None
 
 
-class JumpReLUSAE(SparseAutoencoder):
+class JumpReLUSAE(_PreActivationSAE):
     """JumpReLU sparse autoencoder (Rajamanoharan et al. 2024): ``z = pre * H(pre - θ)``, one ``θ`` per latent.
 
     The thresholds are learned as ``log_threshold`` (a float32 parameter whatever the model dtype, so ``θ > 0``).
@@ -675,7 +682,7 @@ class JumpReLUSAE(SparseAutoencoder):
         return {"bandwidth": self.bandwidth, "l0_coefficient": self.l0_coefficient}
 
 
-class ReLUSAE(SparseAutoencoder):
+class ReLUSAE(_PreActivationSAE):
     """ReLU sparse autoencoder with an L1 penalty weighted by decoder norms (Anthropic, April 2024 update).
 
     Parameters
@@ -805,9 +812,6 @@ class MatchingPursuitSAE(SparseAutoencoder):
             codes = codes.scatter_add(1, torch.stack(picked, dim=1), torch.stack(amounts, dim=1))
         pre = first if first is not None else residual.new_zeros(n, self.d_sae)
         return codes.reshape(*shape[:-1], self.d_sae), pre.reshape(*shape[:-1], self.d_sae)
-
-    def _activate(self, pre: Tensor) -> Tensor:  # pragma: no cover - MP encodes from the residual in _codes
-        raise NotImplementedError("matching pursuit encodes from the input, not from pre-activations")
 
     def _extra_config(self) -> dict[str, Any]:
         return {"residual_threshold": self.residual_threshold}
