@@ -20,8 +20,8 @@ Triton launchers on CPU tensors under Triton's interpreter; the variable is for 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -30,6 +30,7 @@ __all__ = [
     "SparsedMaskCache",
     "block_sparse_attention",
     "minference_blocks",
+    "register_attention",
     "routing_blocks",
     "sparse_gemv",
     "sparsed_blocks",
@@ -509,3 +510,64 @@ class SparsedMaskCache:
 
     def __len__(self) -> int:
         return len(self._masks)
+
+
+def register_attention(
+    name: str = "sparsecore_block_sparse",
+    *,
+    builder: str | Callable[..., Tensor] = "minference",
+    block_size: int = 64,
+    **builder_kwargs: Any,
+) -> str:
+    """Register block-sparse attention with transformers' ``AttentionInterface`` under ``name``.
+
+    Afterwards ``AutoModelForCausalLM.from_config(cfg, attn_implementation=name)``, ``from_pretrained(...,
+    attn_implementation=name)`` or ``model.set_attn_implementation(name)`` use it in every attention layer. Its
+    masks are the ones transformers builds for ``"sdpa"`` (padding and causality), registered under the same name
+    with ``AttentionMaskInterface``.
+
+    At prefill (as many queries as keys, more than one block) the builder makes a block table per head from the
+    layer's queries and keys (grouped key/value heads are repeated first) and attention is restricted to it: on
+    CUDA without a padding mask, :func:`block_sparse_attention` (Triton) visits only the kept blocks; on any other
+    device, or with a padding mask, dense SDPA runs on the expanded token mask combined with the causal and padding
+    masks (the same result at dense cost; a padding position that sees no key attends everywhere rather than
+    produce NaN). Decode steps (fewer queries than keys), sequences of at most one block and dropout in training
+    run transformers' own dense SDPA with the given mask.
+
+    Parameters
+    ----------
+    name : str
+        The ``attn_implementation`` name.
+    builder : {"minference", "sparsed", "routing"} or callable
+        :func:`minference_blocks`, :func:`sparsed_blocks`, :func:`routing_blocks`, or any callable
+        ``builder(q, k, *, block_size, causal, **builder_kwargs) -> (B, H, nb, nb) bool``.
+    block_size : int
+        Positions per block (a power of two ``>= 16`` for the Triton path).
+    **builder_kwargs
+        Passed to the builder (e.g. ``density=0.2``); the layer's ``scaling`` goes to builders that take
+        ``scale``.
+
+    Returns
+    -------
+    str
+        ``name``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An empty name, an unknown builder, a bad ``block_size``, or keywords the builder does not take (or
+        ``causal``, which comes from the model).
+    MissingExtraError
+        transformers is not installed.
+
+    Examples
+    --------
+    >>> name = register_attention(builder="minference", density=0.2)                     # doctest: +SKIP
+    >>> model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=name)     # doctest: +SKIP
+    """
+    from sparsecore._optional import require
+
+    require("transformers")
+    from sparsecore.gpu import _hf
+
+    return _hf.register_attention(name, builder=builder, block_size=block_size, **builder_kwargs)
