@@ -34,6 +34,7 @@ __all__ = [
     "routing_blocks",
     "sparse_gemv",
     "sparsed_blocks",
+    "splade_head",
     "topk_decode",
     "topk_encode",
     "triton_available",
@@ -571,3 +572,51 @@ def register_attention(
     from sparsecore.gpu import _hf
 
     return _hf.register_attention(name, builder=builder, block_size=block_size, **builder_kwargs)
+
+
+def splade_head(hidden: Tensor, W_vocab: Tensor, b_vocab: Tensor | None, attention_mask: Tensor | None) -> Tensor:
+    """SPLADE head: ``out[b, v] = max over real tokens l of log1p(relu(hidden[b, l] . W_vocab[v] + b_vocab[v]))``.
+
+    The ``B x L x V`` logits are never materialised. The Triton kernel (CUDA) runs one program per (row, tile of
+    vocabulary terms), loops over the tokens with a running maximum and keeps the first token reaching it; the
+    torch reference (elsewhere) computes the logits a chunk of terms at a time (about 64 MiB at once). The
+    backward sends each term's gradient to its argmax token only, ``d hidden[b, l*] += g * W_vocab[v] / (1 +
+    relu(m))`` (nothing where ``m <= 0``), with ``d W_vocab`` and ``d b_vocab`` from the same coefficients; it is
+    torch on both paths, chunked over the vocabulary, and deterministic (a scatter into distinct slots, then
+    matmuls; no atomics).
+
+    Parameters
+    ----------
+    hidden : Tensor
+        ``(B, L, d)`` final hidden states (after the MLM head's transform, before the vocabulary projection);
+        float32, float16, bfloat16 (float64 on the reference path).
+    W_vocab : Tensor
+        ``(V, d)`` vocabulary projection in ``nn.Linear`` layout (``model.get_output_embeddings().weight``).
+    b_vocab : Tensor, optional
+        ``(V,)`` its bias.
+    attention_mask : Tensor, optional
+        ``(B, L)`` bool or integer, non-zero for real tokens; ``None``: every token is real. A row with no real
+        token gives zeros.
+
+    Returns
+    -------
+    Tensor
+        ``(B, V)`` in ``hidden``'s dtype (computed in float32), ``>= 0``; differentiable in ``hidden``,
+        ``W_vocab`` and ``b_vocab``.
+
+    Raises
+    ------
+    DTypeError
+        A float argument is not a float tensor, or ``attention_mask`` is a float tensor.
+    ShapeMismatchError
+        ``hidden`` is not 3-D, ``W_vocab`` is not ``(V, d)``, ``b_vocab`` is not ``(V,)`` or ``attention_mask`` is
+        not ``(B, L)``.
+
+    Examples
+    --------
+    >>> head = model.get_output_embeddings()                                          # doctest: +SKIP
+    >>> w = splade_head(transform(hidden), head.weight, head.bias, batch["attention_mask"])  # doctest: +SKIP
+    """
+    from sparsecore.gpu import _splade
+
+    return _splade.splade_head(hidden, W_vocab, b_vocab, attention_mask)
