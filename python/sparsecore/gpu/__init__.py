@@ -12,6 +12,9 @@ torch reference (what CPU users get; float64 always takes it, and so do CUDA ten
 installed). Inputs are made contiguous (a copy when they are not). Index checks run on the host for CPU tensors;
 on CUDA the indices are trusted (a check would synchronise).
 
+The block-table builders (:func:`minference_blocks`, :func:`sparsed_blocks`, :func:`routing_blocks`) are plain
+torch; :func:`register_attention` plugs block-sparse attention into transformers' ``AttentionInterface``.
+
 Tests set ``SPARSECORE_FORCE_TRITON=1`` (and ``TRITON_INTERPRET=1`` before triton is imported) to run the
 Triton launchers on CPU tensors under Triton's interpreter; the variable is for tests only (without
 ``TRITON_INTERPRET=1`` Triton refuses CPU tensors).
