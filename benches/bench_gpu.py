@@ -14,6 +14,9 @@ Cases (full size; ``--quick`` shrinks them for a smoke run):
 - **block_sparse_attention** forward, H = 32, T = 8192, d_head = 128, 64 x 64 blocks, about 10 % of the causal
   blocks kept per head (random, plus the diagonal), causal, bfloat16: ours against dense causal
   ``F.scaled_dot_product_attention`` (a flash kernel).
+- **splade_head** forward, B = 32, L = 256 (ragged lengths), d = 768, V = 30,522, bfloat16: ours (never writes
+  the ``B x L x V`` logits) against the naive dense head ``amax(log1p(relu(F.linear(h, W, b))) * mask)``; time and
+  peak memory of each.
 
 Timing: ``torch.cuda.Event`` pairs around each call, ours and the anchor alternating call by call after warm-up
 calls, medians of the repeats; ratio = ours / anchor (below 1: we are faster). Quality: the largest error of ours
@@ -260,6 +263,48 @@ def bench_attention(torch: Any, gpu: Any, h: int, t: int, dh: int, block: int, r
     ]
 
 
+def bench_splade(torch: Any, gpu: Any, b: int, length: int, d: int, v: int, repeats: int) -> list[CaseResult]:
+    F = torch.nn.functional
+    g = torch.Generator(device=DEVICE).manual_seed(4)
+    dt = torch.bfloat16
+    h = torch.randn(b, length, d, device=DEVICE, generator=g).to(dt)
+    w = (torch.randn(v, d, device=DEVICE, generator=g) / d**0.5).to(dt)
+    bias = (torch.randn(v, device=DEVICE, generator=g) * 0.1).to(dt)
+    lengths = torch.randint(length // 4, length + 1, (b,), device=DEVICE, generator=g)
+    mask = torch.arange(length, device=DEVICE)[None, :] < lengths[:, None]
+
+    def ours() -> Any:
+        return gpu.splade_head(h, w, bias, mask)
+
+    def naive() -> Any:  # the dense head: B x L x V logits
+        return (torch.log1p(torch.relu(F.linear(h, w, bias))) * mask[:, :, None]).amax(1)
+
+    with torch.no_grad():
+        want = (torch.log1p(torch.relu(F.linear(h.float(), w.float(), bias.float()))) * mask[:, :, None]).amax(1)
+        err = rel_err(torch, ours(), want)
+        mem_ours = peak_extra_bytes(torch, ours)
+        mem_anchor = peak_extra_bytes(torch, naive)
+        log("splade_head fwd")
+        timing = time_cuda_pair(torch, ours, naive, repeats)
+    quality = f"rel err {err:.1e} vs fp32 dense; peak extra {mem_ours / 2**20:.0f} MiB vs {mem_anchor / 2**20:.0f} MiB"
+    metrics: dict[str, float | int | bool | str] = {
+        "max_rel_err": err,
+        "peak_extra_bytes_ours": mem_ours,
+        "peak_extra_bytes_anchor": mem_anchor,
+    }
+    return [
+        CaseResult.from_timing(
+            "splade_head fwd vs naive dense head",
+            f"B={b} L={length} d={d} V={v}, ragged lengths, bf16",
+            1,
+            timing,
+            quality,
+            metrics,
+            "GPU",
+        )
+    ]
+
+
 def markdown(cases: list[CaseResult], device: str) -> str:
     lines = [
         f"GPU: {device}",
@@ -297,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += bench_encode(torch, gpu, 6, 24, 80, 5, 2)
         cases += bench_gemv(torch, gpu, 20, 48, 2)
         cases += bench_attention(torch, gpu, 2, 40, 16, 16, 2)
+        cases += bench_splade(torch, gpu, 3, 10, 16, 50, 2)
         print(markdown(cases, "cpu (smoke run)"))
         return 0
     if not torch.cuda.is_available():
@@ -314,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     cases += bench_gemv(torch, gpu, d_out, d_in, args.repeats)
     h, t_att = (4, 1024) if args.quick else (32, 8192)
     cases += bench_attention(torch, gpu, h, t_att, 128, 64, args.repeats)
+    sb, sl, sd, sv = (8, 128, 256, 8192) if args.quick else (32, 256, 768, 30522)
+    cases += bench_splade(torch, gpu, sb, sl, sd, sv, args.repeats)
     machine = machine_info(["torch", "triton"])
     machine["gpu"] = device
     write_results(
@@ -330,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             "k": k,
             "gemv": [d_out, d_in],
             "attention": {"H": h, "T": t_att, "d_head": 128, "block": 64},
+            "splade": {"B": sb, "L": sl, "d": sd, "V": sv},
         },
-        datasets={"synthetic": "Gaussian inputs and weights, uniform codes, random block masks; seeds 0 to 3"},
+        datasets={"synthetic": "Gaussian inputs and weights, uniform codes, random block masks; seeds 0 to 4"},
         cases=cases,
         notes=[
             "CUDA-event timing, ours and anchor alternating, medians of the repeats",

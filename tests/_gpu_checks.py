@@ -273,6 +273,82 @@ def check_attention() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# splade_head
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def splade_case(
+    b: int, length: int, d: int, v: int, dtype: torch.dtype, bias: bool, masked: bool, seed: int, wt: bool = False
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    h0 = torch.randn(b, length, d, generator=g).to(dtype)
+    w0 = (torch.randn(v, d, generator=g) / d**0.5).to(dtype)
+    b0 = (torch.randn(v, generator=g) * 0.5).to(dtype)
+    mask = torch.rand(b, length, generator=g) < 0.7 if masked else None
+    if mask is not None and b > 1:
+        mask[-1] = False  # a row of padding only: zeros, no gradient
+    gout = torch.randn(b, v, generator=g).to(dtype)
+
+    def fn(_on: bool) -> list[Tensor]:
+        h, w, bb = leaves(h0, w0, b0)
+        wv = w.t().contiguous().t() if wt else w  # a strided (column-major) W_vocab
+        out = gpu.splade_head(h, wv, bb if bias else None, mask)
+        assert out.dtype == dtype
+        out.backward(gout)  # type: ignore[no-untyped-call]
+        return [out.detach(), h.grad, w.grad, bb.grad if bias else torch.zeros(())]  # type: ignore[list-item]
+
+    tri, ref = run_both(fn)
+    what = f"splade B={b} L={length} d={d} V={v} bias={bias} mask={masked}"
+    for name, a, c in zip(("out", "d hidden", "d W", "d b"), tri, ref, strict=True):
+        close(a, c, dtype, f"{what} {name}")
+    if mask is not None and b > 1:
+        assert torch.equal(tri[0][-1], torch.zeros_like(tri[0][-1])), what
+    # Against the naive dense head (all B x L x V logits) and its autograd.
+    h, w, bb = leaves(h0, w0, b0)
+    logits = h.float() @ w.float().t() + (bb.float() if bias else 0.0)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, :, None], float("-inf"))
+    dense = torch.log1p(torch.relu(logits.amax(1))) if length else torch.zeros(b, v)
+    close(tri[0], dense.to(dtype), dtype, f"{what} vs dense")
+    if length:
+        dense.backward(gout.float())  # type: ignore[no-untyped-call]
+        close(tri[1], h.grad, dtype, f"{what} d hidden vs autograd")
+        close(tri[2], w.grad, dtype, f"{what} d W vs autograd")
+        if bias:
+            close(tri[3], bb.grad, dtype, f"{what} d b vs autograd")
+
+
+def check_splade() -> None:
+    for dtype in DTYPES:
+        splade_case(3, 21, 24, 70, dtype, True, True, 0)  # ragged tokens, width and vocabulary tiles
+        splade_case(2, 5, 16, 33, dtype, False, False, 1)
+    splade_case(2, 9, 8, 40, torch.float32, True, True, 2, wt=True)
+    splade_case(2, 0, 8, 10, torch.float32, True, False, 3)  # no tokens: zeros
+    # The argmax (and so the gradient's token) is the first token reaching the maximum, on both paths.
+    h = torch.zeros(1, 20, 4)
+    h[0, [3, 18], 0] = 1.0
+    w = torch.zeros(5, 4)
+    w[:, 0] = 1.0
+    for on in (True, False):
+        with triton_path(on):
+            hh = h.clone().requires_grad_(True)
+            gpu.splade_head(hh, w, None, None).sum().backward()  # type: ignore[no-untyped-call]
+        assert hh.grad is not None
+        assert hh.grad[0].nonzero().tolist() == [[3, 0]], hh.grad
+    # Deterministic: the same gradients bitwise.
+    grads = []
+    g = torch.Generator().manual_seed(4)
+    h0, w0 = torch.randn(4, 12, 16, generator=g), torch.randn(50, 16, generator=g)
+    with triton_path(True):
+        for _ in range(2):
+            hh, ww = leaves(h0, w0)
+            gpu.splade_head(hh, ww, None, None).square().sum().backward()  # type: ignore[no-untyped-call]
+            grads.append((hh.grad, ww.grad))
+    assert torch.equal(grads[0][0], grads[1][0])  # type: ignore[arg-type]
+    assert torch.equal(grads[0][1], grads[1][1])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Every kernel compiles for a real GPU (sm_90 PTX), which the interpreter does not check; no GPU needed
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -281,7 +357,7 @@ def check_compile_sm90() -> None:
     import warnings
 
     import triton
-    from sparsecore.gpu import _attention_kernels, _decode_kernels, _encode_kernels, _gemv_kernels
+    from sparsecore.gpu import _attention_kernels, _decode_kernels, _encode_kernels, _gemv_kernels, _splade_kernels
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -326,6 +402,16 @@ def check_compile_sm90() -> None:
             dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, lut_ptr="*i32", count_ptr="*i32", out_ptr=bf16, scale="fp32"),
             {"CAUSAL": True, "BLOCK": 64, "BLOCK_DH": 128},
         ),
+        (
+            _splade_kernels._splade_head_kernel,
+            dict(h_ptr=bf16, w_ptr=bf16, b_ptr=bf16, m_ptr="*i8", out_ptr=f32, arg_ptr="*i32"),
+            {"HAS_BIAS": True, "NATIVE_DOT": True, "BLOCK_L": 32, "BLOCK_V": 128, "BLOCK_D": 64},
+        ),
+        (
+            _splade_kernels._splade_head_kernel,
+            dict(h_ptr=f32, w_ptr=f32, b_ptr=f32, m_ptr="*i8", out_ptr=f32, arg_ptr="*i32"),
+            {"HAS_BIAS": False, "NATIVE_DOT": False, "BLOCK_L": 32, "BLOCK_V": 128, "BLOCK_D": 64},
+        ),
     ]
     for fn, pointers, constexprs in kernels:
         # Arguments not named above are int32 sizes and strides.
@@ -343,6 +429,7 @@ if __name__ == "__main__":
         "encode": check_encode,
         "gemv": check_gemv,
         "attention": check_attention,
+        "splade": check_splade,
         "compile_sm90": check_compile_sm90,
     }[group]()
     print(f"ok {group} {_CHECKS}")

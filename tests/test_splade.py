@@ -281,6 +281,29 @@ def test_chunked_head_equals_full_logits_for_each_head_kind(models: dict[str, tu
         torch.testing.assert_close(mine[valid], full[valid], rtol=0, atol=1e-5, msg=kind)
 
 
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_fused_gpu_head_path_matches_the_oracle(
+    models: dict[str, tuple[Any, Any]], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA the head runs as sparsecore.gpu.splade_head; force that path here (its torch reference on CPU)."""
+    model, tokenizer = models[kind]
+    enc = SpladeEncoder(model, tokenizer, max_length=32)
+    assert (enc._projection is None) == (kind == "opaque")
+    calls: list[int] = []
+    real = SpladeEncoder._use_fused_head
+
+    def forced(self: SpladeEncoder, hidden: Any) -> bool:
+        calls.append(1)
+        return self._projection is not None
+
+    assert not real(enc, torch.zeros(1))  # CPU tensors keep the chunked path
+    monkeypatch.setattr(SpladeEncoder, "_use_fused_head", forced)
+    texts = [*SHORT_TEXTS, " ".join(TEXT_WORDS[:20])]
+    got = enc.encode(texts, batch_size=3)
+    np.testing.assert_allclose(got.to_dense(), naive_splade(model, tokenizer, texts, 32), rtol=0, atol=1e-5)
+    assert calls or kind == "opaque"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Invariances: chunk length, batch size, order
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ SPLADE (Formal et al., SIGIR 2021; SPLADE v2, 2021) represents a text by, for ev
 ``w_j = max_i log(1 + relu(logit_ij)) · mask_i`` over its token positions i. The naive implementation holds the
 ``batch x length x vocab`` logits at once (32 x 256 x 30522 floats = 1 GB); here the language-model head runs on
 chunks of positions and a running maximum is kept, so peak memory is ``batch x chunk x vocab`` whatever the length.
+On CUDA tensors, for the heads whose vocabulary projection it can split off (BERT, RoBERTa, DistilBERT,
+ModernBERT), the projection, activation and max run as one Triton kernel (:func:`sparsecore.gpu.splade_head`, the
+``gpu`` extra) that never writes logits to memory.
 
 Texts longer than ``max_length`` tokens are not silently cut: by default (``long_texts="windows"``) they are
 encoded as overlapping windows whose weights are max-pooled, which is the same max over all positions SPLADE
@@ -18,6 +21,7 @@ import inspect
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -99,6 +103,41 @@ def _mlm_parts(model: Any) -> tuple[Any, Callable[[Any], Any]] | None:
 
         return base, head_decoder
     return None
+
+
+def _split_projection(model: Any) -> tuple[Callable[[Any], Any], Any] | None:
+    """(transform, vocabulary projection ``nn.Linear``) of a known masked-LM head, for the fused GPU SPLADE head.
+
+    ``head(h) == projection(transform(h))`` for the heads :func:`_mlm_parts` knows; ``None`` for any other head.
+    """
+    split: tuple[Callable[[Any], Any], Any] | None = None
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    lm_head = getattr(model, "lm_head", None)
+    if hasattr(model, "cls"):  # BERT family (the head _mlm_parts takes)
+        if predictions is not None and hasattr(predictions, "transform") and hasattr(predictions, "decoder"):
+            split = predictions.transform, predictions.decoder
+    elif lm_head is not None and all(hasattr(lm_head, a) for a in ("dense", "layer_norm", "decoder")):  # RoBERTa
+        gelu = getattr(sys.modules.get(type(lm_head).__module__), "gelu", None)
+        if callable(gelu):
+
+            def roberta_transform(h: Any) -> Any:
+                return lm_head.layer_norm(gelu(lm_head.dense(h)))
+
+            split = roberta_transform, lm_head.decoder
+    elif all(hasattr(model, a) for a in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
+
+        def distilbert_transform(h: Any) -> Any:
+            return model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
+
+        split = distilbert_transform, model.vocab_projector
+    elif hasattr(model, "head") and hasattr(model, "decoder"):  # ModernBERT
+        split = model.head, model.decoder
+    if split is None:
+        return None
+    weight = getattr(split[1], "weight", None)
+    if weight is None or getattr(weight, "ndim", 0) != 2:
+        return None
+    return split
 
 
 def _position_limit(model: Any) -> int | None:
@@ -193,6 +232,7 @@ class SpladeEncoder:
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self.vocab_size = int(getattr(out_emb, "out_features", 0) or model.config.vocab_size)
         self._parts = _mlm_parts(model)
+        self._projection = _split_projection(model) if self._parts is not None else None
         encoder = self._parts[0] if self._parts is not None else model
         # DistilBERT, ModernBERT, ... have no segment embeddings; a BERT tokenizer would still return the ids.
         self._takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
@@ -262,6 +302,10 @@ class SpladeEncoder:
         per_position = rows * self.vocab_size * 4
         return max(1, int(self.memory_budget_mb * 2**20) // max(per_position, 1))
 
+    def _use_fused_head(self, hidden: Any) -> bool:
+        """Whether the head runs as :func:`sparsecore.gpu.splade_head` (CUDA tensors and a known head)."""
+        return self._projection is not None and bool(hidden.is_cuda)
+
     def _weights(self, input_ids: Any, attention_mask: Any, extra: Mapping[str, Any]) -> Any:
         """(rows, vocab) SPLADE weights of tokenised windows."""
         torch = self.torch
@@ -276,6 +320,14 @@ class SpladeEncoder:
             return torch.cat(out)
         base, head = self._parts
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        if self._use_fused_head(hidden):
+            # On CUDA: the Triton SPLADE head (projection, log1p(relu) and max over real tokens in one kernel,
+            # no logits in memory) after the head's own transform.
+            from sparsecore.gpu import splade_head
+
+            assert self._projection is not None
+            transform, projection = self._projection
+            return splade_head(transform(hidden), projection.weight, projection.bias, attention_mask).float()
         # log(1 + relu(x)) is monotone, so the max over positions of the activation is the activation of the max
         # logit: take a running max of raw logits over the real (unpadded) tokens only, then activate once.
         valid = attention_mask.bool()

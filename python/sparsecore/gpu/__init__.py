@@ -12,6 +12,9 @@ torch reference (what CPU users get; float64 always takes it, and so do CUDA ten
 installed). Inputs are made contiguous (a copy when they are not). Index checks run on the host for CPU tensors;
 on CUDA the indices are trusted (a check would synchronise).
 
+The block-table builders (:func:`minference_blocks`, :func:`sparsed_blocks`, :func:`routing_blocks`) are plain
+torch; :func:`register_attention` plugs block-sparse attention into transformers' ``AttentionInterface``.
+
 Tests set ``SPARSECORE_FORCE_TRITON=1`` (and ``TRITON_INTERPRET=1`` before triton is imported) to run the
 Triton launchers on CPU tensors under Triton's interpreter; the variable is for tests only (without
 ``TRITON_INTERPRET=1`` Triton refuses CPU tensors).
@@ -20,12 +23,25 @@ Triton launchers on CPU tensors under Triton's interpreter; the variable is for 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["block_sparse_attention", "sparse_gemv", "topk_decode", "topk_encode", "triton_available"]
+__all__ = [
+    "SparsedMaskCache",
+    "block_sparse_attention",
+    "minference_blocks",
+    "register_attention",
+    "routing_blocks",
+    "sparse_gemv",
+    "sparsed_blocks",
+    "splade_head",
+    "topk_decode",
+    "topk_encode",
+    "triton_available",
+]
 
 
 def triton_available() -> bool:
@@ -244,3 +260,366 @@ def block_sparse_attention(
     from sparsecore.gpu import _attention
 
     return _attention.block_sparse_attention(q, k, v, block_mask, block_size=block_size, causal=causal, scale=scale)
+
+
+def minference_blocks(
+    q: Tensor,
+    k: Tensor,
+    *,
+    block_size: int = 64,
+    density: float | None = None,
+    top_k: int | None = None,
+    sink_blocks: int = 1,
+    local_blocks: int = 1,
+    causal: bool = True,
+) -> Tensor:
+    """MInference-style block table: the best blocks by mean-pooled ``q`` / ``k`` scores, plus sink and local blocks.
+
+    ``q`` and ``k`` are mean-pooled per block of ``block_size`` positions; the block scores are
+    ``pooled_q @ pooled_k^T``. Per query block ``i`` the first ``sink_blocks`` key blocks (attention sinks) and the
+    ``local_blocks`` blocks ending at the diagonal (``i - local_blocks < j <= i``) are always kept, and the
+    best-scoring remaining blocks fill the row up to its budget: ``ceil(density * n_allowed)`` or
+    ``min(top_k, n_allowed)``, where ``n_allowed`` is ``i + 1`` under ``causal`` and ``nb`` otherwise. A row keeps
+    ``max(budget, n_forced)`` blocks; under ``causal`` no block above the diagonal is ever kept.
+
+    Parameters
+    ----------
+    q, k : Tensor
+        ``(B, H, T, D)`` float queries and keys of the same shape (repeat grouped key heads first).
+    block_size : int
+        Positions per block.
+    density : float, optional
+        Fraction of the allowed blocks kept per query block, in ``(0, 1]``; 0.1 when neither it nor ``top_k``
+        is given.
+    top_k : int, optional
+        Blocks kept per query block (instead of ``density``).
+    sink_blocks : int
+        Leading key blocks always kept (``>= 0``).
+    local_blocks : int
+        Blocks ending at the diagonal always kept (``>= 1``: the diagonal block itself is always kept).
+    causal : bool
+        Keep no block above the diagonal.
+
+    Returns
+    -------
+    Tensor
+        Bool ``(B, H, nb, nb)`` on ``q``'s device, ``nb = ceil(T / block_size)``.
+
+    Raises
+    ------
+    DTypeError
+        ``q`` or ``k`` is not a float tensor.
+    ShapeMismatchError
+        ``q`` is not 4-D or ``k`` has another shape.
+    InvalidArgumentError
+        A size is not a positive (non-negative) integer, ``density`` is outside ``(0, 1]``, both ``density`` and
+        ``top_k`` are given, or ``causal`` is not a bool.
+
+    Examples
+    --------
+    >>> mask = minference_blocks(q, k, block_size=64, density=0.1)          # doctest: +SKIP
+    >>> out = block_sparse_attention(q, k, v, mask, block_size=64, causal=True)  # doctest: +SKIP
+    """
+    from sparsecore.gpu import _blocks
+
+    return _blocks.minference_blocks(
+        q,
+        k,
+        block_size=block_size,
+        density=density,
+        top_k=top_k,
+        sink_blocks=sink_blocks,
+        local_blocks=local_blocks,
+        causal=causal,
+    )
+
+
+def sparsed_blocks(
+    q: Tensor,
+    k: Tensor,
+    *,
+    block_size: int = 64,
+    density: float | None = None,
+    top_k: int | None = None,
+    mass: float | None = None,
+    causal: bool = True,
+    scale: float | None = None,
+    memory_budget_mb: float = 256.0,
+) -> Tensor:
+    """SparseD-style block table: the blocks holding the most attention mass under full attention.
+
+    The full (causal) attention probabilities ``softmax(q k^T * scale)`` are computed once, a chunk of query
+    blocks at a time so that at most about ``memory_budget_mb`` of scores live at once whatever ``T``; the mass of
+    block ``(i, j)`` is the mean over the queries of block ``i`` of their probability summed over the keys of
+    block ``j`` (each row of blocks sums to 1). Per query block the diagonal block is always kept, then either
+    the heaviest blocks up to the budget (``density`` / ``top_k`` as in :func:`minference_blocks`) or, with
+    ``mass``, the fewest heaviest blocks whose mass reaches ``mass``.
+
+    This costs a full attention pass, so it is meant to be computed once, at an early step (SparseD computes it
+    at an early denoising step of a diffusion language model, where every step attends over the same
+    sequence), and reused by later steps: :class:`SparsedMaskCache` keeps one mask per key.
+
+    Parameters
+    ----------
+    q, k : Tensor
+        ``(B, H, T, D)`` float queries and keys of the same shape.
+    block_size : int
+        Positions per block.
+    density : float, optional
+        Fraction of the allowed blocks kept per query block, in ``(0, 1]`` (0.1 when no criterion is given).
+    top_k : int, optional
+        Blocks kept per query block.
+    mass : float, optional
+        Keep the heaviest blocks until their mass reaches this fraction, in ``(0, 1]``.
+    causal : bool
+        Causal attention (and no block above the diagonal).
+    scale : float, optional
+        Score scale, ``1 / sqrt(D)`` by default.
+    memory_budget_mb : float
+        Bound on the scores held at once (one block of query rows at least).
+
+    Returns
+    -------
+    Tensor
+        Bool ``(B, H, nb, nb)`` on ``q``'s device.
+
+    Raises
+    ------
+    DTypeError
+        ``q`` or ``k`` is not a float tensor.
+    ShapeMismatchError
+        ``q`` is not 4-D or ``k`` has another shape.
+    InvalidArgumentError
+        More than one of ``density``, ``top_k``, ``mass``; a value out of range; ``causal`` not a bool.
+    """
+    from sparsecore.gpu import _blocks
+
+    return _blocks.sparsed_blocks(
+        q,
+        k,
+        block_size=block_size,
+        density=density,
+        top_k=top_k,
+        mass=mass,
+        causal=causal,
+        scale=scale,
+        memory_budget_mb=memory_budget_mb,
+    )
+
+
+def routing_blocks(
+    q: Tensor,
+    k: Tensor,
+    *,
+    block_size: int = 64,
+    n_clusters: int = 8,
+    iters: int = 10,
+    seed: int = 0,
+    causal: bool = True,
+) -> Tensor:
+    """Routing-Transformer-style block table: blocks whose queries and keys share a k-means cluster.
+
+    Queries and keys of each (batch, head) are normalised to unit length and clustered together by spherical
+    k-means (``n_clusters`` shared centroids, seeded from rows chosen with ``seed``, ``iters`` Lloyd steps of
+    cosine assignment and renormalised means). Block ``(i, j)`` is kept when some query of block ``i`` and some key
+    of block ``j`` fall in the same cluster; the diagonal is always kept, so no row is empty; under ``causal`` no
+    block above the diagonal is kept. With large blocks most blocks meet most clusters, so the table is sparse
+    only when ``n_clusters`` is large compared with the clusters one block touches.
+
+    Parameters
+    ----------
+    q, k : Tensor
+        ``(B, H, T, D)`` float queries and keys of the same shape.
+    block_size : int
+        Positions per block.
+    n_clusters : int
+        Shared centroids per (batch, head), ``<= 2 T`` is not required (capped at ``2 T``).
+    iters : int
+        Lloyd iterations (``>= 0``; 0 assigns to the seed centroids).
+    seed : int
+        Seeds the choice of the initial centroids; the same seed gives the same mask.
+    causal : bool
+        Keep no block above the diagonal.
+
+    Returns
+    -------
+    Tensor
+        Bool ``(B, H, nb, nb)`` on ``q``'s device.
+
+    Raises
+    ------
+    DTypeError
+        ``q`` or ``k`` is not a float tensor.
+    ShapeMismatchError
+        ``q`` is not 4-D or ``k`` has another shape.
+    InvalidArgumentError
+        A bad size, seed or ``causal``.
+    """
+    from sparsecore.gpu import _blocks
+
+    return _blocks.routing_blocks(
+        q, k, block_size=block_size, n_clusters=n_clusters, iters=iters, seed=seed, causal=causal
+    )
+
+
+class SparsedMaskCache:
+    """Compute a :func:`sparsed_blocks` mask once per key (e.g. a layer index) and reuse it at later steps.
+
+    A cached mask is recomputed when the shape of ``q`` changes. ``clear()`` forgets every mask (call it when a
+    new sequence starts).
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :func:`sparsed_blocks` (``block_size``, ``density`` / ``top_k`` / ``mass``, ``causal``, ...).
+
+    Examples
+    --------
+    >>> cache = SparsedMaskCache(block_size=64, mass=0.9)                       # doctest: +SKIP
+    >>> mask = cache.get(layer_idx, q, k)   # full attention at the first step, then reused   # doctest: +SKIP
+
+    Raises
+    ------
+    InvalidArgumentError
+        A keyword that :func:`sparsed_blocks` does not take.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        import inspect
+
+        from sparsecore.exceptions import InvalidArgumentError
+
+        known = set(inspect.signature(sparsed_blocks).parameters) - {"q", "k"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InvalidArgumentError(f"kwargs: must be arguments of sparsed_blocks, got {', '.join(unknown)}")
+        self.kwargs = dict(kwargs)
+        self._masks: dict[Hashable, tuple[tuple[int, ...], Tensor]] = {}
+        self.computed = 0  #: how many masks were computed (not taken from the cache)
+
+    def get(self, key: Hashable, q: Tensor, k: Tensor) -> Tensor:
+        """The cached mask of ``key``, computed from ``q`` and ``k`` when missing or when ``q``'s shape changed."""
+        hit = self._masks.get(key)
+        shape = tuple(getattr(q, "shape", ()))
+        if hit is not None and hit[0] == shape:
+            return hit[1]
+        mask = sparsed_blocks(q, k, **self.kwargs)  # type: ignore[arg-type]
+        self._masks[key] = (shape, mask)
+        self.computed += 1
+        return mask
+
+    def clear(self) -> None:
+        """Forget every cached mask."""
+        self._masks.clear()
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+def register_attention(
+    name: str = "sparsecore_block_sparse",
+    *,
+    builder: str | Callable[..., Tensor] = "minference",
+    block_size: int = 64,
+    **builder_kwargs: Any,
+) -> str:
+    """Register block-sparse attention with transformers' ``AttentionInterface`` under ``name``.
+
+    Afterwards ``AutoModelForCausalLM.from_config(cfg, attn_implementation=name)``, ``from_pretrained(...,
+    attn_implementation=name)`` or ``model.set_attn_implementation(name)`` use it in every attention layer. Its
+    masks are the ones transformers builds for ``"sdpa"`` (padding and causality), registered under the same name
+    with ``AttentionMaskInterface``.
+
+    At prefill (as many queries as keys, more than one block) the builder makes a block table per head from the
+    layer's queries and keys (grouped key/value heads are repeated first) and attention is restricted to it: on
+    CUDA without a padding mask, :func:`block_sparse_attention` (Triton) visits only the kept blocks; on any other
+    device, or with a padding mask, dense SDPA runs on the expanded token mask combined with the causal and padding
+    masks (the same result at dense cost; a padding position that sees no key attends everywhere rather than
+    produce NaN). Decode steps (fewer queries than keys), sequences of at most one block and dropout in training
+    run transformers' own dense SDPA with the given mask.
+
+    Parameters
+    ----------
+    name : str
+        The ``attn_implementation`` name.
+    builder : {"minference", "sparsed", "routing"} or callable
+        :func:`minference_blocks`, :func:`sparsed_blocks`, :func:`routing_blocks`, or any callable
+        ``builder(q, k, *, block_size, causal, **builder_kwargs) -> (B, H, nb, nb) bool``.
+    block_size : int
+        Positions per block (a power of two ``>= 16`` for the Triton path).
+    **builder_kwargs
+        Passed to the builder (e.g. ``density=0.2``); the layer's ``scaling`` goes to builders that take
+        ``scale``.
+
+    Returns
+    -------
+    str
+        ``name``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An empty name, an unknown builder, a bad ``block_size``, or keywords the builder does not take (or
+        ``causal``, which comes from the model).
+    MissingExtraError
+        transformers is not installed.
+
+    Examples
+    --------
+    >>> name = register_attention(builder="minference", density=0.2)                     # doctest: +SKIP
+    >>> model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=name)     # doctest: +SKIP
+    """
+    from sparsecore._optional import require
+
+    require("transformers")
+    from sparsecore.gpu import _hf
+
+    return _hf.register_attention(name, builder=builder, block_size=block_size, **builder_kwargs)
+
+
+def splade_head(hidden: Tensor, W_vocab: Tensor, b_vocab: Tensor | None, attention_mask: Tensor | None) -> Tensor:
+    """SPLADE head: ``out[b, v] = max over real tokens l of log1p(relu(hidden[b, l] . W_vocab[v] + b_vocab[v]))``.
+
+    The ``B x L x V`` logits are never materialised. The Triton kernel (CUDA) runs one program per (row, tile of
+    vocabulary terms), loops over the tokens with a running maximum and keeps the first token reaching it; the
+    torch reference (elsewhere) computes the logits a chunk of terms at a time (about 64 MiB at once). The
+    backward sends each term's gradient to its argmax token only, ``d hidden[b, l*] += g * W_vocab[v] / (1 +
+    relu(m))`` (nothing where ``m <= 0``), with ``d W_vocab`` and ``d b_vocab`` from the same coefficients; it is
+    torch on both paths, chunked over the vocabulary, and deterministic (a scatter into distinct slots, then
+    matmuls; no atomics).
+
+    Parameters
+    ----------
+    hidden : Tensor
+        ``(B, L, d)`` final hidden states (after the MLM head's transform, before the vocabulary projection);
+        float32, float16, bfloat16 (float64 on the reference path).
+    W_vocab : Tensor
+        ``(V, d)`` vocabulary projection in ``nn.Linear`` layout (``model.get_output_embeddings().weight``).
+    b_vocab : Tensor, optional
+        ``(V,)`` its bias.
+    attention_mask : Tensor, optional
+        ``(B, L)`` bool or integer, non-zero for real tokens; ``None``: every token is real. A row with no real
+        token gives zeros.
+
+    Returns
+    -------
+    Tensor
+        ``(B, V)`` in ``hidden``'s dtype (computed in float32), ``>= 0``; differentiable in ``hidden``,
+        ``W_vocab`` and ``b_vocab``.
+
+    Raises
+    ------
+    DTypeError
+        A float argument is not a float tensor, or ``attention_mask`` is a float tensor.
+    ShapeMismatchError
+        ``hidden`` is not 3-D, ``W_vocab`` is not ``(V, d)``, ``b_vocab`` is not ``(V,)`` or ``attention_mask`` is
+        not ``(B, L)``.
+
+    Examples
+    --------
+    >>> head = model.get_output_embeddings()                                          # doctest: +SKIP
+    >>> w = splade_head(transform(hidden), head.weight, head.bias, batch["attention_mask"])  # doctest: +SKIP
+    """
+    from sparsecore.gpu import _splade
+
+    return _splade.splade_head(hidden, W_vocab, b_vocab, attention_mask)

@@ -1,0 +1,134 @@
+"""A transformers ``AttentionInterface`` implementation that runs block-sparse attention at prefill."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sparsecore._validate import positive_int
+from sparsecore.exceptions import InvalidArgumentError
+from sparsecore.gpu._blocks import minference_blocks, routing_blocks, sparsed_blocks
+
+__all__ = ["BUILDERS", "make_attention", "register_attention"]
+
+BUILDERS: dict[str, Callable[..., Tensor]] = {
+    "minference": minference_blocks,
+    "sparsed": sparsed_blocks,
+    "routing": routing_blocks,
+}
+
+
+def _token_mask(block_mask: Tensor, t: int, block_size: int, causal: bool) -> Tensor:
+    """The ``(B, H, T, T)`` bool token mask of a block mask (and of causality)."""
+    keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[..., :t, :t]
+    if causal:
+        keep = keep & torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
+    return keep
+
+
+def _kernel_path(query: Tensor, attention_mask: Tensor | None, block_size: int) -> bool:
+    """Whether :func:`block_sparse_attention` runs (CUDA, no padding mask, a block size the kernel takes)."""
+    return query.is_cuda and attention_mask is None and block_size >= 16 and block_size & (block_size - 1) == 0
+
+
+def make_attention(
+    builder: Callable[..., Tensor], block_size: int, builder_kwargs: dict[str, Any]
+) -> Callable[..., Any]:
+    """The attention function registered by :func:`register_attention` (see its docstring)."""
+    takes_scale = "scale" in inspect.signature(builder).parameters
+
+    def attention(
+        module: torch.nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> tuple[Tensor, None]:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        t, s = query.shape[2], key.shape[2]
+        causal = kwargs.get("is_causal")
+        causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+        if t != s or t <= block_size or (dropout > 0.0 and module.training):
+            # Decode steps, short sequences, dropout: dense SDPA with the mask transformers built.
+            out, _ = sdpa_attention_forward(
+                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+            )
+            return out, None
+        groups = query.shape[1] // key.shape[1]
+        if groups > 1:
+            key = key.repeat_interleave(groups, dim=1)
+            value = value.repeat_interleave(groups, dim=1)
+        extra = dict(builder_kwargs)
+        if takes_scale and scaling is not None:
+            extra.setdefault("scale", scaling)
+        block_mask = builder(query, key, block_size=block_size, causal=causal, **extra)
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        if _kernel_path(query, attention_mask, block_size):
+            from sparsecore.gpu._attention import block_sparse_attention
+
+            out = block_sparse_attention(
+                query, key, value, block_mask, block_size=block_size, causal=causal, scale=scale
+            )
+            return out.transpose(1, 2).contiguous(), None
+        # CPU, or a padding mask: dense SDPA on the expanded token mask (same result, dense cost).
+        keep = _token_mask(block_mask, t, block_size, causal)
+        if attention_mask is None:
+            mask: Tensor = keep
+        elif attention_mask.dtype == torch.bool:
+            mask = keep & attention_mask[..., :t, :s]
+        else:
+            mask = attention_mask[..., :t, :s].masked_fill(~keep, float("-inf"))
+        if mask.dtype == torch.bool:
+            # A query that sees no key (a padding position): attend everywhere rather than produce NaN.
+            mask = mask | ~mask.any(-1, keepdim=True)
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+        return out.transpose(1, 2).contiguous(), None
+
+    return attention
+
+
+def register_attention(
+    name: str = "sparsecore_block_sparse",
+    *,
+    builder: str | Callable[..., Tensor] = "minference",
+    block_size: int = 64,
+    **builder_kwargs: Any,
+) -> str:
+    """Checked entry point of :func:`sparsecore.gpu.register_attention` (see its docstring)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"name: must be a non-empty string, got {name!r}")
+    if isinstance(builder, str):
+        if builder not in BUILDERS:
+            raise InvalidArgumentError(
+                f"builder: must be one of {', '.join(map(repr, BUILDERS))} or a callable, got {builder!r}"
+            )
+        fn = BUILDERS[builder]
+    elif callable(builder):
+        fn = builder
+    else:
+        raise InvalidArgumentError(
+            f"builder: must be one of {', '.join(map(repr, BUILDERS))} or a callable, got {builder!r}"
+        )
+    bs = positive_int(block_size, "block_size")
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(builder_kwargs) - set(params))
+        if unknown:
+            raise InvalidArgumentError(f"builder_kwargs: must be arguments of the builder, got {', '.join(unknown)}")
+    if "causal" in builder_kwargs:
+        raise InvalidArgumentError("builder_kwargs: must not set 'causal' (it comes from the model), got causal")
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(name, make_attention(fn, bs, dict(builder_kwargs)))
+    # The same boolean masks as "sdpa" (padding and causality; None when causality alone suffices).
+    AttentionMaskInterface.register(name, sdpa_mask)
+    return name
