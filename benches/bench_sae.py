@@ -162,6 +162,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=FULL_TOKENS, help="training tokens per run (default 2,000,000)")
     ap.add_argument("--heldout-tokens", type=int, default=100_000, help="held-out tokens for the evaluation")
+    ap.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="distinct training rows to capture (default: --tokens, i.e. the whole corpus, ~886k rows); the trainers "
+        "cycle over them, so a smaller number saves the capture's time at the cost of more passes over each row",
+    )
     ap.add_argument("--quick", action="store_true", help="100k training and 20k held-out tokens")
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)")
     ap.add_argument("--trainers", default="ours,saelens,sparsify")
@@ -198,7 +205,7 @@ def main() -> int:
     trainers = [t for t in args.trainers.split(",") if t]
     machine = machine_info(["torch"])
 
-    meta = _sae_data.prepare(args.tokens, args.heldout_tokens, log)
+    meta = _sae_data.prepare(args.train_rows or args.tokens, args.heldout_tokens, log)
     n_unique = int(meta["n_train"])
     n_tokens = (args.tokens // BATCH) * BATCH
     steps = n_tokens // BATCH

@@ -110,11 +110,19 @@ def test_sparse_and_dense_training_agree_and_the_switch_is_checked() -> None:
     runs = []
     for sparse in (True, False):
         sae = S.TopKSAE(24, 64, 4, seed=3)
-        hist = S.train(sae, x.split(256), 2048, batch_size=256, lr=3e-3, dead_tokens_threshold=512, _sparse=sparse)
+        hist = S.train(
+            sae,
+            [x[i : i + 256] for i in range(0, 2048, 256)],
+            2048,
+            batch_size=256,
+            lr=3e-3,
+            dead_tokens_threshold=512,
+            _sparse=sparse,
+        )
         runs.append((sae, hist))
     (a, ha), (b, hb) = runs
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
     assert ha[-1]["fvu"] == pytest.approx(hb[-1]["fvu"], rel=1e-3)
     with pytest.raises(InvalidArgumentError, match="_sparse"):
-        S.train(S.BatchTopKSAE(24, 64, 4), x.split(256), 256, _sparse=True)
+        S.train(S.BatchTopKSAE(24, 64, 4), [x[:256]], 256, _sparse=True)

@@ -292,7 +292,8 @@ def test_bad_arguments_and_inputs_raise_typed_errors() -> None:
 def test_same_seed_same_weights() -> None:
     a, b = S.TopKSAE(8, 16, 2, seed=11), S.TopKSAE(8, 16, 2, generator=torch.Generator().manual_seed(11))
     assert torch.equal(a.W_dec, b.W_dec)
-    assert torch.equal(a.W_enc, a.W_dec.T)
+    assert torch.equal(a.W_enc, a.W_dec.T * (1 / math.sqrt(3)))  # TopK: the transpose, scaled by 1/sqrt(3)
+    assert torch.equal(S.ReLUSAE(8, 16, 1e-3, seed=11).W_enc, a.W_dec.T)  # the other architectures: the transpose
     assert not torch.equal(a.W_dec, S.TopKSAE(8, 16, 2, seed=12).W_dec)
 
 

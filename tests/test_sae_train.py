@@ -159,6 +159,7 @@ def _half_dead_topk() -> S.TopKSAE:
     """A TopK SAE whose last 32 latents have tiny encoder columns and the others a bias of 1: never in the top k."""
     sae = S.TopKSAE(D_IN, 64, K_TRUE, seed=5)
     with torch.no_grad():
+        sae.W_enc.copy_(sae.W_dec.T)  # unit-norm encoder columns: the bias of 1 then decides
         sae.W_enc[:, 32:] *= 1e-3
         sae.b_enc[:32] = 1.0
     return sae
