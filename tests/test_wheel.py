@@ -78,6 +78,7 @@ def test_wheel_contents(wheel: Path) -> None:
         "sparsecore/py.typed",
         "sparsecore/gpu/__init__.py",
         "sparsecore/testing/strategies.py",
+        "sparsecore/llm/data/safety_pairs.json",
     ):
         assert expected in names, f"{expected} missing from {wheel.name}"
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

@@ -1,13 +1,25 @@
-"""Hooks into language models from transformers (or any ``torch.nn.Module``), extra ``torch``.
+"""Hooks into language models from transformers (or any ``torch.nn.Module``) and sparse edits of them, extra ``torch``.
 
 :mod:`sparsecore.llm.hooks` is the one place for hook machinery: :func:`resolve_module` finds a submodule by its
 dotted name, :func:`capture` records module outputs (optionally stopping the forward after the last one),
 :func:`edit` replaces a module's output during forward passes and generation, and :func:`token_mask` /
 :func:`select_tokens` drop padding (and the first token) using the attention mask.
+
+Edits built on it: :class:`SafetySteering` (Jailbreak Antidote: a sparse safety direction added to the best
+separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`).
 """
 
 from __future__ import annotations
 
+from sparsecore.llm._layers import decoder_layers, linear_layers
+from sparsecore.llm._steering import (
+    PairedDirection,
+    SafetySteering,
+    Steering,
+    n_kept,
+    paired_direction,
+    safety_pairs,
+)
 from sparsecore.llm.hooks import (
     Capture,
     capture,
@@ -21,11 +33,19 @@ from sparsecore.llm.hooks import (
 
 __all__ = [
     "Capture",
+    "PairedDirection",
+    "SafetySteering",
+    "Steering",
     "capture",
+    "decoder_layers",
     "edit",
+    "linear_layers",
+    "n_kept",
     "output_tensor",
+    "paired_direction",
     "replace_output",
     "resolve_module",
+    "safety_pairs",
     "select_tokens",
     "token_mask",
 ]
