@@ -6,11 +6,13 @@ dotted name, :func:`capture` records module outputs (optionally stopping the for
 :func:`select_tokens` drop padding (and the first token) using the attention mask.
 
 Edits built on it: :class:`SafetySteering` (Jailbreak Antidote: a sparse safety direction added to the best
-separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`).
+separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`), and :func:`latent_steering` (add
+SAE decoder directions, or clamp SAE latents with the error term kept).
 """
 
 from __future__ import annotations
 
+from sparsecore.llm._latent import latent_steering
 from sparsecore.llm._layers import decoder_layers, linear_layers
 from sparsecore.llm._steering import (
     PairedDirection,
@@ -39,6 +41,7 @@ __all__ = [
     "capture",
     "decoder_layers",
     "edit",
+    "latent_steering",
     "linear_layers",
     "n_kept",
     "output_tensor",
