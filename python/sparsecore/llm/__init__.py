@@ -6,14 +6,25 @@ dotted name, :func:`capture` records module outputs (optionally stopping the for
 :func:`select_tokens` drop padding (and the first token) using the attention mask.
 
 Edits built on it: :class:`SafetySteering` (Jailbreak Antidote: a sparse safety direction added to the best
-separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`), and :func:`latent_steering` (add
-SAE decoder directions, or clamp SAE latents with the error term kept).
+separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`), :func:`latent_steering` (add
+SAE decoder directions, or clamp SAE latents with the error term kept) and :func:`nm_masks` /
+:class:`ProgressiveNM` (N:M weight masks through parametrizations, removable with :func:`remove_nm_masks`).
 """
 
 from __future__ import annotations
 
 from sparsecore.llm._latent import latent_steering
 from sparsecore.llm._layers import decoder_layers, linear_layers
+from sparsecore.llm._nm import (
+    NMMask,
+    ProgressiveNM,
+    input_norms,
+    nm_density,
+    nm_mask,
+    nm_masks,
+    remove_nm_masks,
+    to_semi_structured,
+)
 from sparsecore.llm._steering import (
     PairedDirection,
     SafetySteering,
@@ -35,20 +46,28 @@ from sparsecore.llm.hooks import (
 
 __all__ = [
     "Capture",
+    "NMMask",
     "PairedDirection",
+    "ProgressiveNM",
     "SafetySteering",
     "Steering",
     "capture",
     "decoder_layers",
     "edit",
+    "input_norms",
     "latent_steering",
     "linear_layers",
     "n_kept",
+    "nm_density",
+    "nm_mask",
+    "nm_masks",
     "output_tensor",
     "paired_direction",
+    "remove_nm_masks",
     "replace_output",
     "resolve_module",
     "safety_pairs",
     "select_tokens",
+    "to_semi_structured",
     "token_mask",
 ]
