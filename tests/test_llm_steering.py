@@ -12,7 +12,15 @@ from _tiny_lm import texts, tiny_llama, tiny_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sparsecore.exceptions import IndexFormatError, InvalidArgumentError, ShapeMismatchError
-from sparsecore.llm import SafetySteering, edit, n_kept, paired_direction, safety_pairs
+from sparsecore.llm import (
+    SafetySteering,
+    decoder_layers,
+    edit,
+    linear_layers,
+    n_kept,
+    paired_direction,
+    safety_pairs,
+)
 from torch import Tensor, nn
 
 PLANT_LAYER = 2
@@ -110,13 +118,43 @@ def test_fit_finds_the_planted_layers_and_direction(steer: SafetySteering, plant
     assert torch.allclose(steer.directions.norm(dim=1), torch.ones(4))
 
 
-def test_fit_is_padding_aware(model: Any, tok: Any) -> None:
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_fit_is_padding_aware(model: Any, side: str) -> None:
+    tok = tiny_tokenizer()
+    tok.padding_side = side
     harmful, harmless = texts(6, seed=11), texts(6, seed=12)
     one = SafetySteering.fit(model, tok, harmful, harmless, batch_size=1)
     batched = SafetySteering.fit(model, tok, harmful, harmless, batch_size=6)
     assert torch.allclose(one.directions, batched.directions, atol=1e-4)
     assert np.array_equal(one.accuracy, batched.accuracy)
     assert one.kept == batched.kept
+    assert tok.padding_side == side  # restored
+
+
+class _Block(nn.Module):
+    def __init__(self, experts: int = 0) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.experts = nn.ModuleList(nn.Linear(4, 4) for _ in range(experts))
+
+
+class _Stacked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.trunk = nn.ModuleList(_Block(experts=8) for _ in range(3))
+
+
+def test_decoder_layers_finds_the_stack(model: Any) -> None:
+    assert decoder_layers(model) == [f"model.layers.{i}" for i in range(4)]
+    assert decoder_layers(_Stacked()) == ["trunk.0", "trunk.1", "trunk.2"]  # the outer list, not the experts
+    assert decoder_layers(nn.ModuleList(_Block() for _ in range(2))) == ["0", "1"]
+    assert linear_layers(model, ["model.layers.0"])[:2] == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.k_proj",
+    ]
+    with pytest.raises(InvalidArgumentError, match="model: Sequential has no decoder layers"):
+        decoder_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
 
 
 @settings(max_examples=40, deadline=None)

@@ -237,7 +237,8 @@ class SafetySteering:
         """Fit the per-layer directions from paired prompts (see the module docstring).
 
         Each prompt is tokenized as given (wrap it in a chat template first for a chat model) and run with right
-        padding; a layer's state for a prompt is its output at the prompt's last real token.
+        padding (the tokenizer's ``padding_side`` is set to ``"right"`` during the call and restored after); a
+        layer's state for a prompt is its output at the prompt's last real token.
 
         Parameters
         ----------
@@ -447,6 +448,7 @@ class Steering:
     def __init__(self, steer: SafetySteering, alpha: float, sparsity: float, *, selector: str, seed: int) -> None:
         self.steer = steer
         self._vectors: dict[str, Tensor] = {}
+        self._cast: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
         self.alpha = 0.0
         self.sparsity = 1.0
         self.selector = "abs_max"
@@ -480,10 +482,11 @@ class Steering:
         new_selector = self.selector if selector is None else check_choice(selector, "selector", SELECTORS)
         new_seed = self.seed if seed is None else check_seed(seed)
         self.alpha, self.sparsity, self.selector, self.seed = new_alpha, new_sparsity, new_selector, new_seed
-        self._vectors = {
+        vectors = {
             name: new_alpha * self.steer.sparse_direction(name, new_sparsity, selector=new_selector, seed=new_seed)
             for name in self.steer.kept
         }
+        self._vectors, self._cast = vectors, {}
 
     def vector(self, layer: str) -> Tensor:
         """The float32 vector ``alpha * d_sparse`` added to ``layer``'s output now.
@@ -504,7 +507,11 @@ class Steering:
                 raise ShapeMismatchError(
                     f"model: the output of {name!r} is {h.shape[-1]} wide, the steering direction {vec.shape[0]}"
                 )
-            return h + vec.to(dtype=h.dtype, device=h.device)
+            key = (name, h.dtype, h.device)
+            cast = self._cast.get(key)
+            if cast is None:  # once per layer, dtype and device after each change (not at every decode step)
+                cast = self._cast[key] = vec.to(dtype=h.dtype, device=h.device)
+            return h + cast
 
         return add
 
@@ -518,6 +525,20 @@ def _layer_names(model: nn.Module, layers: Sequence[str]) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _right_padding(tokenizer: Any) -> Iterator[None]:
+    """Pad on the right while the block runs (left padding would shift the position ids of many models)."""
+    side = getattr(tokenizer, "padding_side", None)
+    if side is None or side == "right":
+        yield
+        return
+    tokenizer.padding_side = "right"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side
+
+
 @torch.no_grad()
 def _last_token_states(
     model: nn.Module, tokenizer: Any, texts: list[str], names: list[str], batch_size: int
@@ -527,13 +548,11 @@ def _last_token_states(
     pad = getattr(tokenizer, "pad_token_id", None) is not None
     step = batch_size if pad else 1  # without a pad token, one prompt per forward
     rows: dict[str, list[Tensor]] = {name: [] for name in names}
-    with capture(model, names) as cap:
+    with capture(model, names) as cap, _right_padding(tokenizer):
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
-            enc = tokenizer(chunk, return_tensors="pt", padding=pad, padding_side="right") if pad else None
-            if enc is None:
-                enc = tokenizer(chunk, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
+            enc = tokenizer(chunk, return_tensors="pt", padding=pad)
+            enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, Tensor)}
             mask = enc.get("attention_mask")
             if mask is None:
                 mask = torch.ones_like(enc["input_ids"])
