@@ -67,7 +67,18 @@ class NMMask(nn.Module):
         self.register_buffer("mask", mask.bool())
 
     def forward(self, weight: Tensor) -> Tensor:
-        """``weight`` with the masked-out entries set to zero."""
+        """``weight`` with the masked-out entries set to zero.
+
+        Parameters
+        ----------
+        weight
+            The dense weight (the parametrization's ``original``).
+
+        Returns
+        -------
+        Tensor
+            ``weight * mask`` in the weight's dtype.
+        """
         return weight * self.mask.to(weight.dtype)
 
 
@@ -440,6 +451,16 @@ class ProgressiveNM:
     def update(self, step: int) -> float:
         """Set every mask to the schedule's density at ``step``; returns that density.
 
+        Parameters
+        ----------
+        step
+            The training step, ``>= 0`` (steps past ``total_steps`` keep the final ``n:m``).
+
+        Returns
+        -------
+        float
+            ``n_t / m``, as :func:`nm_density`.
+
         Raises
         ------
         InvalidArgumentError
@@ -452,7 +473,18 @@ class ProgressiveNM:
         return self.density
 
     def remove(self, *, keep_mask: bool = False) -> list[str]:
-        """Remove the masks from the model (see :func:`remove_nm_masks`)."""
+        """Remove the masks from the model (see :func:`remove_nm_masks`).
+
+        Parameters
+        ----------
+        keep_mask
+            Bake the sparse weights in instead of restoring the dense ones.
+
+        Returns
+        -------
+        list of str
+            The layers unmasked.
+        """
         return remove_nm_masks(self.model, keep_mask=keep_mask)
 
 

@@ -132,7 +132,20 @@ def paired_direction(harmful: ArrayLike, harmless: ArrayLike) -> PairedDirection
 
 
 def n_kept(sparsity: float, d: int) -> int:
-    """How many of ``d`` entries a sparsity fraction keeps: ``round(sparsity * d)`` (halves up), at least 1."""
+    """How many of ``d`` entries a sparsity fraction keeps: ``round(sparsity * d)`` (halves up), at least 1.
+
+    Parameters
+    ----------
+    sparsity
+        Fraction of entries kept, in (0, 1] (not checked here).
+    d
+        Number of entries.
+
+    Returns
+    -------
+    int
+        In ``[1, d]``.
+    """
     return min(d, max(1, math.floor(sparsity * d + 0.5)))
 
 
@@ -471,6 +484,17 @@ class Steering:
     ) -> None:
         """Change some settings (None keeps one); every kept layer uses them from the next forward pass on.
 
+        Parameters
+        ----------
+        alpha
+            New strength (finite).
+        sparsity
+            New fraction of kept entries, in (0, 1].
+        selector
+            ``"abs_max"`` or ``"random"``.
+        seed
+            New seed of the random selector.
+
         Raises
         ------
         InvalidArgumentError
@@ -490,6 +514,16 @@ class Steering:
 
     def vector(self, layer: str) -> Tensor:
         """The float32 vector ``alpha * d_sparse`` added to ``layer``'s output now.
+
+        Parameters
+        ----------
+        layer
+            One of the steered layers (``steer.kept``).
+
+        Returns
+        -------
+        Tensor
+            ``(d,)`` float32.
 
         Raises
         ------
