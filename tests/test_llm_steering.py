@@ -24,7 +24,6 @@ from sparsecore.llm import (
 from torch import Tensor, nn
 
 PLANT_LAYER = 2
-MARK = "fire"  # the harmful prompts start with this word; the planted shift goes to rows holding it
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +45,22 @@ def planted() -> Tensor:
 
 @pytest.fixture(scope="module")
 def steer(model: Any, tok: Any, planted: Tensor) -> SafetySteering:
-    """Fitted while a large shift along ``planted`` is added to layer 2's output for the harmful prompts."""
-    base = texts(12, seed=3, lo=3, hi=9)
-    harmful = [f"{MARK} {t}" for t in base]
-    harmless = [f"rain {t}" for t in base]
-    mark_id = tok.convert_tokens_to_ids(MARK)
+    """Fitted while a large shift along ``planted`` is added to layer 2's output for the harmful prompts only.
+
+    The harmful and harmless prompts are independent random sentences, so without the shift no layer separates
+    the pairs reliably; with it, layer 2 and (through the residual stream) layer 3 separate all of them.
+    """
+    harmful, harmless = texts(12, seed=3, lo=3, hi=9), texts(12, seed=4, lo=3, hi=9)
+    marked = {tuple(tok(t)["input_ids"]) for t in harmful}
     seen: dict[str, Tensor] = {}
     handle = model.register_forward_pre_hook(
         lambda _m, _a, kw: seen.__setitem__("ids", kw["input_ids"]), with_kwargs=True
     )
 
     def plant(h: Tensor) -> Tensor:
-        rows = (seen["ids"] == mark_id).any(dim=1).to(h.dtype)
-        out: Tensor = h + 40.0 * rows[:, None, None] * planted
+        rows = [tuple(i for i in row.tolist() if i != tok.pad_token_id) in marked for row in seen["ids"]]
+        flag = torch.tensor(rows, dtype=h.dtype)
+        out: Tensor = h + 40.0 * flag[:, None, None] * planted
         return out
 
     try:
@@ -113,6 +115,7 @@ def test_fit_finds_the_planted_layers_and_direction(steer: SafetySteering, plant
     assert sorted(steer.kept) == ["model.layers.2", "model.layers.3"]
     assert steer.accuracy[2] == 1.0
     assert steer.accuracy[3] == 1.0
+    assert max(steer.accuracy[0], steer.accuracy[1]) < 1.0  # chosen by accuracy, not by the tie-breaker
     cos = float(steer.directions[PLANT_LAYER] @ planted)
     assert cos > 0.99  # right direction, right sign (harmful projects higher)
     assert torch.allclose(steer.directions.norm(dim=1), torch.ones(4))
@@ -306,3 +309,20 @@ def test_shipped_pairs() -> None:
     assert len(set(harmful)) == 40
     assert len(set(harmless)) == 40
     assert all(a != b and a and b for a, b in zip(harmful, harmless, strict=True))
+
+
+def test_layers_rank_by_accuracy_then_separation() -> None:
+    dirs = np.eye(4)
+    steer = SafetySteering(["a", "b", "c", "d"], dirs, [0.5, 1.0, 1.0, 0.9], [9.0, 1.0, 2.0, 9.0], top_layers=0.5)
+    assert steer.kept == ["c", "b"]
+    assert SafetySteering(["a", "b", "c", "d"], dirs, [0.5, 1.0, 1.0, 0.9], [9.0, 1.0, 2.0, 9.0]).kept == ["c", "b"]
+    assert SafetySteering(["a", "b", "c", "d"], dirs, [0.5, 1.0, 1.0, 0.9], [0.0] * 4, top_layers=0.75).kept == [
+        "b",
+        "c",
+        "d",
+    ]
+    assert SafetySteering(["a"], dirs[:1], [0.0], [0.0], top_layers=0.01).kept == ["a"]  # at least one layer
+    with pytest.raises(ShapeMismatchError, match="one per layer"):
+        SafetySteering(["a", "b"], dirs, [1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(InvalidArgumentError, match="layers: must be a non-empty sequence of distinct"):
+        SafetySteering(["a", "a"], dirs[:2], [1.0, 1.0], [1.0, 1.0])
