@@ -18,7 +18,6 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -29,8 +28,9 @@ from torch.nn.utils import parametrize
 
 from sparsecore._validate import check_bool, check_choice, nonnegative_int, positive_int
 from sparsecore.exceptions import DTypeError, InvalidArgumentError
+from sparsecore.llm._calib import calibration_batches, run_with_input_hooks
 from sparsecore.llm._layers import decoder_layers, linear_layers
-from sparsecore.llm.hooks import resolve_module, token_mask
+from sparsecore.llm.hooks import resolve_module
 
 __all__ = [
     "NMMask",
@@ -174,25 +174,6 @@ def _install(lin: nn.Linear, mask: Tensor) -> None:
         own.mask.copy_(mask)
 
 
-def _calibration_batches(calibration: object) -> list[dict[str, Any]]:
-    """Calibration input as a list of model keyword arguments."""
-    items = calibration if isinstance(calibration, list) else [calibration]
-    batches: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Tensor):
-            batches.append({"input_ids": item})
-        elif isinstance(item, Mapping) and isinstance(item.get("input_ids"), Tensor):
-            batches.append(dict(item))
-        else:
-            raise InvalidArgumentError(
-                "calibration: must be input ids (a Tensor), a tokenizer output (a mapping with 'input_ids') or a "
-                f"list of those, got {type(item).__name__}"
-            )
-    if not batches:
-        raise InvalidArgumentError("calibration: must hold at least one batch, got an empty list")
-    return batches
-
-
 @torch.no_grad()
 def input_norms(model: nn.Module, layers: Mapping[str, nn.Linear], calibration: object) -> dict[str, Tensor]:
     """Per linear layer, the L2 norm of each input feature over the real tokens of the calibration batches.
@@ -212,29 +193,13 @@ def input_norms(model: nn.Module, layers: Mapping[str, nn.Linear], calibration: 
     dict of str to Tensor
         ``(in_features,)`` float32 norms.
     """
-    batches = _calibration_batches(calibration)
+    batches = calibration_batches(calibration)
     sums = {name: torch.zeros(lin.in_features, dtype=torch.float64) for name, lin in layers.items()}
-    current: dict[str, Tensor | None] = {"mask": None}
 
-    def accumulate(name: str) -> Any:
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            x = args[0]
-            mask = current["mask"]
-            if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-                x = x[mask.to(x.device)]
-            sums[name] += x.detach().double().reshape(-1, x.shape[-1]).square().sum(dim=0).cpu()
+    def accumulate(name: str, x: Tensor) -> None:
+        sums[name] += x.double().square().sum(dim=0).cpu()
 
-        return hook
-
-    device = next(model.parameters()).device
-    with contextlib.ExitStack() as stack:
-        for name, lin in layers.items():
-            stack.callback(lin.register_forward_pre_hook(accumulate(name)).remove)
-        for batch in batches:
-            kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            attn = kwargs.get("attention_mask")
-            current["mask"] = token_mask(attn) if isinstance(attn, Tensor) else None
-            model(**kwargs)
+    run_with_input_hooks(model, layers, batches, accumulate)
     return {name: s.sqrt().float() for name, s in sums.items()}
 
 
