@@ -7,12 +7,16 @@ dotted name, :func:`capture` records module outputs (optionally stopping the for
 
 Edits built on it: :class:`SafetySteering` (Jailbreak Antidote: a sparse safety direction added to the best
 separating decoder layers, fitted on paired prompts such as :func:`safety_pairs`), :func:`latent_steering` (add
-SAE decoder directions, or clamp SAE latents with the error term kept) and :func:`nm_masks` /
-:class:`ProgressiveNM` (N:M weight masks through parametrizations, removable with :func:`remove_nm_masks`).
+SAE decoder directions, or clamp SAE latents with the error term kept), :func:`nm_masks` /
+:class:`ProgressiveNM` (N:M weight masks through parametrizations, removable with :func:`remove_nm_masks`),
+:class:`CoreNeurons` (CoreInfer: decode with each FFN sliced to the prompt's sentence-wise core neurons) and
+:class:`RSparse` (R-Sparse: inputs below a calibrated threshold go through a low-rank SVD path;
+:func:`magnitude_sparsity` is the TEAL-style rank-0 baseline).
 """
 
 from __future__ import annotations
 
+from sparsecore.llm._coreinfer import CoreNeurons, core_neurons, gated_ffns, token_core_counts
 from sparsecore.llm._latent import latent_steering
 from sparsecore.llm._layers import decoder_layers, linear_layers
 from sparsecore.llm._nm import (
@@ -25,6 +29,7 @@ from sparsecore.llm._nm import (
     remove_nm_masks,
     to_semi_structured,
 )
+from sparsecore.llm._rsparse import RSparse, magnitude_sparsity, rsparse_reference
 from sparsecore.llm._steering import (
     PairedDirection,
     SafetySteering,
@@ -46,17 +51,22 @@ from sparsecore.llm.hooks import (
 
 __all__ = [
     "Capture",
+    "CoreNeurons",
     "NMMask",
     "PairedDirection",
     "ProgressiveNM",
+    "RSparse",
     "SafetySteering",
     "Steering",
     "capture",
+    "core_neurons",
     "decoder_layers",
     "edit",
+    "gated_ffns",
     "input_norms",
     "latent_steering",
     "linear_layers",
+    "magnitude_sparsity",
     "n_kept",
     "nm_density",
     "nm_mask",
@@ -66,8 +76,10 @@ __all__ = [
     "remove_nm_masks",
     "replace_output",
     "resolve_module",
+    "rsparse_reference",
     "safety_pairs",
     "select_tokens",
     "to_semi_structured",
+    "token_core_counts",
     "token_mask",
 ]
