@@ -72,13 +72,17 @@ def _naive_core(acts: np.ndarray[Any, Any], alpha: float, beta: float) -> list[i
     st.sampled_from([0.1, 0.2, 0.5, 1.0]),
     st.sampled_from([0.1, 0.4, 0.75, 1.0]),
     st.integers(0, 10_000),
+    st.sampled_from(["positive", "magnitude"]),
 )
-def test_core_neurons_match_a_naive_count(n_tokens: int, d_ff: int, alpha: float, beta: float, seed: int) -> None:
+def test_core_neurons_match_a_naive_count(
+    n_tokens: int, d_ff: int, alpha: float, beta: float, seed: int, criterion: str
+) -> None:
     g = torch.Generator().manual_seed(seed)
     # few distinct values, so ties in activations and in counts are common
     acts = torch.randint(-3, 4, (n_tokens, d_ff), generator=g).float() / 2
-    got = core_neurons(acts, alpha, beta)
-    assert got.tolist() == _naive_core(acts.numpy(), alpha, beta)
+    got = core_neurons(acts, alpha, beta, criterion)
+    ranked = acts.abs() if criterion == "magnitude" else acts
+    assert got.tolist() == _naive_core(ranked.numpy(), alpha, beta)
     assert got.numel() == n_kept(beta, d_ff)
 
 
@@ -229,6 +233,8 @@ def test_core_neurons_errors(model: Any) -> None:
             CoreNeurons(model, bad, 0.4)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match=r"sparsity: must be a finite number in \(0, 1\], got 1.5"):
         CoreNeurons(model, 0.2, 1.5)
+    with pytest.raises(InvalidArgumentError, match="criterion: must be one of 'positive', 'magnitude'"):
+        CoreNeurons(model, criterion="abs")
     with pytest.raises(InvalidArgumentError, match="no decoder layers"):
         CoreNeurons(nn.Linear(4, 4))
     with pytest.raises(InvalidArgumentError, match="has no module"):

@@ -13,6 +13,10 @@ For a gated FFN ``down(act(gate(h)) * up(h))`` (Llama, Qwen, Mistral, SmolLM2...
    neurons that is *kept* (the paper's sentence-wise ratio beta; 0.4 keeps 40 %), as ``token_sparsity`` is the
    fraction of each token's positive activations kept (the paper's token-wise ratio alpha). Both names and defaults
    follow the paper's reference code.
+
+   ``criterion="magnitude"`` ranks ``|a|`` instead (``P`` then counts the non-zero entries, the mass sums ``|a|``):
+   in SwiGLU FFNs a large negative ``silu(gate) * up`` matters as much as a large positive one, which the paper's
+   ReLU-era rule ignores (measured on SmolLM2-135M, ``benches/bench_llm.py``).
 3. **Sliced decoding.** :meth:`CoreNeurons.generate` runs the prefill with the dense model (capturing the
    activations and filling the KV cache), selects the core neurons per decoder layer, replaces each FFN's
    ``gate_proj`` / ``up_proj`` by new ``nn.Linear`` holding only the core rows and ``down_proj`` by one holding
@@ -37,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sparsecore._validate import check_float
+from sparsecore._validate import check_choice, check_float
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.llm._calib import model_device, run_with_input_hooks
 from sparsecore.llm._layers import decoder_layers
@@ -46,6 +50,8 @@ from sparsecore.llm.hooks import resolve_module
 
 __all__ = ["CoreNeurons", "core_neurons", "gated_ffns", "token_core_counts"]
 
+#: How token-wise core neurons are ranked: the largest positive activations (the paper) or the largest |a|.
+CRITERIA = ("positive", "magnitude")
 #: Child names of a gated FFN (transformers' Llama / Qwen / Mistral / SmolLM2 MLPs).
 FFN_NAMES = ("gate_proj", "up_proj", "down_proj")
 
@@ -99,7 +105,7 @@ def gated_ffns(model: nn.Module, layers: Sequence[str] | None = None) -> list[st
     return out
 
 
-def token_core_counts(activations: Tensor, token_sparsity: float) -> tuple[Tensor, Tensor]:
+def token_core_counts(activations: Tensor, token_sparsity: float, criterion: str = "positive") -> tuple[Tensor, Tensor]:
     """Per neuron, in how many tokens it is token-wise core, and its summed positive activation.
 
     Parameters
@@ -108,18 +114,20 @@ def token_core_counts(activations: Tensor, token_sparsity: float) -> tuple[Tenso
         ``(n_tokens, d_ff)`` FFN intermediate activations (the input of ``down_proj``).
     token_sparsity
         Fraction of each token's positive activations kept, in (0, 1] (see the module docstring).
+    criterion
+        ``"positive"`` (the paper: the largest positive activations) or ``"magnitude"`` (the largest ``|a|``).
 
     Returns
     -------
     counts : Tensor
         ``(d_ff,)`` int64.
     mass : Tensor
-        ``(d_ff,)`` float64, the sum of ``max(a, 0)`` over the tokens.
+        ``(d_ff,)`` float64, the sum of ``max(a, 0)`` (``|a|`` for ``"magnitude"``) over the tokens.
 
     Raises
     ------
     InvalidArgumentError
-        ``token_sparsity`` outside (0, 1].
+        ``token_sparsity`` outside (0, 1] or an unknown criterion.
     ShapeMismatchError
         ``activations`` is not 2-D.
     """
@@ -128,6 +136,8 @@ def token_core_counts(activations: Tensor, token_sparsity: float) -> tuple[Tenso
         shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations).__name__
         raise ShapeMismatchError(f"activations: must be a 2-D tensor (n_tokens, d_ff), got {shape}")
     a = activations.detach().float()
+    if check_choice(criterion, "criterion", CRITERIA) == "magnitude":
+        a = a.abs()
     n_tokens, d_ff = a.shape
     positive = (a > 0).sum(dim=1)
     # n_kept per token in float64, as the Python n_kept computes it: round(alpha * P) halves up, in [1, P]
@@ -148,7 +158,9 @@ def _pick(counts: Tensor, mass: Tensor, sparsity: float) -> Tensor:
     return order[:keep].sort().values
 
 
-def core_neurons(activations: Tensor, token_sparsity: float = 0.2, sparsity: float = 0.4) -> Tensor:
+def core_neurons(
+    activations: Tensor, token_sparsity: float = 0.2, sparsity: float = 0.4, criterion: str = "positive"
+) -> Tensor:
     """The sentence-wise core neurons of one FFN from its activations over a prompt's tokens.
 
     Parameters
@@ -159,6 +171,8 @@ def core_neurons(activations: Tensor, token_sparsity: float = 0.2, sparsity: flo
         Fraction of each token's positive activations that are token-wise core, in (0, 1].
     sparsity
         Fraction of the ``d_ff`` neurons kept, in (0, 1].
+    criterion
+        ``"positive"`` or ``"magnitude"`` (see :func:`token_core_counts`).
 
     Returns
     -------
@@ -168,12 +182,12 @@ def core_neurons(activations: Tensor, token_sparsity: float = 0.2, sparsity: flo
     Raises
     ------
     InvalidArgumentError
-        A fraction outside (0, 1].
+        A fraction outside (0, 1] or an unknown criterion.
     ShapeMismatchError
         ``activations`` is not 2-D.
     """
     beta = _fraction(sparsity, "sparsity")
-    counts, mass = token_core_counts(activations, token_sparsity)
+    counts, mass = token_core_counts(activations, token_sparsity, criterion)
     return _pick(counts, mass, beta)
 
 
@@ -211,6 +225,8 @@ class CoreNeurons:
         Fraction of each token's positive activations that are token-wise core, in (0, 1] (paper: alpha).
     sparsity
         Fraction of each FFN's neurons kept for decoding, in (0, 1] (paper: beta).
+    criterion
+        ``"positive"`` (the paper) or ``"magnitude"`` (rank ``|a|``; see the module docstring).
     layers
         Decoder-layer names (default all of them).
 
@@ -224,7 +240,8 @@ class CoreNeurons:
     Raises
     ------
     InvalidArgumentError
-        A fraction outside (0, 1], a model without decoder layers, unknown layers, or a layer without a gated FFN.
+        A fraction outside (0, 1], an unknown criterion, a model without decoder layers, unknown layers, or a layer
+        without a gated FFN.
     """
 
     def __init__(
@@ -233,10 +250,12 @@ class CoreNeurons:
         token_sparsity: float = 0.2,
         sparsity: float = 0.4,
         *,
+        criterion: str = "positive",
         layers: Sequence[str] | None = None,
     ) -> None:
         self.token_sparsity = _fraction(token_sparsity, "token_sparsity")
         self.sparsity = _fraction(sparsity, "sparsity")
+        self.criterion = check_choice(criterion, "criterion", CRITERIA)
         self.model = model
         self.ffns = gated_ffns(model, layers)
         self.core: dict[str, Tensor] | None = None
@@ -246,6 +265,7 @@ class CoreNeurons:
         state = "unselected" if self.core is None else "selected"
         return (
             f"CoreNeurons(token_sparsity={self.token_sparsity:g}, sparsity={self.sparsity:g}, "
+            f"criterion={self.criterion!r}, "
             f"ffns={len(self.ffns)}, {state})"
         )
 
@@ -282,7 +302,7 @@ class CoreNeurons:
         mass: dict[str, Tensor] = {}
 
         def visit(name: str, x: Tensor) -> None:
-            c, m = token_core_counts(x, self.token_sparsity)
+            c, m = token_core_counts(x, self.token_sparsity, self.criterion)
             counts[name] = counts[name] + c if name in counts else c
             mass[name] = mass[name] + m if name in mass else m
 
