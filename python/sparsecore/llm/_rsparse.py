@@ -15,10 +15,11 @@ Per ``nn.Linear`` of the decoder layers (attention and MLP projections), with we
 
 How the forward runs: on CUDA, for up to :data:`GEMV_MAX_ROWS` tokens, through :func:`sparsecore.gpu.sparse_gemv`
 (which reads only the active columns of ``W``); on CPU with one token (batch-1 decoding), as a gather of the
-active columns (``F.embedding_bag`` over the rows of a transposed copy of ``W`` made when applied, which reads
-only the active ones); otherwise as the masked dense formula. :meth:`RSparse.apply` installs the forward on the
-layers (an instance ``forward``; the weights, module tree and state dict are untouched) and
-:meth:`RSparse.remove` (or leaving the ``with`` block, also on error) deletes it again.
+active columns (``F.embedding_bag`` over the rows of a transposed copy of ``W``, which reads only the active ones;
+the copy is made at the first :meth:`RSparse.apply` and kept by the object, so CPU use holds the weights twice
+until the object is dropped; a changed weight is copied again); otherwise as the masked dense formula.
+:meth:`RSparse.apply` installs the forward on the layers (an instance ``forward``; the weights, module tree and
+state dict are untouched) and :meth:`RSparse.remove` (or leaving the ``with`` block, also on error) deletes it.
 
 R-Sparse also searches a per-layer sparsity / rank allocation; here one ``sparsity`` and one ``rank`` serve every
 layer.
@@ -90,7 +91,8 @@ class _Layer:
         self.linear = linear
         self.tau = tau
         self.lowrank = lowrank
-        self.weight_t: Tensor | None = None  # the transposed copy for the CPU gather, while applied
+        self.weight_t: Tensor | None = None  # the transposed copy for the CPU gather (cached across apply calls)
+        self.weight_key: tuple[int, int] = (0, -1)  # (data_ptr, _version) of the weight it was copied from
         self.inactive = 0  # tracked counts
         self.total = 0
 
@@ -231,8 +233,7 @@ class RSparse:
         try:
             for layer in self._layers.values():
                 layer.inactive = layer.total = 0
-                if layer.linear.weight.device.type == "cpu":
-                    layer.weight_t = layer.linear.weight.detach().t().contiguous()
+                _refresh_transposed(layer)
                 layer.linear.forward = self._forward(layer)  # type: ignore[method-assign, assignment]
                 installed.append(layer)
         except BaseException:
@@ -314,7 +315,22 @@ def _gather_row(x2: Tensor, active: Tensor, weight_t: Tensor, lowrank: tuple[Ten
 
 def _uninstall(layer: _Layer) -> None:
     vars(layer.linear).pop("forward", None)
-    layer.weight_t = None
+
+
+def _refresh_transposed(layer: _Layer) -> None:
+    """(Re)make the CPU gather's ``W^T`` copy unless the cached one is of the current weight.
+
+    The cache is keyed by the weight's storage and version counter, so an in-place update or a new parameter
+    invalidates it.
+    """
+    w = layer.linear.weight
+    if w.device.type != "cpu":
+        layer.weight_t = None
+        return
+    key = (w.data_ptr(), w._version)
+    if layer.weight_t is None or key != layer.weight_key:
+        layer.weight_t = w.detach().t().contiguous()
+        layer.weight_key = key
 
 
 def _svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor] | None:
