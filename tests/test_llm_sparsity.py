@@ -319,6 +319,8 @@ def test_rsparse_bias_and_rank_zero_is_teal() -> None:
     with torch.no_grad(), rs.apply():
         got = lin(x)
         one = lin(x[:1])
+        none_active = lin(torch.zeros(1, 8))  # an empty gather
+    torch.testing.assert_close(none_active, lin.bias.detach()[None])
     want = (x * (x.abs() > tau)) @ lin.weight.detach().t() + lin.bias.detach()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(one, want[:1])

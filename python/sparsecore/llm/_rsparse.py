@@ -50,6 +50,8 @@ __all__ = ["GEMV_MAX_ROWS", "RSparse", "magnitude_sparsity", "rsparse_reference"
 
 #: Up to this many tokens per call the CUDA path uses sparse_gemv (meant for decoding; prefill is dense-shaped).
 GEMV_MAX_ROWS = 8
+# embedding_bag offsets of a single bag (the CPU gather path).
+_OFFSET0 = torch.zeros(1, dtype=torch.long)
 # Calibration |x| values kept per layer for the threshold (quantile error ~ 1/sqrt(n) ~ 0.1 %).
 _MAX_SAMPLES = 1 << 20
 
@@ -91,6 +93,8 @@ class _Layer:
         self.linear = linear
         self.tau = tau
         self.lowrank = lowrank
+        # U diag(S) and V for the CPU gather path (one addmv instead of a matmul, a scale and a matmul)
+        self.us_v = None if lowrank is None else ((lowrank[0] * lowrank[1]).contiguous(), lowrank[2])
         self.weight_t: Tensor | None = None  # the transposed copy for the CPU gather (cached across apply calls)
         self.weight_key: tuple[int, int] = (0, -1)  # (data_ptr, _version) of the weight it was copied from
         self.inactive = 0  # tracked counts
@@ -289,7 +293,7 @@ class RSparse:
                 if lin.bias is not None:
                     y = y + lin.bias
             elif rows == 1 and layer.weight_t is not None and not torch.is_grad_enabled():
-                y = _gather_row(x2, active, layer.weight_t, layer.lowrank)
+                y = _gather_row(x2[0], active[0], layer.weight_t, layer.us_v)
                 if lin.bias is not None:
                     y = y + lin.bias
             else:
@@ -299,17 +303,16 @@ class RSparse:
         return forward
 
 
-def _gather_row(x2: Tensor, active: Tensor, weight_t: Tensor, lowrank: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
-    """One token: ``sum_{j active} x_j W[:, j]`` from the rows of ``W^T`` (only those are read) + the low rank."""
-    idx = active[0].nonzero().reshape(1, -1)
-    if idx.numel():
-        y = F.embedding_bag(idx, weight_t, per_sample_weights=x2[0, idx[0]].reshape(1, -1), mode="sum")
-    else:
-        y = x2.new_zeros((1, weight_t.shape[1]))
-    if lowrank is not None:
-        u, s, v = lowrank
-        rest = torch.where(active, torch.zeros((), dtype=x2.dtype, device=x2.device), x2)
-        y = y + ((rest @ v) * s) @ u.t()
+def _gather_row(x: Tensor, active: Tensor, weight_t: Tensor, us_v: tuple[Tensor, Tensor] | None) -> Tensor:
+    """One token ``x`` (``(d_in,)``): the active columns of ``W`` times ``x`` plus the low-rank path, ``(1, d_out)``.
+
+    ``sum_{j active} x_j W[:, j]`` comes from the rows of ``W^T`` (only those are read; an empty bag sums to zero),
+    then ``U S (V^T (x * (1 - m)))`` is added, in as few torch calls as possible (each costs microseconds here).
+    """
+    idx = active.nonzero().squeeze(1)
+    y = F.embedding_bag(idx, weight_t, _OFFSET0, mode="sum", per_sample_weights=x[idx])
+    if us_v is not None:
+        y = torch.addmv(y[0], us_v[0], x.masked_fill(active, 0) @ us_v[1])[None]
     return y
 
 
