@@ -416,6 +416,10 @@ def test_rsparse_restore_is_exact_also_on_error(model: Any, calib: list[Tensor])
     rs.apply()
     with pytest.raises(InvalidArgumentError, match="already applied"):
         rs.apply()
+    other = RSparse.calibrate(model, calib, 0.5, rank=0, layers=["model.layers.1.mlp.up_proj"])
+    with pytest.raises(InvalidArgumentError, match="already has a patched forward"):
+        other.apply()
+    assert not other.applied
     rs.remove()
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before)

@@ -227,12 +227,13 @@ class RSparse:
         InvalidArgumentError
             Already applied, or a layer already has an instance ``forward`` (another patch).
         """
-        self._track = check_bool(track, "track")
+        tracking = check_bool(track, "track")
         if self.applied:
             raise InvalidArgumentError("RSparse: already applied (call remove() first)")
         for name, layer in self._layers.items():
             if "forward" in vars(layer.linear):
                 raise InvalidArgumentError(f"layers: {name!r} already has a patched forward")
+        self._track = tracking
         installed: list[_Layer] = []
         try:
             for layer in self._layers.values():
