@@ -175,6 +175,12 @@ def test_sliced_restores_the_model_bit_for_bit_also_on_error(model: Any) -> None
     assert _same_state(model, snap)
     with pytest.raises(InvalidArgumentError, match="already sliced"), cn.sliced(), cn.sliced():
         pass
+    other = CoreNeurons(model, 0.2, 0.4)
+    with cn.sliced():
+        with pytest.raises(InvalidArgumentError, match="is sliced"):
+            cn.select(torch.randint(3, 100, (1, 6)))
+        with pytest.raises(InvalidArgumentError, match="is sliced"), other.sliced(cn.core):
+            pass
     assert dict(model.named_modules()) == modules
 
 

@@ -258,6 +258,7 @@ class CoreNeurons:
         self.criterion = check_choice(criterion, "criterion", CRITERIA)
         self.model = model
         self.ffns = gated_ffns(model, layers)
+        self._d_ff = {name: _child(resolve_module(model, name), "down_proj").in_features for name in self.ffns}
         self.core: dict[str, Tensor] | None = None
         self._slicing = False
 
@@ -270,7 +271,17 @@ class CoreNeurons:
         )
 
     def _down_projs(self) -> dict[str, nn.Module]:
-        return {name: _child(resolve_module(self.model, name), "down_proj") for name in self.ffns}
+        """The FFNs' down projections, checked to be the full-width modules (not sliced by anyone)."""
+        out: dict[str, nn.Module] = {}
+        for name in self.ffns:
+            down = _child(resolve_module(self.model, name), "down_proj")
+            if down.in_features != self._d_ff[name]:
+                raise InvalidArgumentError(
+                    f"model: the FFN {name!r} is sliced ({down.in_features} of {self._d_ff[name]} neurons); "
+                    "leave the sliced() block first"
+                )
+            out[name] = down
+        return out
 
     @torch.no_grad()
     def select(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Any:
@@ -288,12 +299,14 @@ class CoreNeurons:
         Returns
         -------
         Any
-            The model's output (its ``past_key_values`` can seed decoding).
+            The model's output (its KV cache can seed decoding).
 
         Raises
         ------
         ShapeMismatchError
             ``input_ids`` is not 2-D.
+        InvalidArgumentError
+            The FFNs are sliced (inside a :meth:`sliced` block).
         """
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
             shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
@@ -335,6 +348,7 @@ class CoreNeurons:
         if self._slicing:
             raise InvalidArgumentError("CoreNeurons: the FFNs are already sliced (nested sliced() blocks)")
         use = self._checked_core(core)
+        self._down_projs()  # the FFNs must be whole (not sliced by another CoreNeurons)
         originals: list[tuple[nn.Module, str, nn.Module]] = []
         self._slicing = True
         try:
@@ -363,7 +377,7 @@ class CoreNeurons:
             idx = core.get(name)
             if not isinstance(idx, Tensor) or idx.dim() != 1 or idx.dtype not in (torch.int32, torch.int64):
                 raise InvalidArgumentError(f"core: must hold a 1-D integer tensor for {name!r}, got {idx!r}")
-            d_ff = _child(resolve_module(self.model, name), "down_proj").in_features
+            d_ff = self._d_ff[name]
             if (
                 idx.numel() == 0
                 or int(idx.min()) < 0
