@@ -338,6 +338,14 @@ def test_rsparse_bias_and_rank_zero_is_teal() -> None:
     torch.testing.assert_close(one, (x[:1] * (x[:1].abs() > tau)) @ lin.weight.detach().t() + lin.bias.detach())
     # the calibrated fraction is exact on the calibration data: k / N with k = n_kept(0.5, 320)
     assert float((calib.abs() <= tau).float().mean()) == n_kept(0.5, calib.numel()) / calib.numel()
+    # above max_samples the threshold is the same statistic of a seeded uniform sample
+    batches = [calib[i : i + 4] for i in range(0, 40, 4)]
+    sampled = [magnitude_sparsity(wrap, batches, 0.5, layers=["inner.0"], max_samples=100) for _ in range(2)]
+    assert sampled[0].thresholds == sampled[1].thresholds
+    frac = float((calib.abs() <= sampled[0].thresholds["inner.0"]).float().mean())
+    assert 0.35 < frac < 0.65
+    with pytest.raises(InvalidArgumentError, match="max_samples: must be"):
+        magnitude_sparsity(wrap, calib, 0.5, layers=["inner.0"], max_samples=0)
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.9])
