@@ -301,6 +301,30 @@ def test_rsparse_equals_its_dense_formula(model: Any, calib: list[Tensor], rows:
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_rsparse_sparse_gemv_path_equals_the_formula(
+    model: Any, calib: list[Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA dispatch, taken on CPU (where sparse_gemv runs its torch reference): same result as the oracle."""
+    import sparsecore.llm._rsparse as rsparse_module
+
+    calls: list[int] = []
+
+    def gemv_path(x2: Tensor) -> bool:
+        calls.append(x2.shape[0])
+        return x2.shape[0] <= rsparse_module.GEMV_MAX_ROWS
+
+    monkeypatch.setattr(rsparse_module, "_gemv_path", gemv_path)
+    rs = RSparse.calibrate(model, calib, 0.5, rank=4)
+    name = "model.layers.1.mlp.down_proj"
+    lin = model.get_submodule(name)
+    x = torch.randn(1, 3, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad(), rs.apply():
+        got = lin(x)
+    assert calls == [3]
+    want = _oracle(x.double().numpy(), lin.weight.detach().double().numpy(), None, rs.thresholds[name], 4)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-5)
+
+
 def test_rsparse_bias_and_rank_zero_is_teal() -> None:
     torch.manual_seed(0)
     lin = nn.Linear(8, 5)

@@ -288,7 +288,7 @@ class RSparse:
                 layer.inactive += int(active.numel() - active.sum())
                 layer.total += active.numel()
             rows = x2.shape[0]
-            if x2.device.type == "cuda" and rows <= GEMV_MAX_ROWS:
+            if _gemv_path(x2):
                 from sparsecore.gpu import sparse_gemv
 
                 y = sparse_gemv(x2, w, active=active, lowrank=layer.lowrank)
@@ -303,6 +303,11 @@ class RSparse:
             return y.reshape(*x.shape[:-1], w.shape[0])
 
         return forward
+
+
+def _gemv_path(x2: Tensor) -> bool:
+    """Whether ``(rows, d_in)`` goes through :func:`sparsecore.gpu.sparse_gemv`: CUDA, at most GEMV_MAX_ROWS rows."""
+    return x2.device.type == "cuda" and x2.shape[0] <= GEMV_MAX_ROWS
 
 
 def _gather_row(x: Tensor, active: Tensor, weight_t: Tensor, us_v: tuple[Tensor, Tensor] | None) -> Tensor:
