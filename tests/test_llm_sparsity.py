@@ -354,12 +354,15 @@ def test_rsparse_bias_and_rank_zero_is_teal() -> None:
     want = (x * (x.abs() > tau)) @ lin.weight.detach().t() + lin.bias.detach()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(one, want[:1])
-    # the CPU gather's cached W^T follows an in-place change of the weight
+    # the CPU gather's cached W^T follows an in-place change of the weight, between applies and while applied
     with torch.no_grad():
         lin.weight.mul_(2)
         with rs.apply():
             one = lin(x[:1])
-    torch.testing.assert_close(one, (x[:1] * (x[:1].abs() > tau)) @ lin.weight.detach().t() + lin.bias.detach())
+            lin.weight.add_(1)
+            again = lin(x[:1])
+    torch.testing.assert_close(one, (x[:1] * (x[:1].abs() > tau)) @ (lin.weight.detach() - 1).t() + lin.bias.detach())
+    torch.testing.assert_close(again, (x[:1] * (x[:1].abs() > tau)) @ lin.weight.detach().t() + lin.bias.detach())
     # the calibrated fraction is exact on the calibration data: k / N with k = n_kept(0.5, 320)
     assert float((calib.abs() <= tau).float().mean()) == n_kept(0.5, calib.numel()) / calib.numel()
     # above max_samples the threshold is the same statistic of a seeded uniform sample

@@ -294,7 +294,9 @@ class RSparse:
                 y = sparse_gemv(x2, w, active=active, lowrank=layer.lowrank)
                 if lin.bias is not None:
                     y = y + lin.bias
-            elif rows == 1 and layer.weight_t is not None and not torch.is_grad_enabled():
+            elif rows == 1 and x2.device.type == "cpu" and x2.dtype == w.dtype and not torch.is_grad_enabled():
+                _refresh_transposed(layer)  # a no-op unless the weight changed since the copy
+                assert layer.weight_t is not None
                 y = _gather_row(x2[0], active[0], layer.weight_t, layer.us_v)
                 if lin.bias is not None:
                     y = y + lin.bias
