@@ -314,7 +314,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    reduced = n_tokens < FULL_TOKENS
+    reduced = args.tokens < FULL_TOKENS  # n_tokens rounds down to whole batches (488 x 4096 < 2M)
     cases, summary, verdicts = build_report(runs, mp, mp_topk, n_tokens, len(held), reduced)
     config = {
         "d_in": _sae_data.D_IN,

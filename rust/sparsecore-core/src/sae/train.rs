@@ -312,8 +312,8 @@ mod tests {
     fn float_results_do_not_depend_on_threads() {
         let (idx, _, _, _) = case(300, 8, 50, 70, 3);
         let val: Vec<f32> = (0..idx.len()).map(|p| ((p * 7919) % 1000) as f32 / 997.0 - 0.4).collect();
-        let table: Vec<f32> = (0..50 * 70).map(|p| ((p * 104_729) % 1000) as f32 / 991.0 - 0.5).collect();
-        let src: Vec<f32> = (0..300 * 70).map(|p| ((p * 15_485_863) % 1000) as f32 / 983.0 - 0.5).collect();
+        let table: Vec<f32> = (0..50 * 70_usize).map(|p| ((p * 104_729) % 1000) as f32 / 991.0 - 0.5).collect();
+        let src: Vec<f32> = (0..300 * 70_usize).map(|p| ((p * 15_485_863) % 1000) as f32 / 983.0 - 0.5).collect();
         let run = |t: usize| {
             crate::parallel::install(Some(t), || {
                 (
