@@ -46,8 +46,8 @@ fn check_indices(indices: &[i64], k: usize, n_table: usize) -> Result<(), Sparse
     }
 }
 
-/// Shared argument checks: `indices (n, k)`, `table (n_table, d)`; returns `n`.
-fn check_common(indices: &[i64], k: usize, table: &[f32], n_table: usize, d: usize) -> Result<usize, SparseError> {
+/// The number of rows of `indices`, read as `(n, k)` with `k >= 1`.
+fn index_rows(indices: &[i64], k: usize) -> Result<usize, SparseError> {
     if k == 0 {
         return Err(SparseError::invalid("indices", "must have at least one column, got 0"));
     }
@@ -57,9 +57,15 @@ fn check_common(indices: &[i64], k: usize, table: &[f32], n_table: usize, d: usi
             indices.len()
         )));
     }
+    Ok(indices.len() / k)
+}
+
+/// Shared argument checks: `indices (n, k)`, `table (n_table, d)`; returns `n`.
+fn check_common(indices: &[i64], k: usize, table: &[f32], n_table: usize, d: usize) -> Result<usize, SparseError> {
+    let n = index_rows(indices, k)?;
     check_shape("table", table.len(), n_table, d, "(n_table, d)")?;
     check_indices(indices, k, n_table)?;
-    Ok(indices.len() / k)
+    Ok(n)
 }
 
 /// `out[r] = Σ_j values[r, j] · table[indices[r, j]]`, row-major `(n, d)`.
@@ -134,16 +140,7 @@ pub fn scatter_outer(
     d: usize,
     n_out: usize,
 ) -> Result<Vec<f32>, SparseError> {
-    if k == 0 {
-        return Err(SparseError::invalid("indices", "must have at least one column, got 0"));
-    }
-    if !indices.len().is_multiple_of(k) {
-        return Err(SparseError::ShapeMismatch(format!(
-            "indices: {} elements is not a whole number of rows of {k}",
-            indices.len()
-        )));
-    }
-    let n = indices.len() / k;
+    let n = index_rows(indices, k)?;
     check_shape("coef", coef.len(), n, k, "(n, k)")?;
     check_shape("src", src.len(), n, d, "(n, d)")?;
     check_indices(indices, k, n_out)?;
