@@ -265,6 +265,23 @@ def test_generate_with_steering(model: Any, steer: SafetySteering, ids: Tensor) 
     assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0), plain)
 
 
+def test_shift_at_the_first_kept_layer_is_alpha_times_the_kept_energy(
+    model: Any, tok: Any, steer: SafetySteering
+) -> None:
+    """Nothing upstream of the first kept layer is steered, so its state moves by exactly alpha * d_sparse."""
+    first = min(steer.kept, key=lambda n: int(n.rsplit(".", 1)[1]))
+    prompts = texts(5, seed=9)
+    for sparsity, selector in ((1.0, "abs_max"), (0.1, "abs_max"), (0.1, "random")):
+        d = steer.sparse_direction(first, sparsity, selector=selector, seed=2)
+        got = steer.shift(model, tok, prompts, 3.0, sparsity, selector=selector, seed=2, layer=first, batch_size=2)
+        assert got == pytest.approx(3.0 * float(d.double().pow(2).sum()), rel=1e-4)
+    assert steer.shift(model, tok, prompts, 0.0, layer=first) == 0.0
+    # the default layer is the last one, downstream of every kept layer: a positive alpha moves it
+    assert steer.shift(model, tok, prompts, 3.0, 1.0) != 0.0
+    with pytest.raises(InvalidArgumentError, match="layer: must be one of the fitted layers"):
+        steer.shift(model, tok, prompts, 1.0, layer="model.layers.9")
+
+
 def test_save_and_load_round_trip(steer: SafetySteering, tmp_path: Path) -> None:
     path = tmp_path / "steer.spc"
     steer.save(path)

