@@ -11,7 +11,8 @@ applied), on the held-out rest:
   not refuse harmful requests (it complies), so the log-probability of a refusal prefix is not a usable effect
   measure on this model: the script reports it for the record only.
 - **benign cost**: perplexity of held-out gensim Wikipedia passages (``bench_llm.py``'s passages and scoring) with
-  the steering on, against off;
+  the steering on, against off; also for the top 5 % at the larger ``alpha`` that gives them the full vector's
+  shift (``alpha * full / top``), i.e. the utility cost at equal effect;
 - **speed**: one forward over such a passage with the top-5 % steering hooks (ours) against the plain model
   (anchor), 1 thread.
 
@@ -112,6 +113,11 @@ def main() -> int:
                 [steer.shift(model, tok, held, alpha, SPARSITY, selector="random", seed=s) for s in range(n_random)]
             )
         )
+        # the top 5 % scaled up to the full vector's shift (linear in alpha to first order): utility at equal effect
+        alpha_eq = alpha * full / top
+        top_eq = steer.shift(model, tok, held, alpha_eq, SPARSITY)
+        with steer.apply(model, alpha_eq, SPARSITY):
+            ppl_eq = perplexity(score, benign)
         with steer.apply(model, alpha, SPARSITY):
             ppl_top = perplexity(score, benign)
             refusal_top = refusal_logprob(torch, model, tok, harm[N_FIT:])
@@ -128,6 +134,9 @@ def main() -> int:
             "benign_ppl_full": round(ppl_full, 4),
             "benign_ppl_change_top5": round(ppl_top / dense_ppl - 1, 4),
             "benign_ppl_change_full": round(ppl_full / dense_ppl - 1, 4),
+            "alpha_equal_effect_top5": round(alpha_eq, 4),
+            "shift_top5_at_equal_alpha": round(top_eq, 4),
+            "benign_ppl_change_top5_at_equal_effect": round(ppl_eq / dense_ppl - 1, 4),
             "refusal_logprob_change_top5": round(refusal_top - base_refusal, 4),
             "refusal_logprob_change_full": round(refusal_full - base_refusal, 4),
         }
@@ -148,7 +157,8 @@ def main() -> int:
         quality = (
             f"top 5 % keep {top / full:.0%} of the full vector's shift along the last layer's direction "
             f"({top:.1f} of {full:.1f}; random 5 %: {rand / full:.0%}); benign ppl {ppl_top / dense_ppl - 1:+.1%} "
-            f"(full vector {ppl_full / dense_ppl - 1:+.1%})"
+            f"(full vector {ppl_full / dense_ppl - 1:+.1%}; top 5 % at alpha {alpha_eq:.1f}, shift {top_eq:.1f}: "
+            f"{ppl_eq / dense_ppl - 1:+.1%})"
         )
         cases.append(
             CaseResult.from_timing(

@@ -265,10 +265,42 @@ def attention_case(b: int, h: int, t: int, dh: int, dtype: torch.dtype, causal: 
     close(got, want.to(dtype), dtype, f"attention T={t} causal={causal} vs SDPA")
 
 
+def gqa_case(dtype: torch.dtype, causal: bool, seed: int) -> None:
+    """4 query heads on 2 kv heads: equal to the same call with each kv head repeated, values and gradients."""
+    g = torch.Generator().manual_seed(seed)
+    q0 = torch.randn(2, 4, 21, 8, generator=g).to(dtype)
+    k0, v0 = (torch.randn(2, 2, 21, 8, generator=g).to(dtype) for _ in range(2))
+    mask = torch.rand(2, 4, 2, 2, generator=g) < 0.7
+    dout = torch.randn(2, 4, 21, 8, generator=g).to(dtype)
+
+    def grouped(_on: bool) -> list[Tensor]:
+        q, k, v = leaves(q0, k0, v0)
+        out = gpu.block_sparse_attention(q, k, v, mask, block_size=16, causal=causal)
+        out.backward(dout)  # type: ignore[no-untyped-call]
+        return [out.detach(), q.grad, k.grad, v.grad]  # type: ignore[list-item]
+
+    def repeated(_on: bool) -> list[Tensor]:
+        q, k, v = leaves(q0, k0, v0)
+        out = gpu.block_sparse_attention(
+            q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), mask, block_size=16, causal=causal
+        )
+        out.backward(dout)  # type: ignore[no-untyped-call]
+        return [out.detach(), q.grad, k.grad, v.grad]  # type: ignore[list-item]
+
+    tri, ref = run_both(grouped)
+    for name, a, c in zip(("out", "d q", "d k", "d v"), tri, ref, strict=True):
+        close(a, c, dtype, f"attention GQA {name} causal={causal}")
+    with triton_path(True):
+        rep = repeated(True)
+    for name, a, c in zip(("out", "d q", "d k", "d v"), tri, rep, strict=True):
+        close(a, c, dtype, f"attention GQA vs repeated kv {name} causal={causal}")
+
+
 def check_attention() -> None:
     for dtype in DTYPES:
         for causal in (False, True):
             attention_case(2, 2, 37, 24, dtype, causal, 0)  # ragged T and d_head
+            gqa_case(dtype, causal, 2)
         attention_case(1, 3, 16, 16, dtype, False, 1)  # one block
 
 

@@ -162,6 +162,27 @@ def test_block_sparse_attention_gradcheck_float64_and_empty_rows(causal: bool) -
     assert torch.equal(out[0, 1, :16], torch.zeros(16, 2, dtype=torch.float64))  # head 1, block 0 sees nothing
 
 
+def test_block_sparse_attention_grouped_kv_heads_equal_repeated_ones_and_gradcheck() -> None:
+    """GQA on the CPU path: 6 query heads on 2 kv heads read kv head h // 3; gradients sum over the group."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 6, 20, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 2, 20, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    mask = torch.rand(2, 6, 2, 2, generator=g) < 0.7
+
+    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return gpu.block_sparse_attention(q, k, v, mask, block_size=16, causal=True)
+
+    rep = gpu.block_sparse_attention(
+        q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), mask, block_size=16, causal=True
+    )
+    torch.testing.assert_close(attend(q, k, v), rep, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(attend, (q, k, v), fast_mode=True)
+    with pytest.raises(ShapeMismatchError, match="H_kv dividing"):
+        gpu.block_sparse_attention(q, k[:, :1].expand(2, 4, 20, 3), v, mask, block_size=16)
+    with pytest.raises(ShapeMismatchError, match="v: must have the shape of k"):
+        gpu.block_sparse_attention(q, k, q, mask, block_size=16)
+
+
 def test_topk_encode_ties_and_short_rows_take_the_lowest_ids() -> None:
     b = torch.zeros(10)
     b[[7, 2]] = 1.0
@@ -257,7 +278,7 @@ def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
             out = ops.topk_encode(x, w_enc, torch.zeros(12), 3, None, None)[1]
         elif op == "attention":
             qkv = x.reshape(1, 3, 5).expand(2, 3, 5)
-            out = ops.block_sparse_attention(qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5)
+            out = ops.block_sparse_attention(qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5, 1)
         elif op == "splade":
             out = ops.splade_head(x.reshape(1, 3, 5), w, None, torch.ones(1, 3, dtype=torch.bool))[0]
         else:

@@ -231,9 +231,11 @@ def block_sparse_attention(
 
     Parameters
     ----------
-    q, k, v : Tensor
-        ``(B, H, T, d_head)``, the same shape (self-attention); float32, float16, bfloat16 (or float64 on the
-        reference path).
+    q : Tensor
+        ``(B, H, T, d_head)``; float32, float16, bfloat16 (or float64 on the reference path).
+    k, v : Tensor
+        ``(B, H_kv, T, d_head)`` with ``H_kv`` dividing ``H`` (self-attention; ``H_kv < H`` is grouped-query
+        attention: query head ``h`` reads kv head ``h // (H / H_kv)``, without repeating the kv heads in memory).
     block_mask : Tensor
         Bool ``(B or 1, H or 1, n_blocks, n_blocks)`` with ``n_blocks = ceil(T / block_size)``.
     block_size : int
@@ -253,7 +255,8 @@ def block_sparse_attention(
     DTypeError
         ``q``, ``k``, ``v`` are not float tensors or ``block_mask`` is not bool.
     ShapeMismatchError
-        ``q``, ``k``, ``v`` differ in shape or are not 4-D, or ``block_mask`` has the wrong shape.
+        ``q``, ``k``, ``v`` are not 4-D, ``k`` does not match ``q`` (batch, length, head width, a number of heads
+        dividing ``q``'s), ``v`` differs from ``k``, or ``block_mask`` has the wrong shape.
     InvalidArgumentError
         ``block_size`` is not a power of two ``>= 16``, ``causal`` is not a bool, or ``scale`` is not positive.
     """

@@ -27,48 +27,65 @@ def _probabilities(q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, ca
     return torch.where(keep.any(-1, keepdim=True), p, torch.zeros((), dtype=p.dtype, device=p.device))
 
 
+def _expand_kv(x: Tensor, groups: int) -> Tensor:
+    """``(B * H_kv, T, d)`` -> ``(B * H_kv * groups, T, d)``: each kv head repeated for its ``groups`` query heads."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=0)
+
+
 def block_sparse_attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float
+    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int = 1
 ) -> Tensor:
-    """The torch reference on ``(BH, T, d_head)`` inputs: dense attention with the block mask, float32 (or 64)."""
+    """The torch reference: dense attention with the block mask, float32 (or 64).
+
+    ``q`` is ``(BH, T, d_head)``, ``k`` and ``v`` are ``(BH / groups, T, d_head)``; query head ``h`` reads kv head
+    ``h // groups`` of the same batch row.
+    """
     acc = acc_dtype(q, k, v)
-    p = _probabilities(q.to(acc), k.to(acc), block_mask, block_size, causal, scale)
-    return (p @ v.to(acc)).to(q.dtype)
+    kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
+    p = _probabilities(q.to(acc), kf, block_mask, block_size, causal, scale)
+    return (p @ vf).to(q.dtype)
 
 
 @torch.library.custom_op("sparsecore::block_sparse_attention", mutates_args=())
 def _attention_op(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float
+    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
 ) -> Tensor:
     if use_triton(q, k, v):
         from sparsecore.gpu._attention_kernels import block_sparse_attention_triton
 
-        return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale)
-    return block_sparse_attention_reference(q, k, v, block_mask, block_size, causal, scale)
+        return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale, groups)
+    return block_sparse_attention_reference(q, k, v, block_mask, block_size, causal, scale, groups)
 
 
 @_attention_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float) -> Tensor:
+def _(
+    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
+) -> Tensor:
     return torch.empty_like(q)
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Any, ...], output: Tensor) -> None:
-    q, k, v, block_mask, block_size, causal, scale = inputs
+    q, k, v, block_mask, block_size, causal, scale, groups = inputs
     ctx.save_for_backward(q, k, v, block_mask)
-    ctx.args = (block_size, causal, scale)  # type: ignore[attr-defined]
+    ctx.args = (block_size, causal, scale, groups)  # type: ignore[attr-defined]
 
 
 def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
     # Dense torch backward on both paths (recomputes the (BH, T, T) probabilities; no Triton backward yet).
     q, k, v, block_mask = ctx.saved_tensors  # type: ignore[attr-defined]
-    block_size, causal, scale = ctx.args  # type: ignore[attr-defined]
+    block_size, causal, scale, groups = ctx.args  # type: ignore[attr-defined]
     acc = acc_dtype(q, k, v, grad)
-    qf, kf, vf, g = q.to(acc), k.to(acc), v.to(acc), grad.to(acc)
+    qf, g = q.to(acc), grad.to(acc)
+    kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
     p = _probabilities(qf, kf, block_mask, block_size, causal, scale)
     dv = p.transpose(-1, -2) @ g
     dp = g @ vf.transpose(-1, -2)
     ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
-    return (ds @ kf).to(q.dtype), (ds.transpose(-1, -2) @ qf).to(k.dtype), dv.to(v.dtype), None, None, None, None
+    dk = ds.transpose(-1, -2) @ qf
+    if groups > 1:  # a kv head's gradient sums over the query heads that read it
+        dk = dk.reshape(-1, groups, *dk.shape[1:]).sum(1)
+        dv = dv.reshape(-1, groups, *dv.shape[1:]).sum(1)
+    return (ds @ kf).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
 
 
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -88,14 +105,18 @@ def block_sparse_attention(
     qt = check_float_tensor(q, "q", ndim=4)
     kt = check_float_tensor(k, "k", ndim=4)
     vt = check_float_tensor(v, "v", ndim=4)
-    for name, other in (("k", kt), ("v", vt)):
-        if other.shape != qt.shape:
-            raise ShapeMismatchError(f"{name}: must have the shape of q {tuple(qt.shape)}, got {tuple(other.shape)}")
+    b, h, t, dh = qt.shape
+    h_kv = kt.shape[1]
+    if kt.shape != (b, h_kv, t, dh) or h_kv == 0 or h % h_kv:
+        raise ShapeMismatchError(
+            f"k: must be (B, H_kv, T, d_head) = ({b}, H_kv, {t}, {dh}) with H_kv dividing H={h}, got {tuple(kt.shape)}"
+        )
+    if vt.shape != kt.shape:
+        raise ShapeMismatchError(f"v: must have the shape of k {tuple(kt.shape)}, got {tuple(vt.shape)}")
     bs = positive_int(block_size, "block_size")
     if bs < 16 or bs & (bs - 1):
         raise InvalidArgumentError(f"block_size: must be a power of two >= 16, got {bs}")
     is_causal = check_bool(causal, "causal")
-    b, h, t, dh = qt.shape
     sc = 1.0 / math.sqrt(dh) if scale is None else positive_float(scale, "scale")
     mask = check_tensor(block_mask, "block_mask")
     if mask.dtype != torch.bool:
@@ -108,6 +129,13 @@ def block_sparse_attention(
         )
     mask = mask.expand(b, h, nb, nb).reshape(b * h, nb, nb).contiguous()
     out: Tensor = _attention_op(
-        qt.reshape(b * h, t, dh), kt.reshape(b * h, t, dh), vt.reshape(b * h, t, dh), mask, bs, is_causal, sc
+        qt.reshape(b * h, t, dh),
+        kt.reshape(b * h_kv, t, dh),
+        vt.reshape(b * h_kv, t, dh),
+        mask,
+        bs,
+        is_causal,
+        sc,
+        h // h_kv,
     )
     return out.reshape(b, h, t, dh)

@@ -2,7 +2,8 @@
 
 The host turns the per-head block mask ``(B, H, n_q_blocks, n_k_blocks)`` into a look-up table: for every query
 block, the ids of its key blocks in increasing order and their count. One program per (batch x head, query
-block) loads its ``(BLOCK, d_head)`` query tile once and runs an online softmax (running max, running sum,
+block) loads its ``(BLOCK, d_head)`` query tile once (and reads the keys and values of kv head ``h // groups``:
+grouped-query attention without repeating the kv heads) and runs an online softmax (running max, running sum,
 float32 accumulator; inputs upcast right after ``tl.load``) over the listed key blocks only, so the cost is
 proportional to the number of kept blocks. With ``causal`` the diagonal block is masked per element. Query rows
 that see no key get a zero output.
@@ -31,6 +32,7 @@ def _block_sparse_attention_kernel(
     N_QB,
     N_KB,
     scale,
+    GROUPS,
     CAUSAL: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_DH: tl.constexpr,
@@ -42,6 +44,7 @@ def _block_sparse_attention_kernel(
     dd = tl.arange(0, BLOCK_DH)
     dmask = dd < DH
     base = bh * T * DH
+    kv_base = (bh // GROUPS) * T * DH  # grouped-query attention: query head h reads kv head h // GROUPS
     q = tl.load(q_ptr + base + rows[:, None] * DH + dd[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
     q = q.to(tl.float32)
     m_i = tl.full((BLOCK,), float("-inf"), tl.float32)
@@ -53,7 +56,7 @@ def _block_sparse_attention_kernel(
         kb = tl.load(lut_ptr + lut_row + i)
         cols = kb * BLOCK + tl.arange(0, BLOCK)
         cmask = cols < T
-        kv_off = base + cols[:, None] * DH + dd[None, :]
+        kv_off = kv_base + cols[:, None] * DH + dd[None, :]
         kv_mask = cmask[:, None] & dmask[None, :]
         k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
@@ -88,9 +91,13 @@ def block_lut(block_mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def block_sparse_attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float
+    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int = 1
 ) -> Tensor:
-    """Launch on contiguous ``(BH, T, d_head)`` q, k, v and a ``(BH, n_q_blocks, n_k_blocks)`` bool block mask."""
+    """Launch the kernel on contiguous inputs.
+
+    ``q`` is ``(BH, T, d_head)``, ``k`` and ``v`` ``(BH / groups, T, d_head)``, ``block_mask`` a ``(BH, n_q_blocks,
+    n_k_blocks)`` bool tensor.
+    """
     bh, t, dh = q.shape
     out = torch.empty_like(q)
     if bh == 0 or t == 0:
@@ -109,6 +116,7 @@ def block_sparse_attention_triton(
         n_qb,
         n_kb,
         scale,
+        groups,
         CAUSAL=causal,
         BLOCK=block_size,
         BLOCK_DH=max(16, triton.next_power_of_2(dh)),

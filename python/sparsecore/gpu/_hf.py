@@ -63,13 +63,12 @@ def make_attention(
             )
             return out, None
         groups = query.shape[1] // key.shape[1]
-        if groups > 1:
-            key = key.repeat_interleave(groups, dim=1)
-            value = value.repeat_interleave(groups, dim=1)
+        # the builders score query heads against their kv head (repeated); the kernel reads the kv heads as they are
+        key_per_q = key.repeat_interleave(groups, dim=1) if groups > 1 else key
         extra = dict(builder_kwargs)
         if takes_scale and scaling is not None:
             extra.setdefault("scale", scaling)
-        block_mask = builder(query, key, block_size=block_size, causal=causal, **extra)
+        block_mask = builder(query, key_per_q, block_size=block_size, causal=causal, **extra)
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         if _kernel_path(query, attention_mask, block_size):
             from sparsecore.gpu._attention import block_sparse_attention
@@ -78,6 +77,8 @@ def make_attention(
                 query, key, value, block_mask, block_size=block_size, causal=causal, scale=scale
             )
             return out.transpose(1, 2).contiguous(), None
+        key = key_per_q
+        value = value.repeat_interleave(groups, dim=1) if groups > 1 else value
         # CPU, or a padding mask: dense SDPA on the expanded token mask (same result, dense cost).
         keep = _token_mask(block_mask, t, block_size, causal)
         if attention_mask is None:
