@@ -410,6 +410,39 @@ def test_calibrated_sparsity_on_the_calibration_data(model: Any, calib: list[Ten
     assert all(abs(v - sparsity) < 0.25 for v in seen.values())
 
 
+def test_per_layer_sparsity_mapping(model: Any, calib: list[Tensor]) -> None:
+    """A mapping gives each layer its own fraction: thresholds equal one-value calibrations of those layers alone."""
+    fracs = {"q_proj": 0.3, "k_proj": 0.3, "v_proj": 0.3, "o_proj": 0.6, "gate_proj": 0.2, "up_proj": 0.2}
+    fracs["model.layers.1.mlp.down_proj"] = 0.9
+    fracs["down_proj"] = 0.7  # layer 0's down_proj; the full name wins for layer 1
+    rs = RSparse.calibrate(model, calib, fracs, rank=2)
+    names = linear_layers(model, decoder_layers(model))
+    assert set(rs.layer_sparsity) == set(names)
+    for name in names:
+        want = fracs.get(name, fracs[name.rsplit(".", 1)[1]])
+        assert rs.layer_sparsity[name] == want
+        alone = RSparse.calibrate(model, calib, want, rank=2, layers=[name])
+        assert rs.thresholds[name] == alone.thresholds[name], name
+    sizes = {n: model.get_submodule(n).weight.numel() for n in names}
+    mean = sum(rs.layer_sparsity[n] * sizes[n] for n in names) / sum(sizes.values())
+    assert rs.sparsity == pytest.approx(mean)
+    # one value for every layer: the same as the mapping that repeats it
+    same = RSparse.calibrate(
+        model,
+        calib,
+        dict.fromkeys(["q_proj", "k_proj", "v_proj", "o_proj"], 0.4)
+        | {"gate_proj": 0.4, "up_proj": 0.4, "down_proj": 0.4},
+        rank=2,
+    )
+    assert same.thresholds == RSparse.calibrate(model, calib, 0.4, rank=2).thresholds
+    with pytest.raises(InvalidArgumentError, match=r"no entry for layer 'model\.layers\.0\.self_attn\.q_proj'"):
+        RSparse.calibrate(model, calib, {"k_proj": 0.5}, rank=0)
+    with pytest.raises(InvalidArgumentError, match=r"keys \['nope'\] match no calibrated layer"):
+        RSparse.calibrate(model, calib, {**fracs, "nope": 0.5}, rank=0)
+    with pytest.raises(InvalidArgumentError, match=r"sparsity\['o_proj'\]: must be a finite number in \(0, 1\]"):
+        RSparse.calibrate(model, calib, {**fracs, "o_proj": 1.5}, rank=0)
+
+
 def test_full_rank_equals_the_dense_model(model: Any, calib: list[Tensor]) -> None:
     ids = calib[0]
     """Every Linear at its full rank (16 for the GQA k/v projections, 32 elsewhere), 90 % of inputs low-rank."""

@@ -21,8 +21,11 @@ until the object is dropped; a changed weight is copied again); otherwise as the
 :meth:`RSparse.apply` installs the forward on the layers (an instance ``forward``; the weights, module tree and
 state dict are untouched) and :meth:`RSparse.remove` (or leaving the ``with`` block, also on error) deletes it.
 
-R-Sparse also searches a per-layer sparsity / rank allocation; here one ``sparsity`` and one ``rank`` serve every
-layer.
+R-Sparse also searches a per-layer sparsity / rank allocation. Here ``sparsity`` is one fraction for every layer or
+a mapping from layer names (or their last component, e.g. ``"down_proj"``) to fractions, so an allocation found
+elsewhere can be applied; one ``rank`` serves every layer. :attr:`RSparse.sparsity` is then the mean weighted by
+each layer's weight size (``d_in * d_out``, the multiply-adds of a token), i.e. the fraction of the weight columns
+a token skips.
 
 References
 ----------
@@ -32,7 +35,7 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -90,9 +93,12 @@ def rsparse_reference(x: Tensor, weight: Tensor, bias: Tensor | None, tau: float
 class _Layer:
     """One layer's calibrated state."""
 
-    def __init__(self, linear: nn.Linear, tau: float, lowrank: tuple[Tensor, Tensor, Tensor] | None) -> None:
+    def __init__(
+        self, linear: nn.Linear, tau: float, lowrank: tuple[Tensor, Tensor, Tensor] | None, sparsity: float = 0.0
+    ) -> None:
         self.linear = linear
         self.tau = tau
+        self.sparsity = sparsity
         self.lowrank = lowrank
         # U diag(S) and V for the CPU gather path (one addmv instead of a matmul, a scale and a matmul)
         self.us_v = None if lowrank is None else ((lowrank[0] * lowrank[1]).contiguous(), lowrank[2])
@@ -112,7 +118,8 @@ class RSparse:
     ----------
     model : torch.nn.Module
     sparsity : float
-        The calibrated fraction of inputs below the threshold.
+        The calibrated fraction of inputs below the threshold; with per-layer fractions, their mean weighted by
+        each layer's weight size (see :attr:`layer_sparsity`).
     rank : int
         The rank of the low-rank path (0: none).
     thresholds : dict of str to float
@@ -137,6 +144,11 @@ class RSparse:
         )
 
     @property
+    def layer_sparsity(self) -> dict[str, float]:
+        """Layer name -> the fraction of its inputs calibrated to the low-rank path."""
+        return {name: layer.sparsity for name, layer in self._layers.items()}
+
+    @property
     def thresholds(self) -> dict[str, float]:
         """Layer name -> calibrated threshold ``tau``."""
         return {name: layer.tau for name, layer in self._layers.items()}
@@ -152,7 +164,7 @@ class RSparse:
         cls,
         model: nn.Module,
         calibration: object,
-        sparsity: float = 0.5,
+        sparsity: float | Mapping[str, float] = 0.5,
         *,
         rank: int,
         tokenizer: Any = None,
@@ -170,7 +182,9 @@ class RSparse:
             A list of texts (with ``tokenizer``), input ids, a tokenizer output, or a list of those; padding is
             skipped through the attention mask.
         sparsity
-            Target fraction of input entries on the low-rank path (``|x| <= tau``), in (0, 1].
+            Target fraction of input entries on the low-rank path (``|x| <= tau``), in (0, 1]: one for every layer,
+            or a mapping from layer names, or the last component of their names (``"down_proj"``), to fractions;
+            a full name takes precedence over a last component, and every layer needs one.
         rank
             Rank of the low-rank path, in ``[0, min(W.shape)]`` for every layer.
         tokenizer
@@ -190,10 +204,10 @@ class RSparse:
         Raises
         ------
         InvalidArgumentError
-            ``sparsity`` outside (0, 1], a ``rank`` out of range for some layer, unknown or non-Linear layer
-            names, a model without decoder layers, or bad calibration input.
+            ``sparsity`` outside (0, 1] (or a mapping that misses a layer, names none, or holds such a value), a
+            ``rank`` out of range for some layer, unknown or non-Linear layer names, a model without decoder
+            layers, or bad calibration input.
         """
-        frac = check_float(sparsity, "sparsity", low=0.0, high=1.0, low_open=True)
         if not is_int(rank) or int(rank) < 0:
             raise InvalidArgumentError(f"rank: must be a non-negative integer, got {rank!r}")
         r = int(rank)
@@ -205,10 +219,13 @@ class RSparse:
                     f"rank: must be in [0, {min(lin.weight.shape)}] (min of the weight shape {tuple(lin.weight.shape)} "
                     f"of {name!r}), got {r}"
                 )
+        fracs = _layer_fractions(sparsity, targets)
         batches = calibration_batches(calibration, tokenizer)
-        taus = _thresholds(model, targets, batches, frac, cap, seed)
-        state = {name: _Layer(lin, taus[name], _svd(lin.weight, r)) for name, lin in targets.items()}
-        return cls(model, frac, r, state)
+        taus = _thresholds(model, targets, batches, fracs, cap, seed)
+        state = {name: _Layer(lin, taus[name], _svd(lin.weight, r), fracs[name]) for name, lin in targets.items()}
+        sizes = {name: float(lin.weight.numel()) for name, lin in targets.items()}
+        mean = sum(fracs[n] * sizes[n] for n in targets) / sum(sizes.values())
+        return cls(model, mean, r, state)
 
     def apply(self, *, track: bool = False) -> RSparse:
         """Install the sparse forward on every calibrated layer; returns self (usable as a context manager).
@@ -358,15 +375,38 @@ def _svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor] | None:
     )
 
 
+def _layer_fractions(sparsity: object, targets: dict[str, nn.Linear]) -> dict[str, float]:
+    """Each target layer's sparsity: the one value, or its entry of the mapping (full name, else last component)."""
+    if not isinstance(sparsity, Mapping):
+        frac = check_float(sparsity, "sparsity", low=0.0, high=1.0, low_open=True)
+        return dict.fromkeys(targets, frac)
+    values = {
+        str(key): check_float(value, f"sparsity[{key!r}]", low=0.0, high=1.0, low_open=True)
+        for key, value in sparsity.items()
+    }
+    out: dict[str, float] = {}
+    used: set[str] = set()
+    for name in targets:
+        key = name if name in values else name.rsplit(".", 1)[-1]
+        if key not in values:
+            raise InvalidArgumentError(f"sparsity: the mapping has no entry for layer {name!r} (nor for {key!r})")
+        out[name] = values[key]
+        used.add(key)
+    unused = sorted(set(values) - used)
+    if unused:
+        raise InvalidArgumentError(f"sparsity: the mapping's keys {unused!r} match no calibrated layer")
+    return out
+
+
 def _thresholds(
     model: nn.Module,
     targets: dict[str, nn.Linear],
     batches: list[dict[str, Any]],
-    sparsity: float,
+    sparsity: dict[str, float],
     cap: int,
     seed: int,
 ) -> dict[str, float]:
-    """Per layer, ``tau = v_k`` of the sorted calibration ``|x|`` with ``k = n_kept(sparsity, N)``."""
+    """Per layer, ``tau = v_k`` of the sorted calibration ``|x|`` with ``k = n_kept(sparsity[layer], N)``."""
     gen = torch.Generator().manual_seed(seed)
     samples: dict[str, list[Tensor]] = {name: [] for name in targets}
     sizes = dict.fromkeys(targets, 0)
@@ -386,7 +426,7 @@ def _thresholds(
         if not sizes[name]:
             raise InvalidArgumentError(f"calibration: layer {name!r} never ran on the calibration data")
         values = _subsample(torch.cat(samples[name]), cap, gen)
-        k = n_kept(sparsity, values.numel())
+        k = n_kept(sparsity[name], values.numel())
         taus[name] = float(values.kthvalue(k).values)
     return taus
 
@@ -400,7 +440,7 @@ def _subsample(values: Tensor, cap: int, gen: torch.Generator) -> Tensor:
 def magnitude_sparsity(
     model: nn.Module,
     calibration: object,
-    sparsity: float = 0.5,
+    sparsity: float | Mapping[str, float] = 0.5,
     *,
     tokenizer: Any = None,
     layers: Sequence[str] | None = None,
