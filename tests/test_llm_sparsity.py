@@ -15,6 +15,8 @@ from sparsecore.exceptions import InvalidArgumentError, ShapeMismatchError
 from sparsecore.llm import (
     CoreNeurons,
     RSparse,
+    SparsitySensitivity,
+    allocate_sparsity,
     core_neurons,
     decoder_layers,
     gated_ffns,
@@ -22,6 +24,7 @@ from sparsecore.llm import (
     magnitude_sparsity,
     n_kept,
     rsparse_reference,
+    sparsity_sensitivity,
     token_core_counts,
 )
 from torch import Tensor, nn
@@ -538,3 +541,88 @@ def test_rsparse_errors(model: Any, calib: list[Tensor], tok: Any) -> None:
     rs = RSparse.calibrate(model, calib, 0.5, rank=1)
     assert math.isnan(rs.observed_sparsity()["model.layers.0.mlp.up_proj"])
     assert "rank=1" in repr(rs)
+
+
+# ------------------------------------------------------------------------------------------ sparsity allocation
+
+
+def _nll(model: nn.Module, batches: list[Tensor]) -> float:
+    """Mean next-token NLL over the batches (no padding), the oracle of the sensitivity's loss."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids in batches:
+            logp = model(ids).logits[:, :-1].double().log_softmax(-1)
+            total -= float(logp.gather(-1, ids[:, 1:, None]).sum())
+            count += ids[:, 1:].numel()
+    return total / count
+
+
+def test_sensitivity_is_the_loss_of_each_group_alone(model: Any, calib: list[Tensor]) -> None:
+    sens = sparsity_sensitivity(model, calib, rank=2, grid=[0.7, 0.3])
+    names = linear_layers(model, decoder_layers(model))
+    assert sens.grid == (0.3, 0.7)
+    assert set(sens.groups) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert sorted(n for g in sens.groups.values() for n in g) == sorted(names)
+    assert sens.sizes["down_proj"] == 2 * 64 * 32
+    dense = _nll(model, calib)
+    assert sens.dense_nll == pytest.approx(dense, rel=1e-6)
+    for group in ("o_proj", "gate_proj"):
+        for i, f in enumerate(sens.grid):
+            rs = RSparse.calibrate(model, calib, f, rank=2, layers=sens.groups[group])
+            with rs.apply():
+                want = _nll(model, calib) - dense
+            assert sens.increase[group][i] == pytest.approx(want, rel=1e-5, abs=1e-7), (group, f)
+    custom = sparsity_sensitivity(
+        model,
+        calib,
+        rank=0,
+        grid=[0.5],
+        groups={"attn": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]},
+    )
+    assert sorted(custom.groups) == ["attn", "mlp"]
+    with pytest.raises(InvalidArgumentError, match="groups: no group holds the layers"):
+        sparsity_sensitivity(model, calib, rank=0, grid=[0.5], groups={"attn": ["q_proj"]})
+    with pytest.raises(InvalidArgumentError, match="grid"):
+        sparsity_sensitivity(model, calib, rank=0, grid=[0.0])
+    with pytest.raises(InvalidArgumentError, match="rank"):
+        sparsity_sensitivity(model, calib, rank=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(-0.5, 5.0), min_size=3, max_size=3), min_size=1, max_size=4),
+    st.lists(st.integers(1, 50), min_size=4, max_size=4),
+    st.floats(0.05, 1.0),
+)
+def test_allocation_meets_the_target_and_is_optimal_at_its_own_mean(
+    rows: list[list[float]], sizes: list[int], target: float
+) -> None:
+    """Oracle: brute force over every choice with at least the allocation's own mean sparsity."""
+    import itertools
+
+    grid = (0.2, 0.5, 0.8)
+    keys = [f"g{i}" for i in range(len(rows))]
+    sens = SparsitySensitivity(
+        {k: [k] for k in keys}, dict(zip(keys, sizes, strict=False)), grid, 0, 1.0, dict(zip(keys, rows, strict=True))
+    )
+    total = sum(sens.sizes.values())
+
+    def mean(choice: dict[str, float]) -> float:
+        return sum(sens.sizes[k] * choice[k] for k in keys) / total
+
+    def cost(choice: dict[str, float]) -> float:
+        return sum(sens.increase[k][grid.index(choice[k])] for k in keys)
+
+    got = allocate_sparsity(sens, target)
+    assert set(got) == set(keys)
+    assert all(v in grid for v in got.values())
+    assert mean(got) >= min(target, grid[-1]) - 1e-9
+    own = mean(got)
+    feasible = [
+        dict(zip(keys, c, strict=True))
+        for c in itertools.product(grid, repeat=len(keys))
+        if mean(dict(zip(keys, c, strict=True))) >= own - 1e-9
+    ]
+    assert cost(got) <= min(cost(c) for c in feasible) + 1e-9
+    with pytest.raises(InvalidArgumentError, match="sparsity"):
+        allocate_sparsity(sens, 0.0)

@@ -11,12 +11,15 @@ SAE decoder directions, or clamp SAE latents with the error term kept), :func:`n
 :class:`ProgressiveNM` (N:M weight masks through parametrizations, removable with :func:`remove_nm_masks`),
 :class:`CoreNeurons` (CoreInfer: decode with each FFN sliced to the prompt's sentence-wise core neurons) and
 :class:`RSparse` (R-Sparse: inputs below a calibrated threshold go through a low-rank SVD path;
-:func:`magnitude_sparsity` is the TEAL-style rank-0 baseline). :func:`steering_demo` (the ``sparsecore llm``
-command) prints greedy generations with and without the safety steering.
+:func:`magnitude_sparsity` is the TEAL-style rank-0 baseline; :func:`sparsity_sensitivity` and
+:func:`allocate_sparsity` find a per-layer-group allocation for a target mean sparsity).
+:func:`steering_demo` (the ``sparsecore llm`` command) prints greedy generations with and without the safety
+steering.
 """
 
 from __future__ import annotations
 
+from sparsecore.llm._allocate import SparsitySensitivity, allocate_sparsity, sparsity_sensitivity
 from sparsecore.llm._coreinfer import CoreNeurons, core_neurons, gated_ffns, token_core_counts
 from sparsecore.llm._demo import SteeredGeneration, chat_prompt, steering_demo
 from sparsecore.llm._latent import latent_steering
@@ -59,8 +62,10 @@ __all__ = [
     "ProgressiveNM",
     "RSparse",
     "SafetySteering",
+    "SparsitySensitivity",
     "SteeredGeneration",
     "Steering",
+    "allocate_sparsity",
     "capture",
     "chat_prompt",
     "core_neurons",
@@ -83,6 +88,7 @@ __all__ = [
     "rsparse_reference",
     "safety_pairs",
     "select_tokens",
+    "sparsity_sensitivity",
     "steering_demo",
     "to_semi_structured",
     "token_core_counts",

@@ -398,15 +398,10 @@ def _layer_fractions(sparsity: object, targets: dict[str, nn.Linear]) -> dict[st
     return out
 
 
-def _thresholds(
-    model: nn.Module,
-    targets: dict[str, nn.Linear],
-    batches: list[dict[str, Any]],
-    sparsity: dict[str, float],
-    cap: int,
-    seed: int,
-) -> dict[str, float]:
-    """Per layer, ``tau = v_k`` of the sorted calibration ``|x|`` with ``k = n_kept(sparsity[layer], N)``."""
+def _samples(
+    model: nn.Module, targets: dict[str, nn.Linear], batches: list[dict[str, Any]], cap: int, seed: int
+) -> dict[str, Tensor]:
+    """Per layer, the calibration ``|x|`` values (a uniform sample of ``cap`` of them beyond that), float32."""
     gen = torch.Generator().manual_seed(seed)
     samples: dict[str, list[Tensor]] = {name: [] for name in targets}
     sizes = dict.fromkeys(targets, 0)
@@ -421,14 +416,30 @@ def _thresholds(
             sizes[name] = merged.numel()
 
     run_with_input_hooks(model, targets, batches, visit)
-    taus: dict[str, float] = {}
+    out: dict[str, Tensor] = {}
     for name in targets:
         if not sizes[name]:
             raise InvalidArgumentError(f"calibration: layer {name!r} never ran on the calibration data")
-        values = _subsample(torch.cat(samples[name]), cap, gen)
-        k = n_kept(sparsity[name], values.numel())
-        taus[name] = float(values.kthvalue(k).values)
-    return taus
+        out[name] = _subsample(torch.cat(samples[name]), cap, gen)
+    return out
+
+
+def _tau(values: Tensor, sparsity: float) -> float:
+    """``v_k`` of the sorted values with ``k = n_kept(sparsity, N)``."""
+    return float(values.kthvalue(n_kept(sparsity, values.numel())).values)
+
+
+def _thresholds(
+    model: nn.Module,
+    targets: dict[str, nn.Linear],
+    batches: list[dict[str, Any]],
+    sparsity: dict[str, float],
+    cap: int,
+    seed: int,
+) -> dict[str, float]:
+    """Per layer, ``tau = v_k`` of the sorted calibration ``|x|`` with ``k = n_kept(sparsity[layer], N)``."""
+    values = _samples(model, targets, batches, cap, seed)
+    return {name: _tau(values[name], sparsity[name]) for name in targets}
 
 
 def _subsample(values: Tensor, cap: int, gen: torch.Generator) -> Tensor:
