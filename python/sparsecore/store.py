@@ -413,7 +413,7 @@ def build_index_dir(
     elif encoder_kind == "inference-free":
         files["idf"] = "idf.json"
         enc.save_idf(out / files["idf"])  # type: ignore[attr-defined]
-        backend = getattr(getattr(getattr(enc, "doc_encoder", None), "tokenizer", None), "backend_tokenizer", None)
+        backend = getattr(enc.doc_encoder.tokenizer, "backend_tokenizer", None)  # type: ignore[attr-defined]
         if backend is not None:  # a fast tokenizer: queries can then be encoded with no torch (load_index_dir)
             files["tokenizer"] = "tokenizer.json"
             tmp = out / "tokenizer.json.tmp"

@@ -543,7 +543,7 @@ class InferenceFreeEncoder:
     ) -> None:
         if not (isinstance(default_idf, (int, float)) and math.isfinite(default_idf) and default_idf >= 0):
             raise InvalidArgumentError(f"default_idf: must be a finite number >= 0, got {default_idf!r}")
-        self.doc_encoder: SpladeEncoder | None = doc_encoder
+        self._doc_encoder = doc_encoder
         self._qtok = query_tokenizer
         self._special = frozenset(query_tokenizer.special_ids)
         self._tokens: list[str] | None = None  # id -> token of a query-only encoder, made on first decode()
@@ -615,6 +615,27 @@ class InferenceFreeEncoder:
         enc = cls.__new__(cls)
         enc._setup(None, _FileQueryTokenizer(tok, dim), idf, default_idf)
         return enc
+
+    @property
+    def doc_encoder(self) -> SpladeEncoder:
+        """The SPLADE encoder of the documents.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The encoder was made by :meth:`from_tokenizer_file` and encodes queries only.
+        """
+        if self._doc_encoder is None:
+            raise InvalidArgumentError(
+                "doc_encoder: this query-only encoder (from_tokenizer_file) cannot encode documents; "
+                "use InferenceFreeEncoder(SpladeEncoder(...)) where the model is available"
+            )
+        return self._doc_encoder
+
+    @property
+    def query_only(self) -> bool:
+        """Whether the encoder was made from a tokenizer file alone (no document encoder, no torch)."""
+        return self._doc_encoder is None
 
     @property
     def dim(self) -> int:
@@ -690,17 +711,12 @@ class InferenceFreeEncoder:
         InvalidArgumentError
             The encoder was made by :meth:`from_tokenizer_file` and has no document encoder.
         """
-        if self.doc_encoder is None:
-            raise InvalidArgumentError(
-                "doc_encoder: this query-only encoder (from_tokenizer_file) cannot encode documents; "
-                "use InferenceFreeEncoder(SpladeEncoder(...)) where the model is available"
-            )
         return self.doc_encoder.encode_document(texts, **kwargs)
 
     def decode(self, batch: SparseBatch, *, top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """``(token, weight)`` lists of each row, heaviest first."""
-        if self.doc_encoder is not None:
-            return self.doc_encoder.decode(batch, top_k=top_k)
+        if self._doc_encoder is not None:
+            return self._doc_encoder.decode(batch, top_k=top_k)
         if self._tokens is None:
             self._tokens = self._qtok.tokens()
         return decode_rows(batch, self._tokens, top_k)
@@ -737,4 +753,5 @@ class InferenceFreeEncoder:
         return self
 
     def __repr__(self) -> str:
-        return f"InferenceFreeEncoder(dim={self.dim}, doc_encoder={self.doc_encoder!r})"
+        doc = "None (query only)" if self._doc_encoder is None else repr(self._doc_encoder)
+        return f"InferenceFreeEncoder(dim={self.dim}, doc_encoder={doc})"
