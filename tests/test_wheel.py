@@ -18,6 +18,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sparsecore
@@ -234,7 +235,7 @@ print("EDGE-OK")
 
 
 def test_edge_pipeline_without_torch_matches_the_torch_path(edge_python: Path, edge_dir: Path, tmp_path: Path) -> None:
-    from sparsecore import InvertedIndex
+    from sparsecore import InvertedIndex, SparseBatch
     from sparsecore.encoders import BM25Encoder
     from sparsecore.encoders.splade import InferenceFreeEncoder, SpladeEncoder
     from sparsecore.store import read_texts
@@ -254,7 +255,7 @@ def test_edge_pipeline_without_torch_matches_the_torch_path(edge_python: Path, e
     questions = list(QUESTIONS_TOP_TITLE)
     free = InferenceFreeEncoder(SpladeEncoder.bundled(max_length=256)).load_idf(edge_dir / "inference-free/idf.json")
     bm25 = BM25Encoder.load(edge_dir / "bm25" / "encoder.json")
-    oracles = {
+    oracles: dict[str, tuple[SparseBatch, dict[str, Any]]] = {
         "inference-free": (free.encode_query(questions), {}),
         "bm25": (bm25.encode_queries(questions), {"recall_target": 1.0}),
     }
