@@ -133,7 +133,8 @@ def test_off_reports_scalar_and_a_bad_value_is_named(tmp_path: Path) -> None:
         "b = sparsecore.SparseBatch.from_dicts([{1: 2.0}], dim=4)\nprint(b.dot(b)[0])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert "ERR SPARSECORE_SIMD" in proc.stdout and "avx9" in proc.stdout, proc.stdout
+    assert "ERR SPARSECORE_SIMD" in proc.stdout, proc.stdout
+    assert "avx9" in proc.stdout, proc.stdout
     assert proc.stdout.strip().endswith("4.0")
     assert issubclass(InvalidArgumentError, ValueError)
 

@@ -718,7 +718,8 @@ def test_tokenizer_file_queries_equal_the_transformers_path(
     free.fit_idf(CORPUS)
     free.save_idf(tmp_path / "idf.json")
     edge = InferenceFreeEncoder.from_tokenizer_file(tokenizer_file).load_idf(tmp_path / "idf.json")
-    assert edge.query_only and not free.query_only
+    assert edge.query_only
+    assert not free.query_only
     assert edge.dim == free.dim == len(VOCAB)
     np.testing.assert_array_equal(edge.idf, free.idf)
     queries = [*CORPUS, "the river, the river and the bridge", "[CLS] bridge [SEP]", "unknown€ words", ""]
@@ -737,7 +738,8 @@ def test_tokenizer_file_queries_equal_the_transformers_path(
 
 def test_tokenizer_file_encoder_errors(tokenizer_file: Path, tmp_path: Path) -> None:
     edge = InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, {"river": 2.0}, dim=len(VOCAB) + 3)
-    assert edge.dim == len(VOCAB) + 3 and edge.idf[VOCAB.index("river")] == 2.0
+    assert edge.dim == len(VOCAB) + 3
+    assert edge.idf[VOCAB.index("river")] == 2.0
     assert "query only" in repr(edge)
     with pytest.raises(InvalidArgumentError, match="doc_encoder"):
         edge.encode_document(["the river"])
