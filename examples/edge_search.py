@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# A server answers one query per call: the tokenizers' thread pool only adds hand-off latency there (a millisecond
+# tail on 1-2 % of queries when the machine is busy, benches/bench_edge.py), so it is turned off before first use.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import sparsecore
 from sparsecore.store import Corpus, IndexDir, build_index_dir, load_index_dir, snippet
