@@ -167,6 +167,39 @@ def test_approximate_results_carry_true_scores() -> None:
         assert np.all(np.diff(scores[r, ok]) <= 0)
 
 
+def test_one_query_search_runs_inline_and_equals_the_batch_path() -> None:
+    # A one-row search takes the calling-thread path (search_one); it must give what the pooled batch path gives.
+    docs, queries = clustered(1500, 12, seed=3)
+    idx = sc.InvertedIndex.build(docs, ids=np.arange(1500, dtype=np.int64) * 3 + 7)
+    allowed = np.arange(1500, dtype=np.int64)[::2] * 3 + 7
+    settings_list: list[dict[str, object]] = [
+        {"recall_target": 1.0},
+        {},
+        {"alpha": 0.4, "beta": 0.6},
+        {"recall_target": 1.0, "filter": allowed},
+    ]
+    for kw in settings_list:
+        batch_ids, batch_scores = idx.search(queries, 10, **kw)  # type: ignore[arg-type]
+        for r in range(queries.n_rows):
+            ids, scores = idx.search(queries[r : r + 1], 10, num_threads=2, **kw)  # type: ignore[arg-type]
+            assert ids.shape == scores.shape == (1, 10)
+            np.testing.assert_array_equal(ids[0], batch_ids[r])
+            np.testing.assert_array_equal(scores[0], batch_scores[r])
+    # fewer hits than k: padded like the batch path; more columns than documents are never returned
+    small = sc.InvertedIndex.build(docs[:5])
+    q = queries[:1]
+    ids, scores = small.search(q, 50)
+    pair_ids, pair_scores = small.search(queries[:2], 50)
+    assert ids.shape == (1, 5)
+    np.testing.assert_array_equal(ids[0], pair_ids[0])
+    np.testing.assert_array_equal(scores[0], pair_scores[0])
+    # a query of another dim still raises the batch path's error
+    with pytest.raises(ShapeMismatchError):
+        idx.search(sc.SparseBatch.from_dicts([{1: 1.0}], dim=docs.dim + 1), 10)
+    with pytest.raises(InvalidArgumentError):
+        idx.search(q, 10, num_threads=0)
+
+
 def test_save_load_roundtrip_mmap_and_heap(tmp_path: Path) -> None:
     docs, queries = clustered(800, 20, seed=3)
     idx = sc.InvertedIndex.build(docs, np.arange(800) * 7 + 3, mode="exact", block_size=16)

@@ -697,3 +697,67 @@ def test_sparse_batch_type(bert: tuple[Any, Any]) -> None:
     enc = SpladeEncoder(model, tokenizer, max_length=32)
     assert isinstance(enc.encode(["x"]), SparseBatch)
     assert "chunked=True" in repr(enc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# InferenceFreeEncoder from a tokenizer.json (the tokenizers package only: the torch-free query path)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tokenizer_file(bert: tuple[Any, Any], tmp_path: Path) -> Path:
+    _, tokenizer = bert
+    path = tmp_path / "tokenizer.json"
+    tokenizer.backend_tokenizer.save(str(path))
+    return path
+
+
+def test_tokenizer_file_queries_equal_the_transformers_path(
+    free: InferenceFreeEncoder, tokenizer_file: Path, tmp_path: Path
+) -> None:
+    free.fit_idf(CORPUS)
+    free.save_idf(tmp_path / "idf.json")
+    edge = InferenceFreeEncoder.from_tokenizer_file(tokenizer_file).load_idf(tmp_path / "idf.json")
+    assert edge.query_only
+    assert not free.query_only
+    assert edge.dim == free.dim == len(VOCAB)
+    np.testing.assert_array_equal(edge.idf, free.idf)
+    queries = [*CORPUS, "the river, the river and the bridge", "[CLS] bridge [SEP]", "unknown€ words", ""]
+    got, want = edge.encode_query(queries), free.encode_query(queries)
+    assert got.nnz > 0
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert edge.decode(got, top_k=2) == free.decode(want, top_k=2)
+    # its own fit and save give the same table as the transformers path
+    edge2 = InferenceFreeEncoder.from_tokenizer_file(tokenizer_file).fit_idf(CORPUS)
+    np.testing.assert_array_equal(edge2.idf, free.idf)
+    edge2.save_idf(tmp_path / "idf2.json")
+    assert json.loads((tmp_path / "idf2.json").read_text()) == json.loads((tmp_path / "idf.json").read_text())
+
+
+def test_tokenizer_file_encoder_errors(tokenizer_file: Path, tmp_path: Path) -> None:
+    edge = InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, {"river": 2.0}, dim=len(VOCAB) + 3)
+    assert edge.dim == len(VOCAB) + 3
+    assert edge.idf[VOCAB.index("river")] == 2.0
+    assert "query only" in repr(edge)
+    with pytest.raises(InvalidArgumentError, match="doc_encoder"):
+        edge.encode_document(["the river"])
+    with pytest.raises(InvalidArgumentError, match="doc_encoder"):
+        _ = edge.doc_encoder
+    with pytest.raises(InvalidArgumentError, match="dim"):
+        InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, dim=len(VOCAB) - 1)
+    with pytest.raises(InvalidArgumentError, match="dim"):
+        InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, dim=0)
+    with pytest.raises(InvalidArgumentError, match="default_idf"):
+        InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, default_idf=float("nan"))
+    with pytest.raises(UnknownTokenError):
+        InferenceFreeEncoder.from_tokenizer_file(tokenizer_file, {"not-a-token": 1.0})
+    with pytest.raises(FileNotFoundError, match="path"):
+        InferenceFreeEncoder.from_tokenizer_file(tmp_path / "missing.json")
+    with pytest.raises(IndexFormatError):
+        InferenceFreeEncoder.from_tokenizer_file(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "1.0", "model": 3}')
+    with pytest.raises(IndexFormatError, match="tokenizer"):
+        InferenceFreeEncoder.from_tokenizer_file(bad)

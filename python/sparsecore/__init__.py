@@ -7,6 +7,9 @@ The core needs numpy only. Optional extras are imported lazily: ``sparsecore[sci
 Threads: every parallel operation takes ``num_threads``; the default is the ``SPARSECORE_NUM_THREADS``
 environment variable, else all cores. Results never depend on the thread count.
 
+SIMD: the kernels pick AVX-512 / AVX2+FMA paths at run time; ``SPARSECORE_SIMD=off`` (read once per process) runs
+the portable loops that every other CPU runs, and :func:`simd_level` says which is active.
+
 Submodules (``sparsecore.pursuit``, ``sparsecore.lsse``, ``sparsecore.sdr``, ``sparsecore.encoders``, ...) are
 attributes of the package, imported on first use (PEP 562), so ``import sparsecore`` stays light.
 """
@@ -18,7 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sparsecore import exceptions
-from sparsecore._core import __version__, default_num_threads
+from sparsecore._core import __version__, default_num_threads, simd_level
 from sparsecore.index import RECALL_PRESETS, InvertedIndex
 from sparsecore.sparse import MAX_DIM, QuantizedBatch, SparseBatch
 
@@ -31,6 +34,7 @@ __all__ = [
     "__version__",
     "default_num_threads",
     "exceptions",
+    "simd_level",
 ]
 
 #: Submodules loaded on first attribute access (``sparsecore.pursuit.omp(...)`` works after ``import sparsecore``).

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension ``sparsecore._core`` (private API; use :mod:`sparsecore`)."""
 
-from typing import Any, TypeAlias, final
+from typing import Any, Literal, TypeAlias, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,6 +50,7 @@ __all__ = [
     "sdr_random",
     "sdr_scalar_encode",
     "sdr_setop",
+    "simd_level",
     "take_rows",
     "threshold",
     "to_dense",
@@ -59,6 +60,7 @@ __all__ = [
 __version__: str
 
 def default_num_threads() -> int: ...
+def simd_level() -> Literal["avx512", "avx2+fma", "avx2", "scalar"]: ...
 def check(a: _Csr, sorted: bool = True, content: bool = True, num_threads: int | None = None) -> None: ...
 def is_canonical(a: _Csr, num_threads: int | None = None) -> bool: ...
 def canonicalize(

@@ -267,7 +267,7 @@ def _load_legacy_vectors(path: str | os.PathLike[str]) -> tuple[SparseBatch, lis
 
 
 def make_encoder(
-    kind: str, model: str | None, corpus: Sequence[str] | None, max_length: int
+    kind: str, model: str | None, corpus: Sequence[str] | None, max_length: int, *, stem: bool | None = None
 ) -> tuple[TextEncoder, dict[str, Any]]:
     """A fresh encoder (BM25 fitted on ``corpus``) and the description needed to rebuild it.
 
@@ -281,6 +281,9 @@ def make_encoder(
         The document texts: required by ``"bm25"`` (fitted on them) and ``"inference-free"`` (its IDF table).
     max_length
         Token limit of the SPLADE encoders.
+    stem
+        BM25 only: stem English words (needs PyStemmer, also wherever the index is searched); ``None``: when
+        PyStemmer is installed.
 
     Returns
     -------
@@ -299,7 +302,8 @@ def make_encoder(
 
         if corpus is None:
             raise InvalidArgumentError("--encoder bm25 needs the document collection to fit on")
-        enc = BM25Encoder(tokenizer=WordTokenizer(stemmer=english_stemmer_if_available())).fit(corpus)
+        stemmer = english_stemmer_if_available() if stem is None else ("english" if stem else None)
+        enc = BM25Encoder(tokenizer=WordTokenizer(stemmer=stemmer)).fit(corpus)
         return enc, {"encoder": "bm25"}
     from sparsecore.encoders.splade import InferenceFreeEncoder, SpladeEncoder
 
@@ -350,7 +354,14 @@ def _write_corpus(path: Path, corpus: Corpus) -> None:
 
 
 def build_index_dir(
-    out: Path, corpus: Corpus, encoder_kind: str, *, model: str | None, mode: str, max_length: int
+    out: Path,
+    corpus: Corpus,
+    encoder_kind: str,
+    *,
+    model: str | None,
+    mode: str,
+    max_length: int,
+    stem: bool | None = None,
 ) -> IndexDir:
     """Encode ``corpus``, build the index and save everything under ``out``.
 
@@ -371,6 +382,9 @@ def build_index_dir(
         The index's search mode, ``"approx"`` or ``"exact"``.
     max_length
         Token limit of the SPLADE encoders.
+    stem
+        BM25 only: stem English words (``None``: when PyStemmer is installed); an index searched where PyStemmer
+        is absent needs ``False``.
 
     Returns
     -------
@@ -386,7 +400,7 @@ def build_index_dir(
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    enc, info = make_encoder(encoder_kind, model, corpus.texts, max_length)
+    enc, info = make_encoder(encoder_kind, model, corpus.texts, max_length, stem=stem)
     docs = enc.encode_document(corpus.texts, show_progress=sys.stderr.isatty())
     t1 = time.perf_counter()
     index = InvertedIndex.build(docs, mode=mode)  # type: ignore[arg-type]
@@ -399,6 +413,12 @@ def build_index_dir(
     elif encoder_kind == "inference-free":
         files["idf"] = "idf.json"
         enc.save_idf(out / files["idf"])  # type: ignore[attr-defined]
+        backend = getattr(enc.doc_encoder.tokenizer, "backend_tokenizer", None)  # type: ignore[attr-defined]
+        if backend is not None:  # a fast tokenizer: queries can then be encoded with no torch (load_index_dir)
+            files["tokenizer"] = "tokenizer.json"
+            tmp = out / "tokenizer.json.tmp"
+            backend.save(str(tmp))
+            os.replace(tmp, out / files["tokenizer"])
     if info.get("model", "bundled") != "bundled":
         splade: Any = getattr(enc, "doc_encoder", enc)  # an inference-free encoder's documents side
         splade.model.save_pretrained(out / "model")  # safetensors weights
@@ -459,8 +479,12 @@ def _model_dir(root: Path, name: object) -> Path:
     return folder
 
 
-def load_index_dir(path: str | os.PathLike[str]) -> IndexDir:
+def load_index_dir(path: str | os.PathLike[str], *, documents: bool = False) -> IndexDir:
     """Open a directory written by ``sparsecore index`` (the index is memory-mapped).
+
+    An inference-free directory holds its tokenizer (``tokenizer.json``): its encoder is then query-only, made
+    with the ``tokenizers`` package and nothing else (no torch, no transformers, no model), unless ``documents``
+    asks for the SPLADE model too.
 
     The directory is treated as untrusted: every file it names (index, texts, encoder state, model) must resolve,
     symbolic links followed, to a regular file or folder inside it; a model is the bundled one or a folder inside
@@ -471,6 +495,9 @@ def load_index_dir(path: str | os.PathLike[str]) -> IndexDir:
     ----------
     path
         The directory.
+    documents
+        Load the document side of an inference-free encoder (the SPLADE model: torch and transformers) even when
+        the directory's tokenizer would do for queries.
 
     Returns
     -------
@@ -502,6 +529,14 @@ def load_index_dir(path: str | os.PathLike[str]) -> IndexDir:
         from sparsecore.encoders import BM25Encoder
 
         enc = BM25Encoder.load(_index_file(root, files, "encoder_state", "encoder.json"))
+    elif kind == "inference-free" and "tokenizer" in files and not documents:
+        from sparsecore.encoders.splade import InferenceFreeEncoder
+
+        dim = info.get("dim")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise IndexFormatError(f"{manifest}: dim must be a positive int, got {dim!r}")
+        enc = InferenceFreeEncoder.from_tokenizer_file(_index_file(root, files, "tokenizer", "tokenizer.json"), dim=dim)
+        enc.load_idf(_index_file(root, files, "idf", "idf.json"))
     elif kind in ("splade", "inference-free"):
         from sparsecore.encoders.splade import InferenceFreeEncoder, SpladeEncoder
 

@@ -459,11 +459,70 @@ class SpladeEncoder:
         )
 
 
+class _HFQueryTokenizer:
+    """Query tokenisation through a transformers tokenizer (the document encoder's)."""
+
+    def __init__(self, encoder: SpladeEncoder) -> None:
+        self._encoder = encoder
+        self._tok = encoder.tokenizer
+        self.dim = encoder.dim
+        self.special_ids = list(encoder.special_ids)
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        out: list[list[int]] = self._tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        return out
+
+    def token_id(self, token: str) -> int | None:
+        tid = self._tok.convert_tokens_to_ids(token)
+        if not isinstance(tid, int) or (tid == self._tok.unk_token_id and token != self._tok.unk_token):
+            return None
+        return tid
+
+    def tokens(self) -> list[str]:
+        return self._encoder.id_to_token
+
+
+# Up to this many texts are tokenised one by one rather than through the tokenizers' batch call (see ids()).
+_SMALL_BATCH = 8
+
+
+class _FileQueryTokenizer:
+    """Query tokenisation with the ``tokenizers`` package from a ``tokenizer.json`` (no transformers, no torch)."""
+
+    def __init__(self, tokenizer: Any, dim: int | None) -> None:
+        tokenizer.no_truncation()  # a query is never cut, as with the transformers tokenizer (truncation=False)
+        tokenizer.no_padding()
+        self._tok = tokenizer
+        size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+        self.dim = size if dim is None else dim
+        if self.dim < size:
+            raise InvalidArgumentError(f"dim: must be at least the tokenizer's vocabulary size {size}, got {dim}")
+        added = tokenizer.get_added_tokens_decoder()
+        self.special_ids = sorted(i for i, t in added.items() if t.special and 0 <= i < self.dim)
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        if len(texts) <= _SMALL_BATCH:
+            # A few queries one by one: encode_batch's hand-off to the tokenizers' thread pool put a 4 ms tail on
+            # 1-2 % of single-query calls on a loaded 2-core machine (p99 4.2 ms against 0.12 ms for encode()).
+            return [self._tok.encode(t, add_special_tokens=False).ids for t in texts]
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def token_id(self, token: str) -> int | None:
+        tid = self._tok.token_to_id(token)
+        return tid if isinstance(tid, int) else None
+
+    def tokens(self) -> list[str]:
+        toks = [self._tok.id_to_token(i) for i in range(self.dim)]
+        return [t if isinstance(t, str) else f"<id {i}>" for i, t in enumerate(toks)]
+
+
 class InferenceFreeEncoder:
     """Inference-free learned sparse retrieval: IDF-weighted bags of query tokens, SPLADE documents.
 
     The query side runs no model at all (OpenSearch neural-sparse "doc-only" mode): a query is the set of its
-    token ids, each weighted by an IDF table. Documents are encoded by a :class:`SpladeEncoder`.
+    token ids, each weighted by an IDF table. Documents are encoded by a :class:`SpladeEncoder`. An encoder made
+    with :meth:`from_tokenizer_file` needs neither torch nor transformers (only the ``tokenizers`` package): it
+    encodes queries for an index whose documents were encoded elsewhere.
 
     Parameters
     ----------
@@ -481,18 +540,115 @@ class InferenceFreeEncoder:
     ) -> None:
         if not isinstance(doc_encoder, SpladeEncoder):
             raise DTypeError(f"doc_encoder: expected a SpladeEncoder, got {type(doc_encoder).__name__}")
+        self._setup(doc_encoder, _HFQueryTokenizer(doc_encoder), idf, default_idf)
+
+    def _setup(
+        self,
+        doc_encoder: SpladeEncoder | None,
+        query_tokenizer: _HFQueryTokenizer | _FileQueryTokenizer,
+        idf: Mapping[str, float] | None,
+        default_idf: float,
+    ) -> None:
         if not (isinstance(default_idf, (int, float)) and math.isfinite(default_idf) and default_idf >= 0):
             raise InvalidArgumentError(f"default_idf: must be a finite number >= 0, got {default_idf!r}")
-        self.doc_encoder = doc_encoder
+        self._doc_encoder = doc_encoder
+        self._qtok = query_tokenizer
+        self._special = frozenset(query_tokenizer.special_ids)
+        self._tokens: list[str] | None = None  # id -> token of a query-only encoder, made on first decode()
         self.default_idf = float(default_idf)
-        self._idf = np.full(doc_encoder.dim, self.default_idf, dtype=np.float32)
+        self._idf = np.full(query_tokenizer.dim, self.default_idf, dtype=np.float32)
         if idf is not None:
             self.set_idf(idf)
+
+    @classmethod
+    def from_tokenizer_file(
+        cls,
+        path: str | os.PathLike[str],
+        idf: Mapping[str, float] | None = None,
+        *,
+        dim: int | None = None,
+        default_idf: float = 1.0,
+    ) -> InferenceFreeEncoder:
+        """A query-only encoder from a ``tokenizer.json``, with the ``tokenizers`` package: no torch, no transformers.
+
+        Its queries equal those of ``InferenceFreeEncoder(SpladeEncoder(model, tokenizer))`` when ``tokenizer`` is
+        the fast tokenizer saved in that file. :meth:`encode_document` is not available (documents need the model).
+
+        Parameters
+        ----------
+        path
+            A ``tokenizer.json`` (what a transformers fast tokenizer's ``backend_tokenizer.save`` writes, and what
+            model folders ship).
+        idf
+            ``{token: weight}``, as for the constructor (or call :meth:`load_idf`).
+        dim
+            Vector dimension, at least the tokenizer's vocabulary size (default: that size); pass the index's
+            dimension when the model's vocabulary is padded beyond the tokenizer's.
+        default_idf
+            Weight of a query token missing from the table.
+
+        Returns
+        -------
+        InferenceFreeEncoder
+            The query encoder.
+
+        Raises
+        ------
+        MissingExtraError
+            The ``tokenizers`` package is not installed.
+        FileNotFoundError
+            ``path`` does not exist.
+        IndexFormatError
+            ``path`` is not a regular file or not a tokenizer file the ``tokenizers`` package reads.
+        InvalidArgumentError
+            ``dim`` is below the vocabulary size, or ``default_idf`` is not a finite number >= 0.
+        """
+        if dim is not None:
+            dim = check_int(dim, "dim", low=1)
+        try:
+            tokenizers = importlib.import_module("tokenizers")
+        except ImportError as exc:
+            raise MissingExtraError(
+                "the tokenizers package is required to read a tokenizer.json; install it with: pip install tokenizers"
+            ) from exc
+        file = Path(os.fspath(path))
+        if not file.exists():
+            raise FileNotFoundError(f"path: {file} does not exist")
+        if not file.is_file():
+            raise IndexFormatError(f"{file}: is not a regular file; sparsecore reads only regular files")
+        try:
+            tok = tokenizers.Tokenizer.from_file(str(file))
+        except Exception as exc:  # the tokenizers package raises a bare Exception for a malformed file
+            raise IndexFormatError(f"{file}: not a tokenizer.json the tokenizers package can read ({exc})") from None
+        enc = cls.__new__(cls)
+        enc._setup(None, _FileQueryTokenizer(tok, dim), idf, default_idf)
+        return enc
+
+    @property
+    def doc_encoder(self) -> SpladeEncoder:
+        """The SPLADE encoder of the documents.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The encoder was made by :meth:`from_tokenizer_file` and encodes queries only.
+        """
+        if self._doc_encoder is None:
+            raise InvalidArgumentError(
+                "doc_encoder: this query-only encoder (from_tokenizer_file) cannot encode documents; "
+                "use InferenceFreeEncoder(SpladeEncoder(...)) where the model is available"
+            )
+        return self._doc_encoder
+
+    @property
+    def query_only(self) -> bool:
+        """Whether the encoder was made from a tokenizer file alone (no document encoder, no torch)."""
+        return self._doc_encoder is None
 
     @property
     def dim(self) -> int:
         """Vector dimension (the document encoder's vocabulary)."""
-        return self.doc_encoder.dim
+        return self._qtok.dim
 
     @property
     def idf(self) -> NDArray[np.float32]:
@@ -512,13 +668,13 @@ class InferenceFreeEncoder:
         from sparsecore.exceptions import NonFiniteError, UnknownTokenError
 
         table = np.full(self.dim, self.default_idf, dtype=np.float32)
-        tok = self.doc_encoder.tokenizer
+        token_id = self._qtok.token_id
         for t, v in idf.items():
             w = float(v)
             if not math.isfinite(w) or w < 0:
                 raise NonFiniteError(f"idf[{t!r}]: weight must be finite and >= 0, got {v!r}")
-            tid = tok.convert_tokens_to_ids(t)
-            if not isinstance(tid, int) or not 0 <= tid < self.dim or (tid == tok.unk_token_id and t != tok.unk_token):
+            tid = token_id(t)
+            if tid is None or not 0 <= tid < self.dim:
                 raise UnknownTokenError(f"idf: token {t!r} is not in the tokenizer's vocabulary")
             table[tid] = w
         self._idf = table
@@ -535,8 +691,7 @@ class InferenceFreeEncoder:
         if not items:
             raise InvalidArgumentError("corpus: is empty")
         df = np.zeros(self.dim, dtype=np.int64)
-        ids = self.doc_encoder.tokenizer(items, add_special_tokens=False, truncation=False)["input_ids"]
-        for row in ids:
+        for row in self._qtok.ids(items):
             u = np.unique(np.asarray(row, dtype=np.int64))
             df[u[(u >= 0) & (u < self.dim)]] += 1
         n = len(items)
@@ -546,25 +701,41 @@ class InferenceFreeEncoder:
     def encode_query(self, texts: Sequence[str], **_: Any) -> SparseBatch:
         """Each query's unique token ids (special tokens excluded), weighted by the IDF table; no model runs."""
         items = check_texts(texts)
-        ids = (
-            self.doc_encoder.tokenizer(items, add_special_tokens=False, truncation=False)["input_ids"] if items else []
-        )
-        special = set(self.doc_encoder.special_ids)
-        pairs = []
+        ids = self._qtok.ids(items) if items else []
+        special, dim = self._special, self.dim
+        cols: list[NDArray[np.uint32]] = []
+        vals: list[NDArray[np.float32]] = []
         for row in ids:
-            u = np.unique(np.asarray([i for i in row if i not in special], dtype=np.int64)).astype(np.uint32)
+            u = np.unique(np.asarray([i for i in row if i not in special and 0 <= i < dim], dtype=np.int64))
             w = self._idf[u]
             keep = w > 0
-            pairs.append((u[keep], w[keep]))
-        return SparseBatch.from_pairs(pairs, self.dim) if pairs else SparseBatch.empty(0, self.dim)
+            cols.append(u[keep].astype(np.uint32))
+            vals.append(w[keep])
+        if not cols:
+            return SparseBatch.empty(0, dim)
+        indptr = np.zeros(len(cols) + 1, dtype=np.int64)
+        np.cumsum([c.size for c in cols], out=indptr[1:])
+        # Valid by construction (ids sorted, distinct and below dim; weights finite and > 0): no validation pass,
+        # whose hand-off to the thread pool put a millisecond tail on one-query latency (benches/bench_edge.py).
+        return SparseBatch._trusted(indptr, np.concatenate(cols), np.concatenate(vals).astype(np.float32), dim)
 
     def encode_document(self, texts: Sequence[str], **kwargs: Any) -> SparseBatch:
-        """Documents through the SPLADE document encoder."""
+        """Documents through the SPLADE document encoder.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The encoder was made by :meth:`from_tokenizer_file` and has no document encoder.
+        """
         return self.doc_encoder.encode_document(texts, **kwargs)
 
     def decode(self, batch: SparseBatch, *, top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """``(token, weight)`` lists of each row, heaviest first."""
-        return self.doc_encoder.decode(batch, top_k=top_k)
+        if self._doc_encoder is not None:
+            return self._doc_encoder.decode(batch, top_k=top_k)
+        if self._tokens is None:
+            self._tokens = self._qtok.tokens()
+        return decode_rows(batch, self._tokens, top_k)
 
     def save_idf(self, path: str | os.PathLike[str]) -> None:
         """Write the table as ``idf.json`` (``{token: weight}``, the OpenSearch layout), atomically.
@@ -572,9 +743,13 @@ class InferenceFreeEncoder:
         Ids without a token of their own (a model vocabulary padded beyond the tokenizer's) are left out: no query
         contains them, and :meth:`load_idf` could not map them back.
         """
-        toks = self.doc_encoder.id_to_token
-        back = self.doc_encoder.tokenizer.convert_tokens_to_ids(list(toks))
-        table = {toks[i]: float(w) for i, w in enumerate(self._idf.tolist()) if w != self.default_idf and back[i] == i}
+        toks = self._qtok.tokens()
+        token_id = self._qtok.token_id
+        table = {
+            toks[i]: float(w)
+            for i, w in enumerate(self._idf.tolist())
+            if w != self.default_idf and token_id(toks[i]) == i
+        }
         atomic_write_bytes(path, json.dumps(table, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
     def load_idf(self, path: str | os.PathLike[str]) -> InferenceFreeEncoder:
@@ -594,4 +769,5 @@ class InferenceFreeEncoder:
         return self
 
     def __repr__(self) -> str:
-        return f"InferenceFreeEncoder(dim={self.dim}, doc_encoder={self.doc_encoder!r})"
+        doc = "None (query only)" if self._doc_encoder is None else repr(self._doc_encoder)
+        return f"InferenceFreeEncoder(dim={self.dim}, doc_encoder={doc})"

@@ -17,3 +17,4 @@ pub mod sdr;
 pub mod sparse;
 
 pub use error::SparseError;
+pub use kernels::{simd_level, SIMD_ENV};

@@ -28,7 +28,7 @@ mod _core {
     };
 
     #[pymodule_export]
-    use crate::sparse::default_num_threads;
+    use crate::sparse::{default_num_threads, simd_level};
 
     #[pymodule_export]
     use crate::container::{container_read, container_write};

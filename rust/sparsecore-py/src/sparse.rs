@@ -32,6 +32,13 @@ pub fn default_num_threads() -> PyResult<usize> {
     parallel::resolve_threads(None).map_err(to_py)
 }
 
+/// The widest instruction set the kernels use: `"avx512"`, `"avx2+fma"`, `"avx2"` or `"scalar"` (the portable
+/// loops; also what `SPARSECORE_SIMD=off` gives). The variable is read once per process.
+#[pyfunction]
+pub fn simd_level() -> PyResult<&'static str> {
+    sparsecore_core::simd_level().map_err(to_py)
+}
+
 /// Validate the structure (indptr, lengths, dim; O(rows)) and, with `content`, every entry: indices < dim,
 /// finite data, and (with `sorted`) strictly increasing indices per row.
 #[pyfunction]

@@ -204,7 +204,10 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
         }
         Ok((e.offset, e.count))
     };
-    assemble(path, &c.backing, shape, ext_ids, deleted, &mut take)
+    let index = assemble(path, &c.backing, shape, ext_ids, deleted, &mut take)?;
+    // The checks and the in-memory structures are built: searches fault back in only the pages they read.
+    c.backing.release_resident();
+    Ok(index)
 }
 
 /// Load a file of the pre-container format (magic `SPCOREIX`, version 3): 64-byte header, a table of 32-byte

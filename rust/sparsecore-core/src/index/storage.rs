@@ -35,6 +35,24 @@ impl Backing {
             Self::Anon(_) => Ok(()),
         }
     }
+
+    /// Let go of this process's resident pages of a mapped file: loading reads every byte once (the checksums),
+    /// which would otherwise leave the whole file counted in the process's memory whatever the searches touch.
+    /// The pages stay in the page cache, so a later read is a minor fault. A no-op for an anonymous copy and off
+    /// Linux.
+    pub fn release_resident(&self) {
+        #[cfg(target_os = "linux")]
+        if let Self::Mapped(m, _) = self {
+            // SAFETY: `m` is a read-only shared mapping of a file (memmap2's `Mmap::map`: PROT_READ, MAP_SHARED)
+            // that nothing writes through. MADV_DONTNEED only drops page-table entries; the next access maps the
+            // same file bytes again from the page cache (it zero-fills only private or anonymous memory). A refusal
+            // changes nothing.
+            #[allow(unsafe_code)]
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = self;
+    }
 }
 
 impl fmt::Debug for Backing {

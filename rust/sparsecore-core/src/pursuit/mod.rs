@@ -13,7 +13,6 @@
 pub mod greedy;
 pub mod lasso;
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -285,7 +284,7 @@ pub fn gram<T: Real>(d: ArrayView2<'_, T>) -> Result<Array2<T>, SparseError> {
     }
     let atoms = |i: usize| d.slice(s![i * GRAM_TILE..((i + 1) * GRAM_TILE).min(n), ..]);
     upper.par_iter_mut().for_each(|(i, j, tile)| {
-        general_mat_mul(T::one(), &atoms(*i), &atoms(*j).t(), T::zero(), tile);
+        kernels::mat_mul(T::one(), &atoms(*i), &atoms(*j).t(), T::zero(), tile);
         if i == j {
             for r in 0..tile.nrows() {
                 for c in 0..r {
@@ -413,7 +412,7 @@ where
                 let mut c = ArrayViewMut2::from_shape((hi - lo, n_atoms), &mut cbuf[..])
                     .map_err(|e| SparseError::invalid("correlations", e.to_string()))?;
                 // beta = 0: the product overwrites whatever the reused buffer held.
-                general_mat_mul(T::one(), &xs, &d.t(), T::zero(), &mut c);
+                kernels::mat_mul(T::one(), &xs, &d.t(), T::zero(), &mut c);
                 let mut pairs: Vec<(u32, T)> = Vec::new();
                 let mut out = ChunkOut { counts: Vec::with_capacity(hi - lo), indices: Vec::new(), data: Vec::new() };
                 for (r, xr) in xs.outer_iter().enumerate() {

@@ -21,10 +21,10 @@ pub mod train;
 
 use std::sync::{Mutex, PoisonError};
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
+use crate::kernels;
 use crate::sparse::{Csr, CsrView};
 use crate::SparseError;
 
@@ -363,7 +363,7 @@ impl SaeWeights {
             let acc = &mut sc.acc[..m * w];
             {
                 let mut cv = ArrayViewMut2::from_shape((m, w), &mut *acc).map_err(internal)?;
-                general_mat_mul(1.0, &a, &w_enc.slice(s![.., c0..c1]), 0.0, &mut cv);
+                kernels::mat_mul(1.0, &a, &w_enc.slice(s![.., c0..c1]), 0.0, &mut cv);
             }
             let bias = &self.b_enc[c0..c1];
             for (r, row) in acc.chunks_exact(w).enumerate() {
