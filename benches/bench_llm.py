@@ -35,6 +35,7 @@ CONT = 64  # scored continuation tokens
 NEW = 32  # greedily decoded tokens in the speed cases
 N_CALIB = 32  # calibration passages
 N_EVAL = 48  # held-out passages
+N_SENS = 4  # calibration passages of the allocation's per-group sensitivity (63 forwards each)
 SPARSITIES = (0.3, 0.5, 0.7)  # activation sparsity (R-Sparse, TEAL) and 1 - kept FFN fraction (CoreInfer)
 RANK = 64  # R-Sparse rank (<= 192, the narrowest projection of SmolLM2-135M)
 TOKEN_SPARSITY = 0.2  # CoreInfer's token-wise fraction (the paper's default)
@@ -117,19 +118,30 @@ def main() -> int:
     evals = passages(tok, texts[len(texts) // 2 :], n_eval, PREFIX + CONT)
     torch.set_num_threads(1)
 
-    ppl: dict[str, dict[float, float]] = {"R-Sparse": {}, "TEAL": {}, "CoreInfer": {}, "CoreInfer |a|": {}}
+    ppl: dict[str, dict[float, float]] = {
+        "R-Sparse": {},
+        "R-Sparse allocated": {},
+        "TEAL": {},
+        "CoreInfer": {},
+        "CoreInfer |a|": {},
+    }
     log("dense perplexity")
     dense_ppl = perplexity(functools.partial(nll_dense, torch, model), evals)
     log(f"dense perplexity {dense_ppl:.3f}")
     methods: dict[str, dict[float, Any]] = {name: {} for name in ppl}
+    log("R-Sparse sensitivity per layer group (allocation)")
+    sens = llm.sparsity_sensitivity(model, calib[:N_SENS], rank=args.rank)
+    allocations: dict[float, dict[str, float]] = {}
     for s in sparsities:
         rs = llm.RSparse.calibrate(model, calib, s, rank=args.rank)
+        allocations[s] = llm.allocate_sparsity(sens, s)
+        methods["R-Sparse allocated"][s] = llm.RSparse.calibrate(model, calib, allocations[s], rank=args.rank)
         teal = llm.magnitude_sparsity(model, calib, s)
         core = llm.CoreNeurons(model, TOKEN_SPARSITY, 1.0 - s)
         core_abs = llm.CoreNeurons(model, TOKEN_SPARSITY, 1.0 - s, criterion="magnitude")
         methods["R-Sparse"][s], methods["TEAL"][s], methods["CoreInfer"][s] = rs, teal, core
         methods["CoreInfer |a|"][s] = core_abs
-        for name, edit in (("R-Sparse", rs), ("TEAL", teal)):
+        for name, edit in (("R-Sparse", rs), ("R-Sparse allocated", methods["R-Sparse allocated"][s]), ("TEAL", teal)):
             with edit.apply():
                 ppl[name][s] = perplexity(functools.partial(nll_dense, torch, model), evals)
         for name in ("CoreInfer", "CoreInfer |a|"):
@@ -154,6 +166,7 @@ def main() -> int:
     for s in sparsities:
         runs: dict[str, Callable[[], Any]] = {
             "R-Sparse": functools.partial(edited_decode, methods["R-Sparse"][s]),
+            "R-Sparse allocated": functools.partial(edited_decode, methods["R-Sparse allocated"][s]),
             "TEAL": functools.partial(edited_decode, methods["TEAL"][s]),
             "CoreInfer": functools.partial(methods["CoreInfer"][s].generate, prompt, **gen_kw),
             "CoreInfer |a|": functools.partial(methods["CoreInfer |a|"][s].generate, prompt, **gen_kw),
@@ -163,6 +176,7 @@ def main() -> int:
                 torch.set_num_threads(threads)
                 timing = time_pair(run, dense_decode, repeats, min_sample_s=0.0)
                 rel = ppl[name][s] / dense_ppl - 1
+                rank_note = f", rank {args.rank}" if name.startswith("R-Sparse") else ""
                 what = f"FFN keeps {1 - s:.0%}" if name.startswith("CoreInfer") else f"activation sparsity {s:.0%}"
                 metrics: dict[str, float | int | bool | str] = {
                     "perplexity": round(ppl[name][s], 4),
@@ -177,7 +191,7 @@ def main() -> int:
                 )
                 cases.append(
                     CaseResult.from_timing(
-                        f"{name} ({what}{f', rank {args.rank}' if name == 'R-Sparse' else ''}) greedy decode vs dense",
+                        f"{name} ({what}{rank_note}) greedy decode vs dense",
                         f"SmolLM2-135M, {PREFIX}-token prompt + {new_tokens} new, batch 1",
                         threads,
                         timing,
@@ -198,7 +212,12 @@ def main() -> int:
         f"CoreInfer: token_sparsity {TOKEN_SPARSITY}, sparsity = 1 - x keeps a (1 - x) fraction of each FFN's "
         "neurons; the attention stays dense; 'CoreInfer |a|' ranks |activation| (criterion='magnitude') instead "
         "of the paper's positive activations. R-Sparse / TEAL: one threshold per Linear (attention and MLP), "
-        f"R-Sparse rank {args.rank} for every layer (the paper searches a per-layer allocation).",
+        f"R-Sparse rank {args.rank} for every layer. 'R-Sparse allocated': one fraction per layer group (q/k/v/o/"
+        "gate/up/down projections) from llm.sparsity_sensitivity on the first "
+        f"{min(N_SENS, len(calib))} calibration passages and llm.allocate_sparsity, whose weight-size-weighted mean "
+        "is the column's sparsity: "
+        + "; ".join(f"{s:.0%}: " + ", ".join(f"{g} {f:g}" for g, f in a.items()) for s, a in allocations.items())
+        + ".",
         "Decoding on CPU: R-Sparse / TEAL use the embedding_bag gather of active weight columns at batch 1 (plus "
         "Python overhead per Linear per token); timings include the prompt's prefill.",
     ]
@@ -219,6 +238,9 @@ def main() -> int:
             "perplexity": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in ppl.items()},
             "dense_perplexity": round(dense_ppl, 4),
             "nm_2_4_wanda_perplexity": round(nm_ppl, 4),
+            "allocations": {str(s): a for s, a in allocations.items()},
+            "allocated_mean_sparsity": {str(s): round(m.sparsity, 4) for s, m in methods["R-Sparse allocated"].items()},
+            "sensitivity": {g: [round(x, 5) for x in row] for g, row in sens.increase.items()},
         },
         datasets={
             "SmolLM2-135M": {
