@@ -188,3 +188,12 @@ def test_quick_demo_on_package_data() -> None:
     # Fusing two complementary rankings beats the weaker of the two.
     assert m["hybrid RRF (k=60)"]["nDCG@10"] > min(m["BM25"]["nDCG@10"], m["SPLADE"]["nDCG@10"])
     assert "demo finished" in text
+
+
+@pytest.mark.parametrize("mode", ["exact", "approx"])
+def test_index_dir_loads_in_the_mode_it_was_built_with(tmp_path: Path, mode: str) -> None:
+    from sparsecore.store import build_index_dir, load_index_dir
+
+    corpus = read_texts(_jsonl(tmp_path / "docs.jsonl", DOCS))
+    build_index_dir(tmp_path / "idx", corpus, "bm25", model=None, mode=mode, max_length=64)
+    assert load_index_dir(tmp_path / "idx").index.mode == mode

@@ -555,7 +555,10 @@ def load_index_dir(path: str | os.PathLike[str], *, documents: bool = False) -> 
     else:
         raise IndexFormatError(f"{manifest}: unknown encoder {kind!r}")
     corpus = read_texts(_index_file(root, files, "docs", "docs.jsonl"))
-    index = InvertedIndex.load(_index_file(root, files, "index", "index.bin"), mmap=True)
+    mode = info.get("mode", "approx")
+    if mode not in ("approx", "exact"):
+        raise IndexFormatError(f"{manifest}: mode must be 'approx' or 'exact', got {mode!r}")
+    index = InvertedIndex.load(_index_file(root, files, "index", "index.bin"), mmap=True, mode=mode)
     if len(index) != len(corpus.ids):
         raise IndexFormatError(f"{root}: the index holds {len(index)} documents but docs.jsonl {len(corpus.ids)}")
     return IndexDir(index, enc, corpus, info)
