@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 import torch
 from torch import nn
 
+from sparsecore._io import atomic_write_bytes
 from sparsecore._validate import check_texts, positive_int
 from sparsecore.llm._steering import SafetySteering, safety_pairs
 
@@ -151,8 +150,5 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "kept_layers": steer.kept,
             "generations": [row._asdict() for row in rows],
         }
-        path = Path(args.json)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_bytes(args.json, (json.dumps(payload, indent=2) + "\n").encode())
     return 0
