@@ -1,0 +1,237 @@
+"""Where shards run: threads of this process (``"local"``) or Ray actors and tasks (``"ray"``).
+
+Both backends offer the same small interface (:class:`Backend`), so :class:`~sparsecore.distributed.ShardedIndex`
+is one piece of code. This module is the only one that imports Ray, lazily, and keeps Ray's untyped calls behind
+typed methods.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from sparsecore.distributed._shard import ShardServer
+from sparsecore.exceptions import MissingExtraError, SparsecoreError
+
+__all__ = [
+    "Backend",
+    "LocalBackend",
+    "PartialResultWarning",
+    "RayBackend",
+    "ShardTimeoutError",
+    "ShardUnavailableError",
+    "make_backend",
+]
+
+
+class ShardTimeoutError(SparsecoreError, TimeoutError):
+    """Some shards did not answer within ``timeout``; ``shards`` lists them.
+
+    Attributes
+    ----------
+    shards
+        The shards that did not answer, ascending.
+    """
+
+    def __init__(self, message: str, shards: Sequence[int]) -> None:
+        super().__init__(message)
+        self.shards = tuple(shards)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.shards))
+
+
+class ShardUnavailableError(SparsecoreError, ConnectionError):
+    """A shard has no live replica (its actors died and will not restart, or were closed)."""
+
+
+class PartialResultWarning(UserWarning):
+    """A search with ``allow_partial=True`` returned without some shards (they are named in the message)."""
+
+
+class Backend(Protocol):
+    """What a sharded index needs from where its shards run."""
+
+    name: str
+
+    def start(self, shard: int, replica: int, method: str, *args: Any) -> Any:
+        """Call ``method`` of a shard replica; returns a handle at once."""
+        ...
+
+    def wait(self, handles: Sequence[Any], timeout: float | None) -> list[bool]:
+        """Wait until every handle is done or ``timeout`` seconds passed; which are done."""
+        ...
+
+    def result(self, handle: Any) -> Any:
+        """The value of a done handle, or its exception (typed: the shard's own, or ShardUnavailableError)."""
+        ...
+
+    def share(self, value: Any) -> Any:
+        """``value`` in a form every shard call may take without copying it again (Ray: the object store)."""
+        ...
+
+    def run_tasks(self, fn: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]], max_retries: int) -> list[Any]:
+        """Run ``fn(*args)`` for every argument tuple, in parallel; results in order (first failure raised)."""
+        ...
+
+    def open_shards(self, out_dir: str, n_shards: int, replicas: int, num_threads: int | None, verify: bool) -> None:
+        """Start one :class:`ShardServer` per shard replica."""
+        ...
+
+    def close(self) -> None:
+        """Stop the shard servers."""
+        ...
+
+
+class LocalBackend:
+    """Shards as objects of this process, called on a thread pool (no Ray needed).
+
+    Parameters
+    ----------
+    max_workers
+        Threads of the pool (default: enough for every replica to run at once).
+    """
+
+    name = "local"
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._max_workers = max_workers
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._servers: list[list[ShardServer]] = []
+
+    def _executor(self, workers: int) -> cf.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(self._max_workers or workers, thread_name_prefix="sparsecore-shard")
+        return self._pool
+
+    def open_shards(self, out_dir: str, n_shards: int, replicas: int, num_threads: int | None, verify: bool) -> None:
+        """Load every shard replica (in parallel, each checks and maps its file)."""
+        pool = self._executor(n_shards * replicas)
+        futures = [
+            [pool.submit(ShardServer, out_dir, s, num_threads, verify) for _ in range(replicas)]
+            for s in range(n_shards)
+        ]
+        self._servers = [[f.result() for f in row] for row in futures]
+
+    def server(self, shard: int, replica: int = 0) -> ShardServer:
+        """The server object of a shard replica."""
+        return self._servers[shard][replica]
+
+    def start(self, shard: int, replica: int, method: str, *args: Any) -> cf.Future[Any]:
+        """Submit ``method`` of the replica to the pool."""
+        if not self._servers:
+            raise ShardUnavailableError("the sharded index is closed")
+        return self._executor(1).submit(getattr(self._servers[shard][replica], method), *args)
+
+    def wait(self, handles: Sequence[Any], timeout: float | None) -> list[bool]:
+        """Wait for the futures."""
+        done, _ = cf.wait(handles, timeout=timeout)
+        return [h in done for h in handles]
+
+    def result(self, handle: Any) -> Any:
+        """The future's value (its exception re-raised as it is)."""
+        return handle.result()
+
+    def share(self, value: Any) -> Any:
+        """Local calls share memory already."""
+        return value
+
+    def run_tasks(self, fn: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]], max_retries: int) -> list[Any]:
+        """Run the tasks on a pool of ``min(len, cores)`` threads (local tasks are not retried)."""
+        del max_retries  # a local task that raises has failed for a reason a retry would not change
+        workers = max(1, min(len(arg_lists), os.cpu_count() or 1))
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="sparsecore-build") as pool:
+            futures = [pool.submit(fn, *args) for args in arg_lists]
+            return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Drop the servers (their maps close when unreferenced) and the pool."""
+        self._servers = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingExtraError(
+            "backend='ray' needs Ray: pip install 'sparsecore[distributed]' (or backend='local')"
+        ) from exc
+    return ray
+
+
+class RayBackend:
+    """Shards as Ray actors (``max_restarts=-1``, ``max_task_retries=-1``), builds as Ray tasks.
+
+    Connects to the running Ray cluster, or starts a local one (``ray.init()``) when none is initialised.
+    Actor calls of a replica that is restarting wait for the restart and are retried by Ray, so a killed actor
+    costs latency, not answers.
+    """
+
+    name = "ray"
+
+    def __init__(self) -> None:
+        self._ray = _import_ray()
+        if not self._ray.is_initialized():
+            self._ray.init()
+        self._actors: list[list[Any]] = []
+
+    def actor(self, shard: int, replica: int = 0) -> Any:
+        """The actor handle of a shard replica (for fault injection and inspection)."""
+        return self._actors[shard][replica]
+
+    def open_shards(self, out_dir: str, n_shards: int, replicas: int, num_threads: int | None, verify: bool) -> None:
+        """Start the actors and wait until each has loaded (or failed to load) its file."""
+        cls = self._ray.remote(max_restarts=-1, max_task_retries=-1)(ShardServer)
+        self._actors = [[cls.remote(out_dir, s, num_threads, verify) for _ in range(replicas)] for s in range(n_shards)]
+
+    def start(self, shard: int, replica: int, method: str, *args: Any) -> Any:
+        """Call the actor method; an ObjectRef."""
+        if not self._actors:
+            raise ShardUnavailableError("the sharded index is closed")
+        return getattr(self._actors[shard][replica], method).remote(*args)
+
+    def wait(self, handles: Sequence[Any], timeout: float | None) -> list[bool]:
+        """``ray.wait`` for all of them, at most ``timeout`` seconds."""
+        ready, _ = self._ray.wait(list(handles), num_returns=len(handles), timeout=timeout, fetch_local=True)
+        done = {r.hex() for r in ready}
+        return [h.hex() in done for h in handles]
+
+    def result(self, handle: Any) -> Any:
+        """``ray.get``, with the shard's own exception re-raised and a dead actor as ShardUnavailableError."""
+        exc_mod = self._ray.exceptions
+        try:
+            return self._ray.get(handle)
+        except exc_mod.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except exc_mod.RayActorError as exc:
+            raise ShardUnavailableError(f"shard actor is dead: {exc}") from None
+
+    def share(self, value: Any) -> Any:
+        """Put ``value`` in the object store once; every actor reads it without another copy."""
+        return self._ray.put(value)
+
+    def run_tasks(self, fn: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]], max_retries: int) -> list[Any]:
+        """One Ray task per argument tuple, retried up to ``max_retries`` times if its worker dies."""
+        task = self._ray.remote(max_retries=max_retries)(fn)
+        refs = [task.remote(*args) for args in arg_lists]
+        return [self.result(r) for r in refs]
+
+    def close(self) -> None:
+        """Kill the actors (no restart)."""
+        for row in self._actors:
+            for a in row:
+                self._ray.kill(a, no_restart=True)
+        self._actors = []
+
+
+def make_backend(backend: str) -> LocalBackend | RayBackend:
+    """A backend by name (the name is checked by the caller)."""
+    return RayBackend() if backend == "ray" else LocalBackend()
