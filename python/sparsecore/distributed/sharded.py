@@ -146,6 +146,15 @@ def _check_index_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _task_threads(params: Mapping[str, Any], n_shards: int, be: LocalBackend | RayBackend) -> int:
+    """Threads of each shard's build: ``num_threads`` if given, else the cores shared among concurrent builds."""
+    given = params.get("num_threads")
+    if given is not None:
+        return int(given)
+    cores = be.cpus()
+    return max(1, cores // min(n_shards, cores))
+
+
 def _is_ray_dataset(obj: object) -> bool:
     """Whether ``obj`` is a ``ray.data.Dataset`` (told without importing Ray)."""
     return any(c.__module__.startswith("ray.data") and c.__name__ == "Dataset" for c in type(obj).__mro__)
@@ -393,13 +402,14 @@ class ShardedIndex:
             if len(set(bounds)) != len(bounds):
                 raise InvalidArgumentError("ids: repeated ids")
         route = route_ids(all_ids, partition, n, bounds or [])
+        threads = _task_threads(params, n, be)
         args = []
         for s in range(n):
             rows = np.flatnonzero(route == s)
             part = docs[rows]
             arrays = be.share((part.indptr, part.indices, part.data, docs.dim))
-            args.append((str(root), s, arrays, all_ids[rows], params))
-        entries = be.run_tasks(build_shard, args, retries)
+            args.append((str(root), s, arrays, all_ids[rows], {**params, "num_threads": threads}))
+        entries = be.run_tasks(build_shard, args, retries, _task_threads(params, n, be))
         next_id = int(all_ids.max()) + 1 if len(all_ids) else 0
         return entries, bounds, next_id, docs.dim
 
@@ -438,8 +448,10 @@ class ShardedIndex:
                     chunks[s].append(str(path))
             if dim is None:
                 raise InvalidArgumentError("docs: the iterable yielded no batches")
-            args = [(str(root), s, chunks[s], dim, params) for s in range(n)]
-            entries = be.run_tasks(build_shard_from_spool, args, retries)
+            threads = _task_threads(params, n, be)
+            task_params = {**params, "num_threads": threads}
+            args = [(str(root), s, chunks[s], dim, task_params) for s in range(n)]
+            entries = be.run_tasks(build_shard_from_spool, args, retries, threads)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
         return entries, max_id + 1, dim
