@@ -16,6 +16,7 @@ from sparsecore.distributed._shard import ShardServer
 from sparsecore.exceptions import MissingExtraError, SparsecoreError
 
 __all__ = [
+    "PENDING",
     "Backend",
     "LocalBackend",
     "PartialResultWarning",
@@ -56,6 +57,17 @@ class PartialResultWarning(UserWarning):
     """A search with ``allow_partial=True`` returned without some shards (they are named in the message)."""
 
 
+class _Pending:
+    """Marks a call that did not finish within the timeout."""
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+#: What :meth:`Backend.gather` gives for a call still running at the timeout.
+PENDING = _Pending()
+
+
 class Backend(Protocol):
     """What a sharded index needs from where its shards run."""
 
@@ -71,6 +83,10 @@ class Backend(Protocol):
 
     def result(self, handle: Any) -> Any:
         """The value of a done handle, or its exception (typed: the shard's own, or ShardUnavailableError)."""
+        ...
+
+    def gather(self, handles: Sequence[Any], timeout: float | None) -> list[Any]:
+        """Wait at most ``timeout`` seconds; per handle its value, the exception it raised, or :data:`PENDING`."""
         ...
 
     def share(self, value: tuple[Any, ...]) -> Any:
@@ -147,6 +163,11 @@ class LocalBackend:
     def result(self, handle: Any) -> Any:
         """The future's value (its exception re-raised as it is)."""
         return handle.result()
+
+    def gather(self, handles: Sequence[Any], timeout: float | None) -> list[Any]:
+        """Values, exceptions or :data:`PENDING` of the futures."""
+        done, _ = cf.wait(handles, timeout=timeout)
+        return [(h.exception() or h.result()) if h in done else PENDING for h in handles]
 
     def share(self, value: tuple[Any, ...]) -> Any:
         """Local calls share memory already."""
@@ -233,6 +254,30 @@ class RayBackend:
             raise
         except exc_mod.RayActorError as exc:
             raise ShardUnavailableError(f"shard actor is dead: {exc}") from None
+
+    def gather(self, handles: Sequence[Any], timeout: float | None) -> list[Any]:
+        """Values, exceptions (translated as in :meth:`result`) or :data:`PENDING`; one ``ray.get`` if all answered."""
+        refs = list(handles)
+        if timeout is None:
+            ready = refs
+        else:
+            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout, fetch_local=True)
+        if len(ready) == len(refs):
+            try:
+                return list(self._ray.get(refs))
+            except Exception:
+                pass
+        done = {r.hex() for r in ready}
+        out: list[Any] = []
+        for r in refs:
+            if r.hex() not in done and timeout is not None:
+                out.append(PENDING)
+                continue
+            try:
+                out.append(self.result(r))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def share(self, value: tuple[Any, ...]) -> Any:
         """Put ``value`` in the object store once, so every actor reads it without another copy.

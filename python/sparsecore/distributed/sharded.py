@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sparsecore._validate import check_bool, check_choice, check_num_threads, nonnegative_int, positive_int
 from sparsecore.distributed._backends import (
+    PENDING,
     LocalBackend,
     PartialResultWarning,
     RayBackend,
@@ -596,25 +597,23 @@ class ShardedIndex:
             for s in todo:
                 tried[s] += 1
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done = be.wait(handles, left)
             retry = []
-            for s, h, ok in zip(todo, handles, done, strict=True):
-                if not ok:
+            for s, out in zip(todo, be.gather(handles, left), strict=True):
+                if out is PENDING:
                     errors[s] = ShardTimeoutError(f"shard {s} timed out after {timeout} s", [s])
-                    continue
-                try:
-                    ids, scores, count = be.result(h)
-                except ShardUnavailableError as exc:
+                elif isinstance(out, ShardUnavailableError):
                     if tried[s] < self._replicas:
                         retry.append(s)
                     else:
-                        errors[s] = ShardUnavailableError(f"shard {s}: {exc}")
-                    continue
-                except OSError as exc:  # IndexFormatError: the shard's file failed its checks on (re)load
-                    errors[s] = exc
-                    continue
-                answers[s] = (ids, scores)
-                self._n_docs[s] = int(count)
+                        errors[s] = ShardUnavailableError(f"shard {s}: {out}")
+                elif isinstance(out, OSError):  # IndexFormatError: the shard's file failed its checks on (re)load
+                    errors[s] = out
+                elif isinstance(out, BaseException):
+                    raise out
+                else:
+                    ids, scores, count = out
+                    answers[s] = (ids, scores)
+                    self._n_docs[s] = int(count)
             todo = retry
         missing = tuple(sorted(errors))
         if missing and not partial:
