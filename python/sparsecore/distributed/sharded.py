@@ -395,7 +395,7 @@ class ShardedIndex:
         all_ids = _ids_arg(ids, docs.n_rows)
         if all_ids is None:
             all_ids = np.arange(docs.n_rows, dtype=np.int64)
-        if partition == "range" and bounds is None:
+        if partition == "range" and bounds is None and n > 1:
             if docs.n_rows < n:
                 raise InvalidArgumentError(f"n_shards: {n} id ranges need at least {n} documents, got {docs.n_rows}")
             srt = np.sort(all_ids)
