@@ -359,14 +359,15 @@ def test_bad_arguments_raise_typed_errors(corpus: tuple[sc.SparseBatch, sc.Spars
     assert sorted(p.name for p in (tmp_path / "ok").glob("shard_*")) == ["shard_0.spc", "shard_1.spc"]
     with ShardedIndex.open(tmp_path / "ok", backend="local") as idx:
         q = queries[:2]
-        for kw, exc, name in [
+        bad_search: list[tuple[dict[str, Any], type[Exception], str]] = [
             ({"k": 0}, InvalidArgumentError, "k"),
             ({"k_per_shard": 0}, InvalidArgumentError, "k_per_shard"),
             ({"timeout": -1.0}, InvalidArgumentError, "timeout"),
             ({"allow_partial": 1}, InvalidArgumentError, "allow_partial"),
             ({"nprobe": 3}, InvalidArgumentError, "nprobe"),
             ({"recall_target": 2.0}, InvalidArgumentError, "recall_target"),
-        ]:
+        ]
+        for kw, exc, name in bad_search:
             with pytest.raises(exc, match=name):
                 idx.search(q, **{"k": 5, **kw})
         with pytest.raises(ShapeMismatchError, match="queries: dim"):

@@ -141,6 +141,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     index = ShardedIndex.open(args.index, backend=args.backend, replicas=args.replicas)
     server = make_server(index, args.host, args.port, log=None if args.quiet else lambda m: print(m, file=sys.stderr))
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     print(f"serving {index} on http://{host}:{port} (POST /search, GET /stats, GET /health)", flush=True)
     try:
         server.serve_forever()

@@ -254,7 +254,7 @@ def build_shard(
 
 def write_spool_chunk(path: Path, docs: SparseBatch, ids: NDArray[np.int64]) -> None:
     """Write one chunk of a shard's documents to its spool (a checked container, atomically)."""
-    arrays = {"indptr": docs.indptr, "indices": docs.indices, "data": docs.data, "ids": ids}
+    arrays: dict[str, NDArray[Any]] = {"indptr": docs.indptr, "indices": docs.indices, "data": docs.data, "ids": ids}
     write_container(path, _SPOOL_KIND, 1, {"dim": docs.dim}, arrays)
 
 
