@@ -143,6 +143,8 @@ def test_a_stopped_shard_times_out_and_is_named(ray_cluster: None, corpus: Any, 
             # The merge of the shards that answered is exact over their documents.
             others = np.flatnonzero(np.arange(docs.n_rows) % 3 != 1)
             assert same(res, single.search(queries, 10, filter=others))
+            reports = [s["replicas"][0] for s in idx.stats(timeout=1.0)["shards"]]
+            assert ["error" in r for r in reports] == [False, True, False]
         finally:
             os.kill(pid, signal.SIGCONT)
         assert same(idx.search(queries, 10, timeout=60), single.search(queries, 10))

@@ -44,7 +44,6 @@ from sparsecore.exceptions import (
     DTypeError,
     InvalidArgumentError,
     ShapeMismatchError,
-    SparsecoreError,
     UnknownIdError,
 )
 from sparsecore.index import _ids_arg
@@ -741,8 +740,8 @@ class ShardedIndex:
 
     # -- introspection --------------------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """What every shard replica reports, and totals.
+    def stats(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """What every shard replica reports (within ``timeout`` seconds), and totals.
 
         Returns
         -------
@@ -755,15 +754,15 @@ class ShardedIndex:
         shards = []
         memory = 0
         for s, row in enumerate(handles):
-            self._backend.wait(row, 30.0)
             reps: list[dict[str, Any]] = []
-            for h in row:
-                try:
-                    st = dict(self._backend.result(h))
-                    memory += int(st["memory_bytes"])
-                except (SparsecoreError, OSError) as exc:
-                    st = {"error": f"{type(exc).__name__}: {exc}"}
-                reps.append(st)
+            for out in self._backend.gather(row, timeout):
+                if out is PENDING:
+                    reps.append({"error": f"no answer within {timeout} s"})
+                elif isinstance(out, BaseException):
+                    reps.append({"error": f"{type(out).__name__}: {out}"})
+                else:
+                    memory += int(out["memory_bytes"])
+                    reps.append(dict(out))
             e = self._manifest.shards[s]
             shards.append({"file": e.file, "id_lo": e.id_lo, "id_hi": e.id_hi, "n_docs": e.n_docs, "replicas": reps})
         return {
