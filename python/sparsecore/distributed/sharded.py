@@ -589,10 +589,8 @@ class ShardedIndex:
         errors: dict[int, BaseException] = {}
         todo = list(range(n))
         while todo:
-            handles = [
-                be.start(s, (self._turn + s + tried[s]) % self._replicas, "search", shared, kps, search_params)
-                for s in todo
-            ]
+            calls = [(s, (self._turn + s + tried[s]) % self._replicas) for s in todo]
+            handles = be.start_all(calls, "search", shared, kps, search_params, inline=deadline is None)
             for s in todo:
                 tried[s] += 1
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
