@@ -504,3 +504,22 @@ def test_cli_serve_starts_and_answers(corpus: tuple[sc.SparseBatch, sc.SparseBat
         proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=sparse_batches(max_rows=8, max_dim=100, include_huge_dims=True), width=st.integers(0, 5))
+def test_packed_transfer_round_trips(batch: sc.SparseBatch, width: int) -> None:
+    from sparsecore.distributed._shard import pack_queries, pack_result, unpack_queries, unpack_result
+
+    ip, idx, val, dim = unpack_queries(pack_queries((batch.indptr, batch.indices, batch.data, batch.dim)))
+    assert dim == batch.dim
+    np.testing.assert_array_equal(ip, batch.indptr)
+    np.testing.assert_array_equal(idx, batch.indices)
+    np.testing.assert_array_equal(val, batch.data)
+    ids = np.arange(batch.n_rows * width, dtype=np.int64).reshape(batch.n_rows, width) - 1
+    scores = np.linspace(0, 1, ids.size, dtype=np.float32).reshape(ids.shape)
+    got_ids, got_scores, count = unpack_result(pack_result(ids, scores, 17))
+    assert count == 17
+    assert got_ids.shape == ids.shape
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_array_equal(got_scores, scores)

@@ -41,9 +41,13 @@ __all__ = [
     "build_shard",
     "build_shard_from_spool",
     "file_sha256",
+    "pack_queries",
+    "pack_result",
     "read_manifest",
     "route_ids",
     "shard_file_name",
+    "unpack_queries",
+    "unpack_result",
     "write_manifest",
     "write_spool_chunk",
 ]
@@ -281,6 +285,38 @@ def build_shard_from_spool(
     return build_shard(out_dir, shard, (docs.indptr, docs.indices, docs.data, dim), all_ids, index_params)
 
 
+def pack_queries(queries: QueryArrays) -> bytes:
+    """CSR query arrays as one little-endian byte string (a Ray call carries bytes much faster than arrays)."""
+    indptr, indices, data, dim = queries
+    head = np.array([len(indptr), len(indices), dim], dtype="<i8")
+    return b"".join(a.tobytes() for a in (head, indptr.astype("<i8"), indices.astype("<u4"), data.astype("<f4")))
+
+
+def unpack_queries(blob: bytes) -> QueryArrays:
+    """The arrays :func:`pack_queries` packed (views into ``blob``)."""
+    n_ptr, nnz, dim = (int(x) for x in np.frombuffer(blob, "<i8", 3))
+    at = 24
+    indptr = np.frombuffer(blob, "<i8", n_ptr, at)
+    at += 8 * n_ptr
+    indices = np.frombuffer(blob, "<u4", nnz, at)
+    data = np.frombuffer(blob, "<f4", nnz, at + 4 * nnz)
+    return indptr.astype(np.int64), indices.astype(np.uint32), data.astype(np.float32), dim
+
+
+def pack_result(ids: NDArray[np.int64], scores: NDArray[np.float32], count: int) -> bytes:
+    """A shard's answer as one byte string: ``(n, width, count)`` then the ids and the scores."""
+    head = np.array([ids.shape[0], ids.shape[1], count], dtype="<i8")
+    return head.tobytes() + ids.astype("<i8").tobytes() + scores.astype("<f4").tobytes()
+
+
+def unpack_result(blob: bytes) -> tuple[NDArray[np.int64], NDArray[np.float32], int]:
+    """The answer :func:`pack_result` packed."""
+    n, w, count = (int(x) for x in np.frombuffer(blob, "<i8", 3))
+    ids = np.frombuffer(blob, "<i8", n * w, 24).reshape(n, w).astype(np.int64)
+    scores = np.frombuffer(blob, "<f4", n * w, 24 + 8 * n * w).reshape(n, w).astype(np.float32)
+    return ids, scores, count
+
+
 class ShardServer:
     """Serves one shard's file: the body of a Ray actor (one per replica) or of a local backend's shard.
 
@@ -360,6 +396,14 @@ class ShardServer:
             kw.setdefault("num_threads", self._num_threads)
         ids, scores = index.search(q, k, **kw)
         return ids, scores, len(index)
+
+    def search_packed(self, queries: QueryArrays | bytes, k: int, params: dict[str, Any]) -> bytes:
+        """:meth:`search` with the answer packed by :func:`pack_result`: what the Ray backend calls.
+
+        ``queries`` may be packed by :func:`pack_queries`.
+        """
+        q = unpack_queries(queries) if isinstance(queries, bytes) else queries
+        return pack_result(*self.search(q, k, params))
 
     def add(self, docs: QueryArrays, ids: NDArray[np.int64], generation: int) -> ShardEntry:
         """Add documents, then write them as file generation ``generation`` (the caller updates the manifest)."""

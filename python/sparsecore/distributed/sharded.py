@@ -37,6 +37,7 @@ from sparsecore.distributed._shard import (
     build_shard_from_spool,
     read_manifest,
     route_ids,
+    unpack_result,
     write_manifest,
     write_spool_chunk,
 )
@@ -590,7 +591,7 @@ class ShardedIndex:
         todo = list(range(n))
         while todo:
             calls = [(s, (self._turn + s + tried[s]) % self._replicas) for s in todo]
-            handles = be.start_all(calls, "search", shared, kps, search_params, inline=deadline is None)
+            handles = be.start_all(calls, be.search_method, shared, kps, search_params, inline=deadline is None)
             for s in todo:
                 tried[s] += 1
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -608,7 +609,7 @@ class ShardedIndex:
                 elif isinstance(out, BaseException):
                     raise out
                 else:
-                    ids, scores, count = out
+                    ids, scores, count = unpack_result(out) if isinstance(out, bytes) else out
                     answers[s] = (ids, scores)
                     self._n_docs[s] = int(count)
             todo = retry
