@@ -61,6 +61,11 @@ BUILD_PARAMS = frozenset({"mode", "block_size", "reorder", "num_threads"})
 SEARCH_PARAMS = frozenset({"recall_target", "alpha", "beta", "patience", "filter", "num_threads"})
 
 
+#: Local backend: batches of at most this many queries search the shards one after the other on the calling
+#: thread (without a timeout); larger ones in parallel on threads. See ``LocalBackend.start_all``.
+SEQUENTIAL_MAX_QUERIES = 1
+
+
 class SearchResult(tuple[NDArray[np.int64], NDArray[np.float32]]):
     """``(ids, scores)`` as :meth:`InvertedIndex.search` returns them, plus which shards are missing.
 
@@ -591,7 +596,15 @@ class ShardedIndex:
         todo = list(range(n))
         while todo:
             calls = [(s, (self._turn + s + tried[s]) % self._replicas) for s in todo]
-            handles = be.start_all(calls, be.search_method, shared, kps, search_params, inline=deadline is None)
+            handles = be.start_all(
+                calls,
+                be.search_method,
+                shared,
+                kps,
+                search_params,
+                inline=deadline is None,
+                sequential=queries.n_rows <= SEQUENTIAL_MAX_QUERIES,
+            )
             for s in todo:
                 tried[s] += 1
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
