@@ -400,7 +400,11 @@ def test_ray_backend_without_ray_names_the_extra(tmp_path: Path) -> None:
 
 
 def test_importing_sparsecore_never_imports_ray() -> None:
-    code = "import sys, sparsecore, sparsecore.distributed, sparsecore.distributed.serve; print('ray' in sys.modules)"
+    code = (
+        "import sys, sparsecore; assert 'sparsecore.distributed' not in sys.modules; "
+        "assert sparsecore.distributed.ShardedIndex.__name__ == 'ShardedIndex'; "
+        "import sparsecore.distributed.serve; print('ray' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO / "python") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -39,6 +39,7 @@ _LAZY_SUBMODULES = frozenset(
     {
         "cli",
         "datasets",
+        "distributed",
         "encoders",
         "eval",
         "fusion",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from sparsecore import (  # noqa: F401
         cli,
         datasets,
+        distributed,
         encoders,
         eval,
         fusion,
