@@ -187,6 +187,23 @@ def run_config(
     return res
 
 
+def work_notes(configs: list[dict[str, Any]]) -> list[str]:
+    """Why more shards cost throughput: the CPU time a query needs over all shards against the single index."""
+    local = [c for c in configs if c["backend"] == "local"]
+    if not local:
+        return []
+    parts = []
+    for c in local:
+        n, slow, one = c["n_shards"], c["slowest_shard_ms_median"], c["latency_single_ms_median"]
+        parts.append(f"{n} shards {n} x {slow:.3f} ms (single index {one:.3f} ms, {n * slow / one:.2f}x)")
+    return [
+        "Work per query over all shards (the slowest shard's median one-query time times the number of shards, an "
+        "upper bound of their sum): " + "; ".join(parts) + ". A shard of n/s documents costs more than 1/s of the "
+        "whole index's time, so on a fixed number of cores the batch throughput falls with the shard count; "
+        "sharding pays when shards get cores (or machines) of their own."
+    ]
+
+
 def scaling_estimate(configs: list[dict[str, Any]], n_docs: int) -> list[str]:
     """A written estimate for 100M documents from the measured per-shard figures."""
     local = [c for c in configs if c["backend"] == "local"] or configs
@@ -222,6 +239,32 @@ def scaling_estimate(configs: list[dict[str, Any]], n_docs: int) -> list[str]:
     ]
 
 
+def make_notes(configs: list[dict[str, Any]], latency_queries: int, n_docs: int) -> list[str]:
+    """The notes under the results table."""
+    return [
+        "Threads: each shard searches with cores // n_shards threads (at least 1) in batch mode, 1 thread in the "
+        "one-query loop; the Ray cluster has 2 CPUs (ray.init(num_cpus=2)), one actor per shard. With 4 shards "
+        "on 2 cores the shards share the cores. The local backend searches the shards of a single query one after "
+        "the other on the calling thread, larger batches on threads (one shard on the calling thread).",
+        "Fan-out overhead = sharded search time minus the slowest shard's own search time for the same query "
+        "(each shard's file loaded in the benchmark process), medians over the repeats, then the median over "
+        f"{latency_queries} queries.",
+        *work_notes(configs),
+        *scaling_estimate(configs, n_docs),
+    ]
+
+
+def rewrite_notes(path: Path) -> int:
+    """Recompute the notes of a results file from the configurations it stores; regenerate RESULTS.md."""
+    payload = json.loads(path.read_text())
+    cfg = payload["config"]
+    payload["notes"] = make_notes(payload["configs"], min(cfg["latency_queries"], cfg["queries"]), cfg["docs"])
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    if path.resolve().parent == (Path(__file__).resolve().parent / "results"):
+        regenerate_results_md()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--docs", type=int, default=1_000_000)
@@ -234,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None, help="where shard files go (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "distributed.json")
+    ap.add_argument(
+        "--notes-from", type=Path, default=None, help="only recompute the notes of this results file from its configs"
+    )
     args = ap.parse_args(argv)
+    if args.notes_from is not None:
+        return rewrite_notes(args.notes_from)
     machine = machine_info(["ray"])
     docs, queries, desc = load_data(args.docs, args.queries, args.seed)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sparsecore-bench-distributed-"))
@@ -312,15 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c['shard_docs']}",
             )
         )
-    notes = [
-        "Threads: each shard searches with cores // n_shards threads (at least 1) in batch mode, 1 thread in the "
-        "one-query loop; the Ray cluster has 2 CPUs (ray.init(num_cpus=2)), one actor per shard. With 4 shards "
-        "on 2 cores the shards share the cores.",
-        "Fan-out overhead = sharded search time minus the slowest shard's own search time for the same query "
-        "(each shard's file loaded in the benchmark process), medians over the repeats, then the median over "
-        f"{min(args.latency_queries, queries.n_rows)} queries.",
-        *scaling_estimate(configs, docs.n_rows),
-    ]
+    notes = make_notes(configs, min(args.latency_queries, queries.n_rows), docs.n_rows)
     write_results(
         args.out,
         benchmark="distributed",
