@@ -208,6 +208,7 @@ def scaling_estimate(configs: list[dict[str, Any]], n_docs: int) -> list[str]:
     """A written estimate for 100M documents from the measured per-shard figures."""
     local = [c for c in configs if c["backend"] == "local"] or configs
     per_doc = statistics.median(c["shard_file_bytes"] / n_docs for c in local)
+    mem_per_doc = statistics.median(c["shard_memory_bytes"] / n_docs for c in local)
     # Per-shard latency against shard size: the slowest shard's median time at each shard size.
     sizes = np.array([n_docs / c["n_shards"] for c in local], dtype=np.float64)
     lats = np.array([c["slowest_shard_ms_median"] for c in local], dtype=np.float64)
@@ -225,7 +226,8 @@ def scaling_estimate(configs: list[dict[str, Any]], n_docs: int) -> list[str]:
     per_node = int(node_gb * 0.75 // mem_gb)
     return [
         f"Scaling estimate for 100M documents (from this run): a shard file takes {per_doc:.0f} bytes per document "
-        f"(the index in memory is the same size, memory-mapped), so a shard of {shard_docs / 1e6:.0f}M documents "
+        f"and the loaded shard reports {mem_per_doc:.0f} bytes per document (memory_usage(), memory-mapped from the "
+        f"file, so mostly page cache), so a shard of {shard_docs / 1e6:.0f}M documents "
         f"needs {mem_gb:.1f} GB and a 64 GB node holds {per_node} shards with a quarter of its memory left for the "
         f"page cache and Ray; 100M documents are {n_shards} shards, {math.ceil(n_shards / per_node)} such nodes "
         f"(x replicas).",
