@@ -212,9 +212,13 @@ class LocalBackend:
     def run_tasks(
         self, fn: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]], max_retries: int, threads: int
     ) -> list[Any]:
-        """Run the tasks on a pool of threads, ``cores // threads`` at a time (local tasks are not retried)."""
-        del max_retries  # a local task that raises has failed for a reason a retry would not change
-        workers = max(1, min(len(arg_lists), self.cpus() // threads))
+        """Run the tasks on a pool of threads, up to ``cores`` at a time (local tasks are not retried).
+
+        Their Rust work shares the process's rayon pool of ``threads`` threads, so running them side by side never
+        uses more than that many cores.
+        """
+        del max_retries, threads  # a local task that raises has failed for a reason a retry would not change
+        workers = max(1, min(len(arg_lists), self.cpus()))
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="sparsecore-build") as pool:
             futures = [pool.submit(fn, *args) for args in arg_lists]
             return [f.result() for f in futures]
