@@ -28,7 +28,6 @@ from sparsecore.exceptions import (
     DTypeError,
     IndexFormatError,
     InvalidArgumentError,
-    MissingExtraError,
     ShapeMismatchError,
     UnknownIdError,
 )
@@ -385,18 +384,37 @@ def test_bad_arguments_raise_typed_errors(corpus: tuple[sc.SparseBatch, sc.Spars
 
 
 def test_ray_backend_without_ray_names_the_extra(tmp_path: Path) -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("Ray is installed; tests/test_distributed_ray.py covers that backend")
-    docs = sc.SparseBatch.from_dicts([{1: 1.0}, {2: 1.0}], dim=4)
-    with pytest.raises(MissingExtraError, match="sparsecore\\[distributed\\]"):
-        ShardedIndex.build(docs, tmp_path, 2, backend="ray")
-    ShardedIndex.build(docs, tmp_path, 2, backend="local").close()
-    with pytest.raises(MissingExtraError, match="distributed"):
-        ShardedIndex.open(tmp_path, backend="ray")
+    # A fresh interpreter where `import ray` fails (as without the extra), whether or not Ray is installed here.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["ray"] = None  # makes `import ray` raise ImportError
+        import sparsecore as sc
+        from sparsecore.distributed import ShardedIndex
+        from sparsecore.exceptions import MissingExtraError
+        docs = sc.SparseBatch.from_dicts([{1: 1.0}, {2: 1.0}], dim=4)
+        for call in (lambda: ShardedIndex.build(docs, sys.argv[1], 2, backend="ray"),
+                     lambda: ShardedIndex.open(sys.argv[2], backend="ray")):
+            try:
+                call()
+            except MissingExtraError as exc:
+                print(str(exc))
+        ShardedIndex.build(docs, sys.argv[3], 2, backend="local").close()
+        """
+    )
+    ShardedIndex.build(sc.SparseBatch.from_dicts([{1: 1.0}], dim=4), tmp_path / "b", 1, backend="local").close()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert all("pip install 'sparsecore[distributed]'" in line for line in lines)
 
 
 def test_importing_sparsecore_never_imports_ray() -> None:
