@@ -28,7 +28,8 @@ __all__ = [
 
 
 #: Query batches smaller than this go inside each actor call; larger ones go to the object store once per search.
-#: Ray inlines arguments below 100 KiB itself; an explicit put costs about a millisecond more per search.
+#: Ray inlines arguments below 100 KiB itself; an explicit put costs more per search (measured ad hoc here:
+#: 2-shard one-query search 6.6 ms with a put against 2.4 ms inline, on a busy machine).
 INLINE_BYTES = 96 * 1024
 
 
@@ -174,9 +175,9 @@ class LocalBackend:
         """Submit calls to the pool, running the last one on this thread (``inline``) or all of them here.
 
         Running one shard here saves a thread hand-off per search. For a single query, running every shard here
-        one after the other (``sequential``) beats waking pool threads on a busy machine (one query, 100k
-        documents in 2 / 4 shards, 2 cores at load 4-6: fan-out overhead 0.08 / 0.18 ms sequential against
-        0.16-0.33 / 0.27-0.44 ms on threads).
+        one after the other (``sequential``) was as fast or faster than waking pool threads on the busy 2-core
+        machine of the benchmarks (``benches/probe_distributed.py --probe fanout``, 200k documents: overhead over
+        the slowest shard 0.12 / 0.34 ms for 2 / 4 shards against 0.14 / 0.36 ms on threads, noise about 0.05 ms).
         """
         if not inline or not calls:
             return [self.start(s, r, method, *args) for s, r in calls]
@@ -331,8 +332,8 @@ class RayBackend:
         """Put ``value`` in the object store once, so every actor reads it without another copy.
 
         Small query batches (below :data:`INLINE_BYTES`) travel inside the calls instead, packed into one byte
-        string (:func:`~sparsecore.distributed._shard.pack_queries`): a Ray call carries bytes about 0.4 ms
-        faster than a tuple of arrays (0.87 against 1.28 ms per round trip here).
+        string (:func:`~sparsecore.distributed._shard.pack_queries`): a Ray call carries bytes faster than a
+        tuple of arrays (0.65 against 0.92 ms per round trip, ``benches/probe_distributed.py --probe ray``).
         """
         size = sum(int(getattr(v, "nbytes", 0)) for v in value)
         return pack_queries(value) if size < INLINE_BYTES else self._ray.put(value)

@@ -164,10 +164,12 @@ def _default_threads(be: LocalBackend | RayBackend, n_shards: int) -> int:
     """Threads per shard call: on Ray the cluster's cores divided among the shards, locally all the cores.
 
     Each Ray actor or task is a process with its own thread pools. The Rust core keeps one rayon pool per thread
-    count per process, so local shards asking for ``cores // n_shards`` threads each queue on the same small pool
-    and run one after the other (2 shards of 100k documents, 1000 queries, 1 thread each: 0.39-0.51x the single
-    index's 2-thread QPS, against 0.65-0.71x with 2 each, near the 1.3-1.5x extra work two half-size shards do).
-    Asking for all the cores puts them on one pool of that size, which runs their work side by side.
+    count per process, and ``pool.install`` from outside a pool queues on it, so local shards asking for
+    ``cores // n_shards`` threads each would share one small pool and run one after the other. Asking for all the
+    cores puts them on one pool of that size, which runs their work side by side. (On the busy 2-core machine
+    of the benchmarks the two settings measured within each other's noise: ``benches/probe_distributed.py
+    --probe threads`` gave 0.78x against 0.72x the single index's 2-thread QPS in one run, an earlier ad-hoc run
+    0.39-0.51x against 0.65-0.71x.)
     """
     cores = be.cpus()
     return cores if isinstance(be, LocalBackend) else max(1, cores // min(n_shards, cores))
