@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge wheel clean
+.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge bench-distributed wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -28,19 +28,22 @@ help:
 	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
 	@echo "make bench-sae - TopK SAE training vs SAELens and sparsify on SmolLM2 activations (2M tokens: hours; BENCH_ARGS=--quick or --tokens N)"
 	@echo "make bench-edge - edge deployment: import time, RSS, torch-free query latency vs sentence-transformers (~10 min)"
+	@echo "make bench-distributed - sharded index (local threads and Ray) vs one index on 1M synthetic docs (~10 min)"
 	@echo "make wheel  - build a manylinux2014 (glibc 2.17) x86-64 abi3 release wheel into dist/ (maturin --zig)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Build and test tools. torch is the one heavy download; pip's cache keeps later fresh clones quick.
+# Build and test tools. torch is the one heavy download; pip's cache keeps later fresh clones quick. Ray runs
+# sparsecore.distributed's Ray tests (~40 s on a local 2-CPU cluster; ray[data] for its Dataset input).
 $(STAMPS)/deps: Makefile | $(PY)
 	$(BIN)/pip install --quiet "maturin>=1.9.4,<2" "numpy>=1.24" "scipy>=1.10" "hypothesis>=6.100" "pytest>=8" \
 		"ruff>=0.6" "mypy>=1.10" "tqdm>=4.60"
 	# The portable wheel (zig links against glibc 2.17), its tag check, and the release workflow's schema check.
 	$(BIN)/pip install --quiet "ziglang>=0.11" "auditwheel>=6" "check-jsonschema>=0.28"
 	$(BIN)/pip install --quiet "torch>=2.2"
+	$(BIN)/pip install --quiet "ray[data]>=2.9"
 	@mkdir -p $(STAMPS) && touch $@
 
 # Text search: transformers, stemming, IR metrics, the bm25s anchor; the demo's data and model come inside pip
@@ -113,6 +116,9 @@ $(SEISMIC_VENV)/bin/python:
 bench-pursuit: build
 	$(BIN)/pip install --quiet "spams-bin>=2.6"
 	$(PY) benches/bench_pursuit.py $(BENCH_ARGS)
+
+bench-distributed: build
+	$(PY) benches/bench_distributed.py $(BENCH_ARGS)
 
 bench-lsse: build
 	$(PY) benches/bench_lsse.py $(BENCH_ARGS)

@@ -43,6 +43,7 @@ _LAZY_SUBMODULES = frozenset(
     {
         "cli",
         "datasets",
+        "distributed",
         "encoders",
         "eval",
         "fusion",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from sparsecore import (  # noqa: F401
         cli,
         datasets,
+        distributed,
         encoders,
         eval,
         fusion,

@@ -6,6 +6,7 @@
     sparsecore search  my-index/ --queries queries.jsonl --trec run.txt
     sparsecore eval    --run run.txt --qrels qrels.txt
     sparsecore demo
+    sparsecore serve   sharded-index/ --port 8000
 
 File formats (text files, vector files, index directories) are those of :mod:`sparsecore.store`.
 """
@@ -131,6 +132,25 @@ def _cmd_sae(args: argparse.Namespace) -> int:
     from sparsecore.sae._cli import run
 
     return run(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sparsecore.distributed import ShardedIndex
+    from sparsecore.distributed.serve import make_server
+
+    index = ShardedIndex.open(args.index, backend=args.backend, replicas=args.replicas)
+    server = make_server(index, args.host, args.port, log=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
+    print(f"serving {index} on http://{host}:{port} (POST /search, GET /stats, GET /health)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        index.close()
+    return 0
 
 
 def _sae_parser(sub: Any) -> None:
@@ -272,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
     _sae_parser(sub)
     _llm_parser(sub)
+
+    r = sub.add_parser(
+        "serve",
+        help="JSON search endpoint over a sharded index",
+        description="Serve a sharded index (sparsecore.distributed) over HTTP: POST /search, GET /stats.",
+    )
+    r.add_argument("index", help="directory written by ShardedIndex.build")
+    r.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    r.add_argument("--backend", choices=("local", "ray"), default="local", help="shard servers (default local)")
+    r.add_argument("--replicas", type=int, default=1, help="servers per shard (default 1)")
+    r.add_argument("--quiet", action="store_true", help="no line per request on stderr")
+    r.set_defaults(func=_cmd_serve)
     return p
 
 

@@ -1,0 +1,265 @@
+"""sparsecore.distributed on a local Ray cluster: tasks build, actors serve, and faults are injected for real
+(killed and stopped actors, corrupted files, a build task killed mid-write). Skipped without Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sparsecore as sc
+from sparsecore.distributed import (
+    PartialResultWarning,
+    ShardedIndex,
+    ShardTimeoutError,
+    ShardUnavailableError,
+    read_manifest,
+)
+from sparsecore.distributed._backends import RayBackend
+from sparsecore.distributed._shard import build_shard
+from sparsecore.exceptions import IndexFormatError
+
+ray: Any = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, object_store_memory=200_000_000, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def clustered(n_docs: int, n_queries: int, seed: int, dim: int = 2000) -> tuple[sc.SparseBatch, sc.SparseBatch]:
+    rng = np.random.default_rng(seed)
+    topics = [rng.choice(dim, size=120, replace=False) for _ in range(20)]
+
+    def rows(n: int, nnz: int) -> sc.SparseBatch:
+        dicts = []
+        for _ in range(n):
+            t = topics[rng.integers(len(topics))]
+            terms = np.unique(np.concatenate([rng.choice(t, nnz), rng.integers(0, dim, nnz // 4)]))
+            dicts.append({int(j): float(rng.lognormal(-0.3, 0.9)) for j in terms})
+        return sc.SparseBatch.from_dicts(dicts, dim=dim)
+
+    return rows(n_docs, 30), rows(n_queries, 10)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[sc.SparseBatch, sc.SparseBatch, sc.InvertedIndex]:
+    docs, queries = clustered(2000, 40, seed=3)
+    return docs, queries, sc.InvertedIndex.build(docs, mode="exact")
+
+
+def same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> bool:
+    return bool(np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]))
+
+
+def actor(idx: ShardedIndex, shard: int, replica: int = 0) -> Any:
+    be = idx.backend
+    assert isinstance(be, RayBackend)
+    return be.actor(shard, replica)
+
+
+def kill_for_good(a: Any) -> None:
+    """Kill an actor without restart and wait until it is dead (``ray.kill`` is asynchronous)."""
+    ray.kill(a, no_restart=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ray.get(a.ping.remote())
+        except ray.exceptions.RayActorError:
+            return
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_ray_build_and_search_equal_one_index(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    docs, queries, single = corpus
+    want = single.search(queries, 10)
+    with ShardedIndex.build(docs, tmp_path, 3, backend="ray", mode="exact", max_retries=2) as idx:
+        assert same(idx.search(queries, 10), want)
+        pids = {r["pid"] for s in idx.stats()["shards"] for r in s["replicas"]}
+        assert len(pids) == 3  # one actor process per shard
+        assert os.getpid() not in pids
+        idx.add(docs[:5])
+        idx.delete([0, 1])
+        single2 = sc.InvertedIndex.build(docs, mode="exact")
+        single2.add(docs[:5])
+        single2.delete([0, 1])
+        assert same(idx.search(queries, 10), single2.search(queries, 10))
+    # A big query batch travels through the object store once; results are the same.
+    with ShardedIndex.open(tmp_path, backend="ray") as again:
+        many = sc.SparseBatch.concat([queries] * 60)
+        assert same(again.search(many, 10), single2.search(many, 10))
+
+
+def test_killing_a_shard_actor_during_searches_keeps_every_answer_exact(
+    ray_cluster: None, corpus: Any, tmp_path: Path
+) -> None:
+    docs, queries, single = corpus
+    want = single.search(queries, 10)
+    with ShardedIndex.build(docs, tmp_path, 2, backend="ray", mode="exact") as idx:
+        victim = actor(idx, 1)
+        pid_before = ray.get(victim.ping.remote())["pid"]
+        results: list[bool] = []
+        started = threading.Event()
+
+        def searches() -> None:
+            for i in range(40):
+                if i == 5:
+                    started.set()
+                results.append(same(idx.search(queries, 10), want))
+
+        t = threading.Thread(target=searches)
+        t.start()
+        started.wait(60)
+        ray.kill(victim, no_restart=False)  # Ray restarts it; calls in flight are retried after the restart
+        t.join(300)
+        assert not t.is_alive()
+        assert results == [True] * 40
+        assert ray.get(victim.ping.remote())["pid"] != pid_before  # it really was a new process
+
+
+def test_a_stopped_shard_times_out_and_is_named(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    docs, queries, single = corpus
+    with ShardedIndex.build(docs, tmp_path, 3, backend="ray", mode="exact") as idx:
+        pid = ray.get(actor(idx, 1).ping.remote())["pid"]
+        os.kill(pid, signal.SIGSTOP)  # the process stays alive but answers nothing
+        try:
+            with pytest.raises(ShardTimeoutError, match=r"\[1\]") as info:
+                idx.search(queries, 10, timeout=1.0)
+            assert info.value.shards == (1,)
+            with pytest.warns(PartialResultWarning, match=r"shards \[1\]"):
+                res = idx.search(queries, 10, timeout=1.0, allow_partial=True)
+            assert res.missing_shards == (1,)
+            assert not res.complete
+            assert "timed out" in res.errors[1]
+            # The merge of the shards that answered is exact over their documents.
+            others = np.flatnonzero(np.arange(docs.n_rows) % 3 != 1)
+            assert same(res, single.search(queries, 10, filter=others))
+            reports = [s["replicas"][0] for s in idx.stats(timeout=1.0)["shards"]]
+            assert ["error" in r for r in reports] == [False, True, False]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert same(idx.search(queries, 10, timeout=60), single.search(queries, 10))
+
+
+def test_a_dead_replica_is_skipped_and_a_dead_shard_is_named(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    docs, queries, single = corpus
+    want = single.search(queries, 10)
+    with ShardedIndex.build(docs, tmp_path, 2, backend="ray", mode="exact", replicas=2) as idx:
+        kill_for_good(actor(idx, 0, 0))
+        for _ in range(4):  # whichever replica a search starts with, it answers exactly
+            assert same(idx.search(queries, 10), want)
+        kill_for_good(actor(idx, 0, 1))
+        with pytest.raises(ShardUnavailableError, match="shard 0"):
+            idx.search(queries, 10)
+        with pytest.warns(PartialResultWarning, match=r"shards \[0\]"):
+            res = idx.search(queries, 10, allow_partial=True)
+        assert res.missing_shards == (0,)
+        assert same(res, single.search(queries, 10, filter=np.arange(1, docs.n_rows, 2)))
+
+
+def test_a_corrupted_file_surfaces_the_format_error_after_a_restart(
+    ray_cluster: None, corpus: Any, tmp_path: Path
+) -> None:
+    docs, queries, single = corpus
+    with ShardedIndex.build(docs, tmp_path, 2, backend="ray", mode="exact") as idx:
+        path = tmp_path / read_manifest(tmp_path).shards[1].file
+        original = path.read_bytes()
+        # Replace the file (as a careless copy would): the running actor keeps its old mapping...
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0xFF
+        tmp = tmp_path / "damaged"
+        tmp.write_bytes(bytes(damaged))
+        tmp.replace(path)
+        assert same(idx.search(queries, 10), single.search(queries, 10))
+        # ...and its restart checks the new file and reports why it cannot serve, naming the shard.
+        victim = actor(idx, 1)
+        ray.kill(victim, no_restart=False)
+        deadline = time.monotonic() + 120
+        while True:  # the kill is asynchronous: wait until the restarted actor answers
+            try:
+                ray.get(victim.ping.remote())
+            except IndexFormatError:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(IndexFormatError, match=r"shard 1: .*SHA-256"):
+            idx.search(queries, 10, timeout=120)
+        with pytest.warns(PartialResultWarning, match="SHA-256"):
+            res = idx.search(queries, 10, allow_partial=True)
+        assert res.missing_shards == (1,)
+        # With the file repaired, the next restart serves again.
+        path.write_bytes(original)
+        ray.kill(victim, no_restart=False)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert same(idx.search(queries, 10), single.search(queries, 10))
+                break
+            except IndexFormatError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+
+
+def test_a_build_task_killed_mid_write_leaves_no_shard_that_loads(ray_cluster: None, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n, dim, nnz = 60_000, 30_000, 100
+    step = rng.integers(1, 4, n)
+    start = rng.integers(0, dim - 3 * nnz, n)
+    indices = (start[:, None] + np.arange(nnz)[None, :] * step[:, None]).astype(np.uint32).reshape(-1)
+    indptr = np.arange(0, (n + 1) * nnz, nnz, dtype=np.int64)
+    data = rng.random(n * nnz, dtype=np.float32)
+    arrays = ray.put((indptr, indices, data, dim))
+    task = ray.remote(max_retries=0)(build_shard)
+    killed_mid_write = False
+    for attempt in range(4):
+        out = tmp_path / f"try{attempt}"
+        out.mkdir()
+        ref = task.remote(str(out), 0, arrays, np.arange(n, dtype=np.int64), {"reorder": False, "num_threads": 1})
+        deadline = time.monotonic() + 120
+        finished = False
+        while time.monotonic() < deadline and not list(out.glob(".shard_0.spc.tmp-*")):
+            if ray.wait([ref], timeout=0)[0]:
+                finished = True
+                break
+            time.sleep(0.0005)
+        if finished:
+            continue
+        ray.cancel(ref, force=True)  # kills the worker process running the task
+        try:
+            ray.get(ref, timeout=60)
+        except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+            pass
+        else:
+            continue  # it finished before the kill landed
+        temps = list(out.glob(".shard_0.spc.tmp-*"))
+        if temps:
+            killed_mid_write = True
+            assert not (out / "shard_0.spc").exists()
+            for t in temps:
+                with pytest.raises(IndexFormatError):
+                    sc.InvertedIndex.load(t)
+            break
+    assert killed_mid_write, "the task finished writing before it could be killed in four tries"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ray.data's own configuration warnings
+def test_build_from_a_ray_dataset(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    docs, queries, _single = corpus
+    rows = [
+        {"id": i * 2, "indices": docs.row(i)[0].astype(np.int64), "values": docs.row(i)[1]} for i in range(docs.n_rows)
+    ]
+    ds = ray.data.from_items(rows)
+    with ShardedIndex.build(ds, tmp_path, 2, backend="ray", mode="exact", dim=docs.dim) as idx:
+        want = sc.InvertedIndex.build(docs, np.arange(docs.n_rows) * 2, mode="exact").search(queries, 10)
+        assert same(idx.search(queries, 10), want)
