@@ -224,7 +224,10 @@ class RSparse:
         taus = _thresholds(model, targets, batches, fracs, cap, seed)
         state = {name: _Layer(lin, taus[name], _svd(lin.weight, r), fracs[name]) for name, lin in targets.items()}
         sizes = {name: float(lin.weight.numel()) for name, lin in targets.items()}
-        mean = sum(fracs[n] * sizes[n] for n in targets) / sum(sizes.values())
+        if len(set(fracs.values())) == 1:  # one fraction everywhere: exactly it, not a rounded weighted mean
+            mean = next(iter(fracs.values()))
+        else:
+            mean = sum(fracs[n] * sizes[n] for n in targets) / sum(sizes.values())
         return cls(model, mean, r, state)
 
     def apply(self, *, track: bool = False) -> RSparse:
