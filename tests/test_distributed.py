@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sparsecore as sc
+from _clustered import clustered as _clustered
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sparsecore.distributed import MANIFEST_NAME, ShardedIndex, merge_top_k, read_manifest
@@ -45,19 +46,8 @@ queries_st = sparse_batches(max_rows=6, dim=DIM, nonneg=True, max_row_nnz=6)
 
 
 def clustered(n_docs: int, n_queries: int, seed: int, dim: int = 3000) -> tuple[sc.SparseBatch, sc.SparseBatch]:
-    """Topic-structured non-negative vectors: documents and queries draw most of their terms from one topic."""
-    rng = np.random.default_rng(seed)
-    topics = [rng.choice(dim, size=150, replace=False) for _ in range(25)]
-
-    def rows(n: int, nnz: int) -> sc.SparseBatch:
-        dicts = []
-        for _ in range(n):
-            t = topics[rng.integers(len(topics))]
-            terms = np.unique(np.concatenate([rng.choice(t, nnz), rng.integers(0, dim, nnz // 4)]))
-            dicts.append({int(j): float(rng.lognormal(-0.3, 0.9)) for j in terms})
-        return sc.SparseBatch.from_dicts(dicts, dim=dim)
-
-    return rows(n_docs, 40), rows(n_queries, 12)
+    """Topic-structured documents and queries (tests/_clustered.py) at this file's sizes."""
+    return _clustered(n_docs, n_queries, seed, dim=dim, n_topics=25, topic_size=150, doc_nnz=40, query_nnz=12)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sparsecore as sc
+from _clustered import clustered as _clustered
 from sparsecore.distributed import (
     PartialResultWarning,
     ShardedIndex,
@@ -36,18 +37,8 @@ def ray_cluster() -> Iterator[None]:
 
 
 def clustered(n_docs: int, n_queries: int, seed: int, dim: int = 2000) -> tuple[sc.SparseBatch, sc.SparseBatch]:
-    rng = np.random.default_rng(seed)
-    topics = [rng.choice(dim, size=120, replace=False) for _ in range(20)]
-
-    def rows(n: int, nnz: int) -> sc.SparseBatch:
-        dicts = []
-        for _ in range(n):
-            t = topics[rng.integers(len(topics))]
-            terms = np.unique(np.concatenate([rng.choice(t, nnz), rng.integers(0, dim, nnz // 4)]))
-            dicts.append({int(j): float(rng.lognormal(-0.3, 0.9)) for j in terms})
-        return sc.SparseBatch.from_dicts(dicts, dim=dim)
-
-    return rows(n_docs, 30), rows(n_queries, 10)
+    """Topic-structured documents and queries (tests/_clustered.py) at this file's sizes."""
+    return _clustered(n_docs, n_queries, seed, dim=dim, n_topics=20, topic_size=120, doc_nnz=30, query_nnz=10)
 
 
 @pytest.fixture(scope="module")

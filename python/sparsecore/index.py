@@ -128,6 +128,14 @@ def _ids_arg(ids: ArrayLike | None, n: int) -> NDArray[np.int64] | None:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _delete_ids_arg(ids: ArrayLike) -> NDArray[np.int64]:
+    """The ids of a ``delete`` call as a flat contiguous int64 array (a scalar is one id); non-integers refused."""
+    a = np.atleast_1d(np.asarray(ids))
+    if a.size and a.dtype.kind not in "iu":
+        raise DTypeError(f"ids: must be integers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
+
+
 def _build_with_progress(
     docs: SparseBatch, ids: NDArray[np.int64] | None, block_size: int, num_threads: int | None
 ) -> _core.IndexCore:
@@ -410,10 +418,7 @@ class InvertedIndex:
         UnknownIdError
             An id is not in the index (unless ``ignore_missing``); nothing is deleted then.
         """
-        a = np.atleast_1d(np.asarray(ids))
-        if a.size and a.dtype.kind not in "iu":
-            raise DTypeError(f"ids: must be integers, got dtype {a.dtype}")
-        return int(self._core.delete(np.ascontiguousarray(a.reshape(-1), dtype=np.int64), ignore_missing))
+        return int(self._core.delete(_delete_ids_arg(ids), ignore_missing))
 
     def compact(self, *, num_threads: int | None = None) -> None:
         """Fold added segments and deletions into one freshly laid-out segment (searches go on meanwhile).

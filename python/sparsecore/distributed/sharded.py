@@ -47,7 +47,7 @@ from sparsecore.exceptions import (
     ShapeMismatchError,
     UnknownIdError,
 )
-from sparsecore.index import _ids_arg
+from sparsecore.index import _delete_ids_arg, _ids_arg
 from sparsecore.sparse import SparseBatch
 
 __all__ = ["BUILD_PARAMS", "SEARCH_PARAMS", "SearchResult", "ShardedIndex"]
@@ -744,10 +744,7 @@ class ShardedIndex:
         UnknownIdError
             An id is not in the index (unless ``ignore_missing``); nothing is deleted then.
         """
-        a = np.atleast_1d(np.asarray(ids))
-        if a.size and a.dtype.kind not in "iu":
-            raise DTypeError(f"ids: must be integers, got dtype {a.dtype}")
-        arr = np.unique(a.reshape(-1).astype(np.int64))
+        arr = np.unique(_delete_ids_arg(ids))
         if arr.size == 0:
             return 0
         route = self._manifest.route(arr)
