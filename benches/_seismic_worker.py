@@ -42,6 +42,30 @@ from numpy.typing import NDArray
 _SPACE_LINE = re.compile(r"^\s*(?:[├└]─\s*)?([A-Za-z_ ]+):\s*(\d+)\s*Bytes", re.MULTILINE)
 
 
+#: Documents handed to Seismic per ``add_documents_by_id`` call.
+ADD_CHUNK = 500_000
+
+Arrays = tuple[NDArray[Any], NDArray[Any], NDArray[Any]]
+
+
+def load_exchange(path: str) -> tuple[Arrays, Arrays, int]:
+    """Documents (CSR), queries (CSR) and ``dim`` of an exchange ``.npz`` (``docs_*``, ``queries_*``, ``dim``) or
+    of a collection directory (``docs_indptr.npy`` / ``docs_indices.npy`` / ``docs_data.npy``, memory-mapped, with
+    ``queries.npz`` and ``params.json``, as ``_synthetic.generate_to_disk`` writes it)."""
+    p = Path(path)
+    if p.is_dir():
+        dim = int(json.loads((p / "params.json").read_text())["dim"])
+        docs = tuple(np.load(p / f"docs_{f}.npy", mmap_mode="r") for f in ("indptr", "indices", "data"))
+        with np.load(p / "queries.npz") as z:
+            queries = (z["indptr"], z["indices"], z["data"])
+        return (docs[0], docs[1], docs[2]), queries, dim
+    with np.load(p) as z:
+        dim = int(z["dim"])
+        docs = (z["docs_indptr"], z["docs_indices"], z["docs_data"])
+        queries = (z["queries_indptr"], z["queries_indices"], z["queries_data"])
+    return docs, queries, dim
+
+
 def _eprint(msg: str) -> None:
     print(f"[seismic-worker] {msg}", file=sys.stderr, flush=True)
 
@@ -105,19 +129,22 @@ class Worker:
     def load(self, req: dict[str, Any]) -> dict[str, Any]:
         self.indexes.clear()
         self.dataset = None
-        with np.load(req["path"]) as z:
-            dim = int(z["dim"])
-            d_indptr = z["docs_indptr"].astype(np.int64)
-            d_indices = z["docs_indices"].astype(np.int64)
-            d_data = z["docs_data"].astype(np.float32)
-            q_indptr = z["queries_indptr"].astype(np.int64)
-            q_indices = z["queries_indices"]
-            q_data = z["queries_data"].astype(np.float32)
+        (d_indptr, d_indices, d_data), (q_indptr, q_indices, q_data), dim = load_exchange(req["path"])
         self.n_docs = len(d_indptr) - 1
         t0 = time.perf_counter()
         ds = self.seismic.SeismicDataset(dim=dim)
-        # Component ids are used as they are; queries address component 42 as the string "42".
-        added = ds.add_documents_by_id([str(i) for i in range(self.n_docs)], d_indices, d_data, d_indptr)
+        # Component ids are used as they are; queries address component 42 as the string "42". Documents go in
+        # chunks, so a memory-mapped collection is never copied whole (Seismic wants int64 components).
+        added = 0
+        for lo in range(0, self.n_docs, ADD_CHUNK):
+            hi = min(lo + ADD_CHUNK, self.n_docs)
+            a, b = int(d_indptr[lo]), int(d_indptr[hi])
+            added += ds.add_documents_by_id(
+                [str(i) for i in range(lo, hi)],
+                np.asarray(d_indices[a:b], dtype=np.int64),
+                np.asarray(d_data[a:b], dtype=np.float32),
+                np.asarray(d_indptr[lo : hi + 1], dtype=np.int64) - a,
+            )
         load_s = time.perf_counter() - t0
         if added != self.n_docs:
             raise ValueError(f"Seismic kept {added} of {self.n_docs} documents (empty rows are skipped)")
@@ -188,7 +215,7 @@ class Worker:
 
     def single(self, req: dict[str, Any]) -> dict[str, Any]:
         index, k, query_cut, heap_factor = self._search_args(req)
-        nq = len(self.components)
+        nq = min(len(self.components), int(req.get("n") or len(self.components)))  # the first n queries
         lat = np.empty(nq, dtype=np.int64)
         results: list[Any] = []
         search = index.search

@@ -15,7 +15,10 @@ library can use it; :func:`generate` returns both halves.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,18 +103,16 @@ def _counts_to_csr(
     return indptr, uniq % dim, counts
 
 
-def _generate_docs(
-    rng: np.random.Generator,
-    n_rows: int,
-    *,
-    dim: int,
-    n_topics: int,
-    topic_size: int,
-    doc_nnz: float,
-    two_topic_prob: float,
-    background_frac: float,
-    zipf_s: float,
-) -> Csr:
+@dataclass(frozen=True)
+class _TopicModel:
+    """What every document of a collection shares: term popularity and the topics' terms."""
+
+    perm: NDArray[np.int64]  # term perm[r] has popularity rank r
+    pop: NDArray[np.float64]  # popularity by term id
+    topic_terms: NDArray[np.int64]  # (n_topics, topic_size) term ids
+
+
+def _topic_model(rng: np.random.Generator, *, dim: int, n_topics: int, topic_size: int, zipf_s: float) -> _TopicModel:
     # Global popularity: term perm[r] has rank r.
     perm = rng.permutation(dim).astype(np.int64)
     pop = np.empty(dim)
@@ -127,7 +128,22 @@ def _generate_docs(
         keys = logw[None, :] - np.log(-np.log(np.maximum(u, 1e-30)))
         topic_terms[start:stop] = np.argpartition(keys, dim - size, axis=1)[:, dim - size :]
     rng.permuted(topic_terms, axis=1, out=topic_terms)  # which topic term is central is random
+    return _TopicModel(perm, pop, topic_terms)
 
+
+def _draw_docs(
+    rng: np.random.Generator,
+    model: _TopicModel,
+    n_rows: int,
+    *,
+    doc_nnz: float,
+    two_topic_prob: float,
+    background_frac: float,
+    zipf_s: float,
+) -> Csr:
+    perm, pop, topic_terms = model.perm, model.pop, model.topic_terms
+    n_topics, size = topic_terms.shape
+    dim = len(perm)
     # Document lengths (raw draws) and topics; some topics are more common than others.
     target = np.clip(rng.lognormal(np.log(doc_nnz), 0.35, size=n_rows), 8, 8 * doc_nnz)
     n_draws = np.maximum(1, np.rint(target * _OVERSAMPLE)).astype(np.int64)
@@ -201,12 +217,11 @@ def generate(
         "seed": seed,
     }
     rng = np.random.default_rng(seed)
-    allrows = _generate_docs(
+    model = _topic_model(rng, dim=dim, n_topics=n_topics, topic_size=topic_size, zipf_s=zipf_s)
+    allrows = _draw_docs(
         rng,
+        model,
         n_docs + n_queries,
-        dim=dim,
-        n_topics=n_topics,
-        topic_size=topic_size,
         doc_nnz=doc_nnz,
         two_topic_prob=two_topic_prob,
         background_frac=background_frac,
@@ -238,3 +253,117 @@ def brute_force_top_k(
         )
         ids[s:e], scores[s:e] = top_k_rows((q @ dt).toarray(), k)
     return ids, scores
+
+
+def generate_to_disk(
+    out_dir: Path,
+    n_docs: int,
+    n_queries: int,
+    *,
+    chunk_docs: int = 400_000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    **model: Any,
+) -> dict[str, Any]:
+    """Generate a collection too large for memory in chunks, straight to ``.npy`` files that can be memory-mapped.
+
+    The topic model comes from ``default_rng(seed)`` (as in :func:`generate`); document chunk ``i`` is drawn from
+    ``default_rng([seed, 1, i])`` and the held-out query sources from ``default_rng([seed, 0])``, so the collection
+    depends only on the arguments, not on ``chunk_docs``'s effect on memory. (It is a different collection from
+    :func:`generate`'s with the same seed.) Resumable: finished chunks are kept as ``chunk_*.npz`` until the final
+    ``docs_indptr.npy`` (int64), ``docs_indices.npy`` (uint32) and ``docs_data.npy`` (float32) are written, then
+    removed; ``queries.npz`` holds the queries as CSR and ``params.json`` the arguments and sizes. Returns the
+    params.
+    """
+    params: dict[str, Any] = {
+        "n_docs": n_docs,
+        "n_queries": n_queries,
+        "dim": VOCAB,
+        "n_topics": 500,
+        "topic_size": 400,
+        "doc_nnz": 120.0,
+        "query_nnz": 40.0,
+        "two_topic_prob": 0.5,
+        "background_frac": 0.3,
+        "zipf_s": 1.05,
+        "seed": seed,
+        "chunk_docs": chunk_docs,
+    }
+    unknown = set(model) - set(params)
+    if unknown:
+        raise TypeError(f"unknown model arguments {sorted(unknown)}")
+    params.update(model)
+    say = progress or (lambda _msg: None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = out_dir / "params.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
+    draw_kw = {k: params[k] for k in ("doc_nnz", "two_topic_prob", "background_frac", "zipf_s")}
+    mod = _topic_model(
+        np.random.default_rng(seed),
+        dim=params["dim"],
+        n_topics=params["n_topics"],
+        topic_size=params["topic_size"],
+        zipf_s=params["zipf_s"],
+    )
+    qpath = out_dir / "queries.npz"
+    if not qpath.exists():
+        rng = np.random.default_rng([seed, 0])
+        q = _queries_from_docs(rng, _draw_docs(rng, mod, n_queries, **draw_kw), params["query_nnz"])
+        np.savez(out_dir / "queries.part.npz", indptr=q.indptr, indices=q.indices, data=q.data)
+        (out_dir / "queries.part.npz").replace(qpath)
+    starts = list(range(0, n_docs, chunk_docs))
+    for i, start in enumerate(starts):
+        part = out_dir / f"chunk_{i:04d}.npz"
+        if part.exists():
+            continue
+        n = min(chunk_docs, n_docs - start)
+        c = _draw_docs(np.random.default_rng([seed, 1, i]), mod, n, **draw_kw)
+        np.savez(out_dir / f"chunk_{i:04d}.part.npz", indptr=c.indptr, indices=c.indices, data=c.data)
+        (out_dir / f"chunk_{i:04d}.part.npz").replace(part)
+        say(f"generated documents {start + n:,} / {n_docs:,}")
+    # Concatenate the chunks into the final memory-mappable arrays.
+    sizes = []
+    for i in range(len(starts)):
+        with np.load(out_dir / f"chunk_{i:04d}.npz") as z:
+            sizes.append(int(z["indptr"][-1]))
+    nnz = sum(sizes)
+    indptr = np.lib.format.open_memmap(out_dir / "docs_indptr.npy", mode="w+", dtype=np.int64, shape=(n_docs + 1,))
+    indices = np.lib.format.open_memmap(out_dir / "docs_indices.npy", mode="w+", dtype=np.uint32, shape=(nnz,))
+    data = np.lib.format.open_memmap(out_dir / "docs_data.npy", mode="w+", dtype=np.float32, shape=(nnz,))
+    row, pos = 0, 0
+    indptr[0] = 0
+    for i in range(len(starts)):
+        with np.load(out_dir / f"chunk_{i:04d}.npz") as z:
+            ip = z["indptr"]
+            n, m = len(ip) - 1, int(ip[-1])
+            indptr[row + 1 : row + n + 1] = ip[1:] + pos
+            indices[pos : pos + m] = z["indices"]
+            data[pos : pos + m] = z["data"]
+        row, pos = row + n, pos + m
+    for arr in (indptr, indices, data):
+        arr.flush()
+    del indptr, indices, data
+    params["nnz"] = nnz
+    params["nnz_per_doc"] = nnz / n_docs
+    (out_dir / "params.part.json").write_text(json.dumps(params, indent=1))
+    (out_dir / "params.part.json").replace(done)
+    for i in range(len(starts)):
+        (out_dir / f"chunk_{i:04d}.npz").unlink()
+    say(f"collection written: {n_docs:,} documents, {nnz:,} non-zeros")
+    return params
+
+
+def open_disk_collection(out_dir: Path) -> tuple[Csr, Csr, dict[str, Any]]:
+    """The documents (memory-mapped) and queries written by :func:`generate_to_disk`, and its params."""
+    params = dict(json.loads((out_dir / "params.json").read_text()))
+    dim = int(params["dim"])
+    docs = Csr(
+        np.load(out_dir / "docs_indptr.npy", mmap_mode="r"),
+        np.load(out_dir / "docs_indices.npy", mmap_mode="r"),
+        np.load(out_dir / "docs_data.npy", mmap_mode="r"),
+        dim,
+    )
+    with np.load(out_dir / "queries.npz") as z:
+        queries = Csr(z["indptr"], z["indices"], z["data"], dim)
+    return docs, queries, params

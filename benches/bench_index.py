@@ -416,6 +416,23 @@ class ScipySide:
             m.recall = recall_at_k(ids, self.data.gt_ids, K)
 
 
+def worker_request(proc: subprocess.Popen[str], engine: str, cmd: str, **kw: Any) -> dict[str, Any]:
+    """One request to a worker speaking ``_seismic_worker.py``'s JSON-lines protocol; its reply, or RuntimeError."""
+    stdin: IO[str] | None = proc.stdin
+    stdout: IO[str] | None = proc.stdout
+    if stdin is None or stdout is None:
+        raise RuntimeError(f"{engine} worker has no pipes")
+    stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+    stdin.flush()
+    line = stdout.readline()
+    if not line:
+        raise RuntimeError(f"{engine} worker exited (code {proc.wait()}) during {cmd!r}")
+    reply: dict[str, Any] = json.loads(line)
+    if not reply.pop("ok", False):
+        raise RuntimeError(f"{engine} worker, {cmd}: {reply.get('error')}")
+    return reply
+
+
 class SeismicSide:
     """Seismic in ``_seismic_worker.py`` under the Seismic virtualenv's Python, ``RAYON_NUM_THREADS`` set."""
 
@@ -430,19 +447,7 @@ class SeismicSide:
         self.load = self.request("load", path=str(data.exchange))
 
     def request(self, cmd: str, **kw: Any) -> dict[str, Any]:
-        stdin: IO[str] | None = self.proc.stdin
-        stdout: IO[str] | None = self.proc.stdout
-        if stdin is None or stdout is None:
-            raise RuntimeError("Seismic worker has no pipes")
-        stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        stdin.flush()
-        line = stdout.readline()
-        if not line:
-            raise RuntimeError(f"Seismic worker exited (code {self.proc.wait()}) during {cmd!r}")
-        reply: dict[str, Any] = json.loads(line)
-        if not reply.pop("ok", False):
-            raise RuntimeError(f"Seismic worker, {cmd}: {reply.get('error')}")
-        return reply
+        return worker_request(self.proc, "Seismic", cmd, **kw)
 
     def build(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         r = self.request("build", name=name, params=params)

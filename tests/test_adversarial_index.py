@@ -403,20 +403,25 @@ from sparsecore.exceptions import IndexFormatError
 good = open(sys.argv[1], "rb").read()
 path = sys.argv[2]
 rng = np.random.default_rng(int(sys.argv[3]))
+verify = sys.argv[4] == "verify"
 cases = refused = loaded = 0
 q = sc.SparseBatch.from_dicts([{1: 1.0, 7: 0.5}], dim=300)
+qs = sc.SparseBatch.from_dicts([{t: 1.0 for t in range(0, 300, 3)}, {5: 2.0}], dim=300)
 def attempt(data):
     global cases, refused, loaded
     open(path, "wb").write(data)
     for mmap in (False, True):
         cases += 1
         try:
-            ix = sc.InvertedIndex.load(path, mmap=mmap)
-        except IndexFormatError:
-            refused += 1
-        else:
+            ix = sc.InvertedIndex.load(path, mmap=mmap, verify=verify)
             loaded += 1
             ix.search(q, k=5)
+            if not verify:  # unchecked arrays: every search path reads them without a crash
+                ix.search(qs, k=5, recall_target=1.0)
+                ix.search(qs, k=5, num_threads=2)
+                ix.search_one(np.array([1, 7], dtype=np.uint32), np.array([1.0, 0.5], dtype=np.float32), k=3)
+        except IndexFormatError:
+            refused += 1
 for cut in sorted(set(rng.integers(0, len(good), 40).tolist()) | {0, 1, 63, 64, len(good) - 1}):
     attempt(good[:cut])
 for pos in rng.integers(0, len(good), 150):
@@ -437,11 +442,43 @@ def test_crafted_index_files_are_refused_or_harmless(tmp_path: Path) -> None:
     padding, which no checksum covers) an index that still searches; never a crash."""
     good = tmp_path / "good.bin"
     sc.InvertedIndex.build(corpus(500, 5)).save(good)
-    res = run_child(CRAFTED, 300, str(good), str(tmp_path / "bad.bin"), "0")
+    res = run_child(CRAFTED, 300, str(good), str(tmp_path / "bad.bin"), "0", "verify")
     assert res.returncode == 0, res.stderr
-    cases, refused, _ = map(int, res.stdout.split())
+    cases, refused, loaded = map(int, res.stdout.split())
     assert cases >= 400
     assert refused >= 0.8 * cases
+    assert loaded == cases - refused  # nothing that loaded failed a search
+
+
+@pytest.mark.parametrize("docs", [500, 70_000])
+def test_unverified_loads_of_crafted_files_give_errors_or_answers_never_crashes(tmp_path: Path, docs: int) -> None:
+    """``verify=False`` skips the checksums and per-element checks: flipped bits in the arrays then load, and a
+    search either answers or raises IndexFormatError (a failed internal check), never a crash or a panic. 70,000
+    documents make a segment too large for the term-major postings built at load time (the other search path)."""
+    good = tmp_path / "good.bin"
+    sc.InvertedIndex.build(corpus(docs, 5), block_size=8).save(good)
+    res = run_child(CRAFTED, 300, str(good), str(tmp_path / "bad.bin"), "1", "trust")
+    assert res.returncode == 0, res.stderr
+    cases, refused, loaded = map(int, res.stdout.split())
+    assert cases >= 400
+    assert loaded > 0.5 * cases  # most array flips are not seen at load time any more ...
+    assert refused > 0  # ... but truncations and header damage still are
+
+
+def test_unverified_load_answers_like_a_verified_one(tmp_path: Path) -> None:
+    docs = corpus(3000, 8)
+    path = tmp_path / "ix.bin"
+    built = sc.InvertedIndex.build(docs, ids=np.arange(3000) * 7 + 3)
+    built.delete([10, 17])
+    built.save(path)
+    queries = corpus(40, 9)
+    want = sc.InvertedIndex.load(path).search(queries, 10, recall_target=1.0)
+    for mmap in (True, False):
+        got = sc.InvertedIndex.load(path, mmap=mmap, verify=False).search(queries, 10, recall_target=1.0)
+        assert np.array_equal(got[0], want[0])
+        assert np.array_equal(got[1], want[1])
+    with pytest.raises(sc.exceptions.InvalidArgumentError, match="verify"):
+        sc.InvertedIndex.load(path, verify="no")  # type: ignore[arg-type]
 
 
 # -- absurd arguments -----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sparsecore.distributed import (
     ShardedIndex,
     ShardTimeoutError,
     ShardUnavailableError,
+    _backends,
     read_manifest,
 )
 from sparsecore.distributed._backends import RayBackend
@@ -83,11 +84,76 @@ def test_ray_build_and_search_equal_one_index(ray_cluster: None, corpus: Any, tm
         single2 = sc.InvertedIndex.build(docs, mode="exact")
         single2.add(docs[:5])
         single2.delete([0, 1])
+        be = idx.backend
+        assert isinstance(be, RayBackend)
+        assert not be.compiled  # compiled graphs are opt-in
+        assert be.compiled_searches == 0
         assert same(idx.search(queries, 10), single2.search(queries, 10))
     # A big query batch travels through the object store once; results are the same.
-    with ShardedIndex.open(tmp_path, backend="ray") as again:
+    with ShardedIndex.open(tmp_path, backend="ray", compiled_graphs=True) as again:
+        assert same(again.search(queries, 10), single2.search(queries, 10))
+        be = again.backend
+        assert isinstance(be, RayBackend)
+        assert be.compiled_searches == 1  # through the compiled graph ...
+        again.add(docs[5:7])
+        assert not be._graphs  # ... which an update tears down
+        single2.add(docs[5:7])
+        assert same(again.search(queries, 10), single2.search(queries, 10))
+        assert be.compiled_searches == 2  # compiled again, over the updated shards
         many = sc.SparseBatch.concat([queries] * 60)
         assert same(again.search(many, 10), single2.search(many, 10))
+        assert be.compiled_searches == 2  # too big for the graph's channels: classic calls
+
+
+def test_compiled_graph_searches_are_exact_and_survive_a_killed_actor(
+    ray_cluster: None, corpus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_backends, "GRAPH_RETRY_S", 0.0)
+    docs, queries, single = corpus
+    ShardedIndex.build(docs, tmp_path, 2, backend="local", mode="exact").close()
+    with ShardedIndex.open(tmp_path, backend="ray", replicas=2, compiled_graphs=True) as idx:
+        be = idx.backend
+        assert isinstance(be, RayBackend)
+        for i in range(6):  # one query at a time, alternating replica rows (one graph per row)
+            assert same(idx.search(queries[i : i + 1], 10), single.search(queries[i : i + 1], 10))
+        assert same(idx.search(queries, 1500), single.search(queries, 1500))  # a 720 kB answer per shard
+        assert be.compiled_searches == 7
+        assert sorted(be._graphs) == [0, 1]
+        pid = ray.get(actor(idx, 1, 0).ping.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        while Path(f"/proc/{pid}").exists():  # gone (the raylet reaps it), not yet restarted
+            time.sleep(0.01)
+        want = single.search(queries, 10)
+        for _ in range(2):  # each replica row once: row 0's graph fails and the search takes classic calls
+            assert same(idx.search(queries, 10), want)
+        assert be.compiled_searches == 8
+        for _ in range(4):  # the restarted actor joins a recompiled graph
+            assert same(idx.search(queries, 10), want)
+        assert be.compiled_searches == 12
+        assert ray.get(actor(idx, 1, 0).ping.remote())["pid"] != pid
+
+
+def test_idle_compiled_graphs_are_torn_down(
+    ray_cluster: None, corpus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live graph keeps its actors polling (a busy core each); after GRAPH_IDLE_S without use it is torn down."""
+    monkeypatch.setattr(_backends, "GRAPH_IDLE_S", 0.4)
+    docs, queries, single = corpus
+    ShardedIndex.build(docs, tmp_path, 2, backend="local", mode="exact").close()
+    with ShardedIndex.open(tmp_path, backend="ray", compiled_graphs=True) as idx:
+        be = idx.backend
+        assert isinstance(be, RayBackend)
+        for _ in range(3):
+            assert same(idx.search(queries, 10), single.search(queries, 10))
+            assert be._graphs
+        deadline = time.monotonic() + 30
+        while be._graphs or (be._reaper is not None and be._reaper.is_alive()):  # torn down, the reaper done
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert same(idx.search(queries, 10), single.search(queries, 10))  # compiled again
+        assert be.compiled_searches == 4
+        with pytest.raises(sc.exceptions.InvalidArgumentError, match="compiled_graphs"):
+            ShardedIndex.open(tmp_path, backend="ray", compiled_graphs="yes")  # type: ignore[arg-type]
 
 
 def test_killing_a_shard_actor_during_searches_keeps_every_answer_exact(

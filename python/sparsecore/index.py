@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sparsecore import _core
-from sparsecore._validate import check_choice, check_float, check_num_threads
+from sparsecore._validate import check_bool, check_choice, check_float, check_num_threads
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.sparse import SparseBatch, _as_data, _as_indices, _positive_int
 
@@ -444,7 +444,13 @@ class InvertedIndex:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, mmap: bool = True, mode: Mode = "approx", num_threads: int | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mmap: bool = True,
+        mode: Mode = "approx",
+        num_threads: int | None = None,
+        verify: bool = True,
     ) -> InvertedIndex:
         """Load an index written by :meth:`save`.
 
@@ -464,6 +470,13 @@ class InvertedIndex:
             Default search mode of the loaded index.
         num_threads
             Worker threads for checking.
+        verify
+            Check every array's checksum and every element the search relies on (sorted, in-range terms; finite,
+            non-negative weights; in-range blocks): one pass over the file. ``False`` checks the header, the
+            table, the layout and the per-document arrays only, so a memory-mapped index of millions of
+            documents opens in a fraction of a second and its pages are read when searches need them. For files
+            you trust (written by :meth:`save`, not changed since): a corrupted array is then found only if a
+            search trips over it, as :class:`IndexFormatError`, or gives wrong results. Never a crash either way.
 
         Raises
         ------
@@ -474,7 +487,9 @@ class InvertedIndex:
             ``path`` does not exist.
         """
         check_choice(mode, "mode", ("approx", "exact"))
-        core = _core.IndexCore.load(os.fspath(path), bool(mmap), num_threads=check_num_threads(num_threads))
+        core = _core.IndexCore.load(
+            os.fspath(path), bool(mmap), num_threads=check_num_threads(num_threads), verify=check_bool(verify, "verify")
+        )
         return cls(core, mode)
 
     @property

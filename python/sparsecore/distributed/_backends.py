@@ -8,7 +8,10 @@ typed methods.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -31,6 +34,14 @@ __all__ = [
 #: Ray inlines arguments below 100 KiB itself; an explicit put costs more per search (measured ad hoc here:
 #: 2-shard one-query search 6.6 ms with a put against 2.4 ms inline, on a busy machine).
 INLINE_BYTES = 96 * 1024
+
+#: Seconds a Ray backend waits, after a compiled-graph search failed (a shard actor died or raised), before it
+#: compiles the graph again; searches in between take the classic actor-call path, which waits for restarts.
+GRAPH_RETRY_S = 2.0
+
+#: Seconds without a compiled-graph search after which the graphs are torn down: while a graph lives, each of its
+#: actors keeps a core busy polling its input channel (Ray's design, for latency), idle or not.
+GRAPH_IDLE_S = 2.0
 
 
 class ShardTimeoutError(SparsecoreError, TimeoutError):
@@ -257,11 +268,20 @@ class RayBackend:
     name = "ray"
     search_method = "search_packed"
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = False) -> None:
         self._ray = _import_ray()
         if not self._ray.is_initialized():
             self._ray.init()
         self._actors: list[list[Any]] = []
+        #: Whether small searches go through Ray Compiled Graphs (see :meth:`fast_search`).
+        self.compiled = bool(compiled)
+        self._graphs: dict[int, Any] = {}
+        self._graph_lock = threading.Lock()
+        self._graph_retry_at = 0.0
+        self._graph_used_at = 0.0
+        self._reaper: threading.Thread | None = None
+        #: Searches answered through a compiled graph (the rest took classic actor calls).
+        self.compiled_searches = 0
 
     def actor(self, shard: int, replica: int = 0) -> Any:
         """The actor handle of a shard replica (for fault injection and inspection)."""
@@ -273,10 +293,89 @@ class RayBackend:
         self._actors = [[cls.remote(out_dir, s, num_threads, verify) for _ in range(replicas)] for s in range(n_shards)]
 
     def start(self, shard: int, replica: int, method: str, *args: Any) -> Any:
-        """Call the actor method; an ObjectRef."""
+        """Call the actor method; an ObjectRef.
+
+        Updates (``add``, ``delete``) first tear the compiled graphs down, so no compiled search runs on an
+        actor's background thread while the update changes its index.
+        """
         if not self._actors:
             raise ShardUnavailableError("the sharded index is closed")
+        if method in ("add", "delete"):
+            with self._graph_lock:
+                self._drop_graphs()
         return getattr(self._actors[shard][replica], method).remote(*args)
+
+    def fast_search(self, replica: int, queries: Any, k: int, params: dict[str, Any]) -> list[Any] | None:
+        """Every shard's packed answer through a Ray Compiled Graph, or ``None`` to take the classic path.
+
+        Only with ``compiled=True``. A compiled graph (one per replica row: replica ``replica`` of every shard)
+        sends the query bytes to the actors through shared-memory channels set up once, instead of scheduling one
+        actor task per shard: a two-actor round trip costs about 0.07 ms against about 0.9 ms for two classic
+        calls on a 2-core machine. The price: while a graph lives, each of its actors keeps a core busy polling,
+        so graphs are torn down after :data:`GRAPH_IDLE_S` seconds without a compiled search (and compiled again
+        by the next one). Used only for query batches small enough to travel inline (:data:`INLINE_BYTES`) and
+        when no other thread is using it; anything unusual (a dead or restarting actor, an error raised by a
+        shard) tears the graph down and returns ``None``, so the caller repeats the search on the classic path,
+        which retries after restarts and reports errors per shard. The graph is compiled again
+        :data:`GRAPH_RETRY_S` seconds later.
+        """
+        if not self.compiled or not self._actors or not isinstance(queries, bytes):
+            return None
+        if not self._graph_lock.acquire(blocking=False):
+            return None
+        try:
+            if time.monotonic() < self._graph_retry_at:
+                return None
+            graph = self._graphs.get(replica)
+            if graph is None:
+                graph = self._graphs[replica] = self._compile(replica)
+                self._start_reaper()
+            answers = list(self._ray.get(graph.execute(queries, k, params)))
+            self.compiled_searches += 1
+            self._graph_used_at = time.monotonic()
+            return answers
+        except Exception:
+            self._drop_graphs()
+            self._graph_retry_at = time.monotonic() + GRAPH_RETRY_S
+            return None
+        finally:
+            self._graph_lock.release()
+
+    def _compile(self, replica: int) -> Any:
+        from ray.dag import InputNode, MultiOutputNode
+
+        with InputNode() as inp:
+            outs = [row[replica].search_packed.bind(inp[0], inp[1], inp[2]) for row in self._actors]
+            dag = MultiOutputNode(outs)
+        return dag.experimental_compile()
+
+    def _start_reaper(self) -> None:
+        """A daemon thread that tears idle graphs down (their actors stop polling) and then ends."""
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        self._graph_used_at = time.monotonic()
+
+        def reap() -> None:
+            while True:
+                time.sleep(min(0.25, GRAPH_IDLE_S / 4))
+                if time.monotonic() - self._graph_used_at < GRAPH_IDLE_S:
+                    continue
+                with self._graph_lock:
+                    if time.monotonic() - self._graph_used_at >= GRAPH_IDLE_S:
+                        self._drop_graphs()
+                    if not self._graphs:
+                        return
+
+        self._reaper = threading.Thread(target=reap, name="sparsecore-graph-reaper", daemon=True)
+        self._reaper.start()
+
+    def _drop_graphs(self) -> None:
+        """Tear every compiled graph down (the actors stay; the caller holds the graph lock)."""
+        graphs, self._graphs = self._graphs, {}
+        for graph in graphs.values():
+            # A graph whose actor died has torn itself down already; nothing is left to release.
+            with contextlib.suppress(Exception):
+                graph.teardown()
 
     def start_all(
         self, calls: Sequence[tuple[int, int]], method: str, *args: Any, inline: bool, sequential: bool = False
@@ -351,13 +450,15 @@ class RayBackend:
         return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
 
     def close(self) -> None:
-        """Kill the actors (no restart)."""
+        """Tear the compiled graphs down, then kill the actors (no restart)."""
+        with self._graph_lock:
+            self._drop_graphs()
         for row in self._actors:
             for a in row:
                 self._ray.kill(a, no_restart=True)
         self._actors = []
 
 
-def make_backend(backend: str) -> LocalBackend | RayBackend:
-    """A backend by name (the name is checked by the caller)."""
-    return RayBackend() if backend == "ray" else LocalBackend()
+def make_backend(backend: str, *, compiled: bool = False) -> LocalBackend | RayBackend:
+    """A backend by name (the name is checked by the caller); ``compiled`` is the Ray backend's."""
+    return RayBackend(compiled) if backend == "ray" else LocalBackend()

@@ -487,6 +487,7 @@ class ShardedIndex:
         replicas: int = 1,
         num_threads: int | None = None,
         verify: bool = True,
+        compiled_graphs: bool = False,
     ) -> ShardedIndex:
         """Open a sharded index directory: one shard server (Ray actor or local object) per shard replica.
 
@@ -503,6 +504,12 @@ class ShardedIndex:
             at least 1; a search's own ``num_threads`` wins).
         verify
             Check every shard file's SHA-256 against the manifest when it is (re)loaded.
+        compiled_graphs
+            Ray only: send small query batches (under 96 KiB) through a Ray Compiled Graph instead of one actor
+            call per shard, for one-query latency (about 0.1 ms of fan-out per shard instead of about 0.6-1 ms).
+            While a graph lives each shard actor keeps a core busy polling for work, so it suits nodes with a
+            core to spare per shard; graphs are torn down after 2 s without such a search. Updates tear them down
+            too, and a dead or failing actor sends the search back to classic calls (same answers).
 
         Raises
         ------
@@ -520,7 +527,7 @@ class ShardedIndex:
         root = Path(out_dir)
         manifest = read_manifest(root)
         n = manifest.n_shards
-        be = make_backend(backend)
+        be = make_backend(backend, compiled=check_bool(compiled_graphs, "compiled_graphs"))
         if threads is None:
             threads = _default_threads(be, n)
         be.open_shards(str(root), n, reps, threads, check_bool(verify, "verify"))
@@ -608,6 +615,15 @@ class ShardedIndex:
         answers: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
         errors: dict[int, BaseException] = {}
         todo = list(range(n))
+        fast = None
+        if deadline is None and isinstance(be, RayBackend):
+            fast = be.fast_search(self._turn % self._replicas, shared, kps, search_params)
+        if fast is not None:
+            for s, out in enumerate(fast):
+                ids, scores, count = unpack_result(out)
+                answers[s] = (ids, scores)
+                self._n_docs[s] = int(count)
+            todo = []
         while todo:
             calls = [(s, (self._turn + s + tried[s]) % self._replicas) for s in todo]
             handles = be.start_all(

@@ -119,10 +119,15 @@ fn guarded<T>(idx: &Index, f: impl FnOnce() -> Result<T, SparseError>) -> Result
         Ok(r) => r,
         Err(panic) => match idx.check_file() {
             Err(changed) => Err(changed),
+            Ok(()) if idx.is_unverified() => Err(SparseError::Format(UNVERIFIED_FAILURE.into())),
             Ok(()) => resume_unwind(panic),
         },
     }
 }
+
+/// What a failed internal check of an index loaded with `verify=False` reports.
+const UNVERIFIED_FAILURE: &str = "the index data failed an internal check: the file, loaded with verify=False, is \
+                                  corrupted; load it with verify=True to find the damage";
 
 /// Allowed-set bitset from either external ids or a boolean mask over external ids.
 fn allowed_bits(
@@ -347,9 +352,21 @@ impl IndexCore {
     /// Load an index file, memory-mapped (`mmap=True`) or read into memory; checks magic, version, checksums
     /// and structure.
     #[staticmethod]
-    #[pyo3(signature = (path, mmap=true, num_threads=None))]
-    fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, num_threads: Option<usize>) -> PyResult<Self> {
-        let idx = run(py, num_threads, || format::load(&path, mmap))?;
+    #[pyo3(signature = (path, mmap=true, num_threads=None, verify=true))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        mmap: bool,
+        num_threads: Option<usize>,
+        verify: bool,
+    ) -> PyResult<Self> {
+        let idx = run(py, num_threads, || {
+            if verify {
+                return format::load(&path, mmap);
+            }
+            catch_unwind(AssertUnwindSafe(|| format::load_with(&path, mmap, false)))
+                .unwrap_or_else(|_| Err(SparseError::Format(format!("{}: {UNVERIFIED_FAILURE}", path.display()))))
+        })?;
         Ok(Self::new(idx))
     }
 

@@ -145,6 +145,7 @@ fn assemble(
     ext_ids: (usize, usize),
     deleted: (usize, usize),
     take: &mut Take<'_>,
+    verify: bool,
 ) -> Result<Index, SparseError> {
     if dim == 0 || dim > u64::from(u32::MAX) || block_size == 0 || block_size > 1 << 16 {
         return Err(fmt_err(path, "invalid dim or block size"));
@@ -160,7 +161,7 @@ fn assemble(
     }
     let ext_ids = ext_ids.to_vec();
     let deleted = deleted.to_vec();
-    let mut index = Index::from_parts(dim, BuildParams { block_size, reorder }, segments, ext_ids, deleted)
+    let mut index = Index::from_parts(dim, BuildParams { block_size, reorder }, segments, ext_ids, deleted, verify)
         .map_err(|e| fmt_err(path, format!("invalid contents: {e}")))?;
     if matches!(**backing, Backing::Mapped(..)) {
         index.set_file(Arc::clone(backing));
@@ -173,10 +174,22 @@ fn assemble(
 /// Errors: `SparseError::Io` when the file cannot be read; `SparseError::Format` when it is not a sparsecore
 /// index, has another version, is truncated, fails a checksum, or breaks a structural invariant.
 pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
+    load_with(path, mmap, true)
+}
+
+/// [`load`], with the per-array checksums and the per-element invariants (sorted in-range terms, valid
+/// weights, in-range blocks) checked only when `verify` is set.
+///
+/// Without `verify`, opening a memory-mapped file reads only its header, table and the per-document arrays
+/// (ids, offsets): an index of millions of documents opens in a fraction of a second instead of a pass over
+/// every byte. Everything the search reads stays bounds-checked, so a corrupted file gives wrong results or a
+/// failed internal check (which the bindings report as a format error), never undefined behaviour.
+/// Version-3 files are always verified.
+pub fn load_with(path: &Path, mmap: bool, verify: bool) -> Result<Index, SparseError> {
     if container::sniff(path)? == Some(*LEGACY_MAGIC) {
         return load_legacy(path, mmap);
     }
-    let c = container::open(path, KIND, mmap)?;
+    let c = container::open_checked(path, KIND, mmap, verify)?;
     if c.kind_version != VERSION {
         return Err(c.error(format!(
             "index version {} is not supported (this sparsecore reads {VERSION}); build the index again",
@@ -204,7 +217,7 @@ pub fn load(path: &Path, mmap: bool) -> Result<Index, SparseError> {
         }
         Ok((e.offset, e.count))
     };
-    let index = assemble(path, &c.backing, shape, ext_ids, deleted, &mut take)?;
+    let index = assemble(path, &c.backing, shape, ext_ids, deleted, &mut take, verify)?;
     // The checks and the in-memory structures are built: searches fault back in only the pages they read.
     c.backing.release_resident();
     Ok(index)
@@ -268,7 +281,7 @@ fn load_legacy(path: &Path, mmap: bool) -> Result<Index, SparseError> {
     let ext_ids = take_tag(GLOBAL * 16, 8)?;
     let deleted = take_tag(GLOBAL * 16 + 1, 8)?;
     let mut take = |si: u32, f: usize| take_tag(si * 16 + f as u32, FIELDS[f].1.size());
-    assemble(path, &backing, shape, ext_ids, deleted, &mut take)
+    assemble(path, &backing, shape, ext_ids, deleted, &mut take, true)
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub struct Index {
     id_map: IdMap,
     /// The loaded file the segments read from, if any; searches check that it has not changed.
     file: Option<Arc<Backing>>,
+    /// Loaded without the checksums and the per-element checks (see [`format::load_with`]).
+    unverified: bool,
 }
 
 /// Documents validated and laid out as a segment by [`Index::prepare_add`], ready for [`Index::commit_add`].
@@ -180,6 +182,7 @@ impl Index {
         segments: Vec<Segment>,
         ext_ids: Vec<i64>,
         deleted: Vec<u64>,
+        verify: bool,
     ) -> Result<Self, SparseError> {
         let bad = |m: String| SparseError::Format(m);
         let n_ext = ext_ids.len();
@@ -188,7 +191,7 @@ impl Index {
         }
         let mut segments = segments;
         for (si, s) in segments.iter_mut().enumerate() {
-            s.validate(dim, n_ext).map_err(|m| bad(format!("segment {si}: {m}")))?;
+            s.validate(dim, n_ext, verify).map_err(|m| bad(format!("segment {si}: {m}")))?;
             s.build_lookup();
             if s.postings.is_none() {
                 s.build_postings();
@@ -198,7 +201,9 @@ impl Index {
         let mut locs = vec![(u32::MAX, u32::MAX); n_ext];
         for (si, s) in segments.iter().enumerate() {
             for (p, &g) in s.doc_ids.iter().enumerate() {
-                let slot = &mut locs[g as usize];
+                let Some(slot) = locs.get_mut(g as usize) else {
+                    return Err(bad(format!("document id {g} is out of range")));
+                };
                 if slot.0 != u32::MAX {
                     return Err(bad(format!("document {g} is stored twice")));
                 }
@@ -219,7 +224,13 @@ impl Index {
             }
             IdMap::Hashed(map)
         };
-        Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map, file: None })
+        Ok(Self { dim, params, segments, ext_ids, locs, deleted, id_map, file: None, unverified: !verify })
+    }
+
+    /// Whether this index was loaded without the checksums and per-element checks: a search that fails an
+    /// internal check (a panic) then means a corrupted file, not a bug.
+    pub fn is_unverified(&self) -> bool {
+        self.unverified
     }
 
     /// Remember the loaded file the segments read from, so that searches can tell when it changed.

@@ -287,8 +287,9 @@ impl Segment {
     }
 
     /// Check the invariants searching relies on (for loaded files): consistent lengths, monotone offsets,
-    /// sorted in-range term ids, finite non-negative weights, in-range blocks and document ids.
-    pub fn validate(&self, dim: u64, n_ext: usize) -> Result<(), String> {
+    /// sorted in-range term ids, finite non-negative weights, in-range blocks and document ids. Without
+    /// `deep` only the lengths and offsets (work proportional to documents and terms, not to non-zeros).
+    pub fn validate(&self, dim: u64, n_ext: usize, deep: bool) -> Result<(), String> {
         let n = self.doc_ids.len();
         let nnz = self.fwd_hi.len();
         if self.fwd_terms.len() + self.fwd_terms16.len() != nnz
@@ -304,22 +305,23 @@ impl Segment {
             return Err("forward index offsets are not monotone".into());
         }
         let fwd = self.fwd_view();
-        let docs_ok = (0..n).into_par_iter().all(|p| {
-            let (terms, hi, lo) = fwd.doc(p);
-            let terms_ok = match terms {
-                DocTerms::U16(t) => sorted_below(t, dim),
-                DocTerms::U32(t) => sorted_below(t, dim),
-            };
-            terms_ok
-                && hi.iter().zip(lo).all(|(&h, &l)| {
-                    let x = join_weight(h, l);
-                    x.is_finite() && x >= 0.0
-                })
-        });
+        let docs_ok = !deep
+            || (0..n).into_par_iter().all(|p| {
+                let (terms, hi, lo) = fwd.doc(p);
+                let terms_ok = match terms {
+                    DocTerms::U16(t) => sorted_below(t, dim),
+                    DocTerms::U32(t) => sorted_below(t, dim),
+                };
+                terms_ok
+                    && hi.iter().zip(lo).all(|(&h, &l)| {
+                        let x = join_weight(h, l);
+                        x.is_finite() && x >= 0.0
+                    })
+            });
         if !docs_ok {
             return Err("a document has unsorted or out-of-range terms or invalid weights".into());
         }
-        if self.doc_ids.par_iter().any(|&g| g as usize >= n_ext) {
+        if deep && self.doc_ids.par_iter().any(|&g| g as usize >= n_ext) {
             return Err("a document id is out of range".into());
         }
         let nt = self.terms.len();
@@ -341,7 +343,9 @@ impl Segment {
             return Err("invalid term scale".into());
         }
         let nb = self.n_blocks() as u32;
-        if self.bm_blocks.par_iter().any(|&b| b >= nb) || self.bm_blocks16.par_iter().any(|&b| u32::from(b) >= nb) {
+        if deep
+            && (self.bm_blocks.par_iter().any(|&b| b >= nb) || self.bm_blocks16.par_iter().any(|&b| u32::from(b) >= nb))
+        {
             return Err("a block id is out of range".into());
         }
         let n_dense = self.term_dense.iter().filter(|&&d| d != u32::MAX).count();
