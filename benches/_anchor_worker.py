@@ -34,9 +34,9 @@ Engines and the calls used (public API unless said otherwise):
   ``_pisathon.build_binlex``; identical index and results), then ``PisaRetrieve(index, "quantized", ...)``, whose
   constructor compiles the index (wand data + ``block_simdbp`` compression), timed as part of the build. Searches
   call the private ``pyterrier_pisa._pisathon.retrieve`` that ``PisaRetrieve.transform`` wraps, with the
-  retriever's context, to skip the pandas layer (``params={"api": "transformer"}`` times ``transform`` on a
-  one-row DataFrame instead). Query weights become ``floor(weight * toks_scale)`` repeats of the term. Exact (safe)
-  over the quantised impacts for every ``query_algorithm``. No Java is started.
+  retriever's context, to skip the pandas layer (``params={"api": "transformer"}`` makes ``single`` time
+  ``transform`` on a one-row DataFrame instead). Query weights become ``floor(weight * toks_scale)`` repeats of the
+  term. Exact (safe) over the quantised impacts for every ``query_algorithm``. No Java is started.
 - ``kannolo``: ``kannolo.SparsePlainHNSW.build_from_arrays(components, values, offsets, m, ef_construction)`` (or
   ``SparseFlatIndex``, exhaustive, with ``{"kind": "flat"}``); ``search(components, values, k, ef_search)`` and
   ``batch_search(..., offsets, k, ef_search, num_threads)``. Build threads come from ``RAYON_NUM_THREADS``. The
@@ -97,12 +97,13 @@ class Data:
     def __init__(self, path: str) -> None:
         with np.load(path) as z:
             self.dim = int(z["dim"])
-            self.d_indptr = z["docs_indptr"].astype(np.int64)
-            self.d_indices = z["docs_indices"].astype(np.int32)
-            self.d_data = z["docs_data"].astype(np.float32)
-            self.q_indptr = z["queries_indptr"].astype(np.int64)
-            self.q_indices = z["queries_indices"].astype(np.int32)
-            self.q_data = z["queries_data"].astype(np.float32)
+            # copy=False: the exchange file's own dtypes (int64 / int32 / float32) pass through without a second copy.
+            self.d_indptr = z["docs_indptr"].astype(np.int64, copy=False)
+            self.d_indices = z["docs_indices"].astype(np.int32, copy=False)
+            self.d_data = z["docs_data"].astype(np.float32, copy=False)
+            self.q_indptr = z["queries_indptr"].astype(np.int64, copy=False)
+            self.q_indices = z["queries_indices"].astype(np.int32, copy=False)
+            self.q_data = z["queries_data"].astype(np.float32, copy=False)
         self.n_docs = len(self.d_indptr) - 1
         self.n_queries = len(self.q_indptr) - 1
 
