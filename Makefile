@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge bench-distributed wheel clean
+.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge bench-distributed anchor-venvs wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min; several GB for both sides' indexes)"
+	@echo "make anchor-venvs - virtualenvs of the other index anchors (bmp, pyterrier-pisa, kannolo, splade-index) under .anchor-venvs/"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
 	@echo "make bench-sdr - SDR memory on MNIST vs kNN (200/class, 60k, capacity curve; ~10 min; BENCH_ARGS=--quick)"
@@ -111,6 +112,27 @@ SEISMIC_VENV := .bench-venv
 $(SEISMIC_VENV)/bin/python:
 	$(PYTHON) -m venv $(SEISMIC_VENV)
 	$(SEISMIC_VENV)/bin/pip install --quiet numpy scipy "pyseismic-lsr==0.5.4"
+
+# The other index anchors (issue 29), one virtualenv each, driven through benches/_anchor_worker.py ENGINE run by
+# that venv's Python. pyterrier-pisa needs no Java for pre-tokenised indexing and retrieval. splade-index goes in
+# without its dependencies (sentence-transformers and a CUDA torch, unused when the vectors are given) plus the
+# numba backend it searches with.
+ANCHOR_VENVS := .anchor-venvs
+ANCHOR_ENGINES := bmp pisa kannolo splade-index
+$(ANCHOR_VENVS)/bmp/bin/python:
+	$(PYTHON) -m venv $(ANCHOR_VENVS)/bmp
+	$(ANCHOR_VENVS)/bmp/bin/pip install --quiet numpy "bmp==0.2.8"
+$(ANCHOR_VENVS)/pisa/bin/python:
+	$(PYTHON) -m venv $(ANCHOR_VENVS)/pisa
+	$(ANCHOR_VENVS)/pisa/bin/pip install --quiet numpy "pyterrier-pisa==0.4.9"
+$(ANCHOR_VENVS)/kannolo/bin/python:
+	$(PYTHON) -m venv $(ANCHOR_VENVS)/kannolo
+	$(ANCHOR_VENVS)/kannolo/bin/pip install --quiet numpy "kannolo==0.15.1"
+$(ANCHOR_VENVS)/splade-index/bin/python:
+	$(PYTHON) -m venv $(ANCHOR_VENVS)/splade-index
+	$(ANCHOR_VENVS)/splade-index/bin/pip install --quiet numpy numba tqdm orjson
+	$(ANCHOR_VENVS)/splade-index/bin/pip install --quiet --no-deps "splade-index==0.2.0"
+anchor-venvs: $(foreach e,$(ANCHOR_ENGINES),$(ANCHOR_VENVS)/$(e)/bin/python)
 
 # SPAMS (GPL) is only a benchmark anchor: installed here, never a dependency of the package or its tests.
 bench-pursuit: build

@@ -32,7 +32,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -238,16 +238,8 @@ class Worker:
         return {}
 
 
-def serve(proto: TextIO) -> None:
-    worker = Worker()
-    handlers = {
-        "hello": worker.hello,
-        "load": worker.load,
-        "build": worker.build,
-        "batch": worker.batch,
-        "single": worker.single,
-        "drop": worker.drop,
-    }
+def serve(proto: TextIO, handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """Answer requests from stdin on ``proto`` until ``quit`` or end of input (``_anchor_worker.py`` uses it too)."""
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -270,7 +262,16 @@ def main() -> int:
         _eprint("warning: RAYON_NUM_THREADS is not set; Seismic will use one thread per core")
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # from here on, anything written to fd 1 (Rust println!, print) lands on stderr
-    serve(proto)
+    worker = Worker()
+    handlers = {
+        "hello": worker.hello,
+        "load": worker.load,
+        "build": worker.build,
+        "batch": worker.batch,
+        "single": worker.single,
+        "drop": worker.drop,
+    }
+    serve(proto, handlers)
     return 0
 
 
