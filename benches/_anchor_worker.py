@@ -9,14 +9,14 @@ Commands:
 
 - ``hello``: engine, package version, Python and numpy versions;
 - ``load`` (``path``): an npz with ``docs_indptr``/``docs_indices``/``docs_data``, ``queries_*`` and ``dim``, as the
-  Seismic worker's exchange file;
+  Seismic worker's exchange file, or a collection directory of ``_synthetic.generate_to_disk``;
 - ``build`` (``name``, ``params``): build time (wall and process CPU), index bytes (``index_bytes`` with
   ``index_bytes_kind`` saying whether they are on disk or in memory), RSS growth and peak RSS growth over the RSS
   before the build (VmHWM is reset through ``/proc/self/clear_refs`` first where the kernel allows it);
 - ``batch`` (``name``, ``k``, ``params``, ``threads``, ``out``): all queries in one call with the engine's own
   threading (``threads_used`` says what it could use); ``out`` gets ``ids`` (n_queries x k, -1 padded);
-- ``single`` (``name``, ``k``, ``params``, ``out``): one call per query on this thread, per-query wall times in
-  ``lat_ns`` next to ``ids``;
+- ``single`` (``name``, ``k``, ``params``, ``out``, optional ``n``): one call per query (the first ``n``) on this
+  thread, per-query wall times in ``lat_ns`` next to ``ids``;
 - ``drop`` (``name``), ``quit``.
 
 Engines and the calls used (public API unless said otherwise):
@@ -68,7 +68,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _seismic_worker import _proc_status_kb, serve
+from _seismic_worker import _proc_status_kb, load_exchange, serve
 
 I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
@@ -95,15 +95,15 @@ class Data:
     """The documents and queries of one ``load``, as CSR arrays."""
 
     def __init__(self, path: str) -> None:
-        with np.load(path) as z:
-            self.dim = int(z["dim"])
-            # copy=False: the exchange file's own dtypes (int64 / int32 / float32) pass through without a second copy.
-            self.d_indptr = z["docs_indptr"].astype(np.int64, copy=False)
-            self.d_indices = z["docs_indices"].astype(np.int32, copy=False)
-            self.d_data = z["docs_data"].astype(np.float32, copy=False)
-            self.q_indptr = z["queries_indptr"].astype(np.int64, copy=False)
-            self.q_indices = z["queries_indices"].astype(np.int32, copy=False)
-            self.q_data = z["queries_data"].astype(np.float32, copy=False)
+        (d_indptr, d_indices, d_data), (q_indptr, q_indices, q_data), self.dim = load_exchange(path)
+        # copy=False: the exchange file's own dtypes (int64 / int32 / float32) pass through without a second copy
+        # (a collection directory's uint32 term ids are converted once).
+        self.d_indptr = np.asarray(d_indptr).astype(np.int64, copy=False)
+        self.d_indices = np.asarray(d_indices).astype(np.int32, copy=False)
+        self.d_data = np.asarray(d_data).astype(np.float32, copy=False)
+        self.q_indptr = np.asarray(q_indptr).astype(np.int64, copy=False)
+        self.q_indices = np.asarray(q_indices).astype(np.int32, copy=False)
+        self.q_data = np.asarray(q_data).astype(np.float32, copy=False)
         self.n_docs = len(self.d_indptr) - 1
         self.n_queries = len(self.q_indptr) - 1
 
@@ -614,7 +614,7 @@ class Worker:
 
     def single(self, req: dict[str, Any]) -> dict[str, Any]:
         engine, index, k, params = self._args(req)
-        nq = engine.data.n_queries
+        nq = min(engine.data.n_queries, int(req.get("n") or engine.data.n_queries))  # the first n queries
         lat = np.empty(nq, dtype=np.int64)
         rows: list[list[int]] = []
         one = engine.one

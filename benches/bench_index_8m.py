@@ -139,7 +139,7 @@ ddir, out = Path(sys.argv[2]), Path(sys.argv[3])
 docs, _, _ = _synthetic.open_disk_collection(ddir)
 batch = sc.SparseBatch.from_arrays(docs.indptr, docs.indices, docs.data, docs.dim, check=False)
 t0 = time.perf_counter()
-idx = sc.InvertedIndex.build(batch, num_threads=2, progress=True)
+idx = sc.InvertedIndex.build(batch, num_threads=2, progress=False)
 build_s = time.perf_counter() - t0
 t1 = time.perf_counter()
 idx.save(out)
@@ -406,9 +406,12 @@ class Ours:
 class WorkerAnchor:
     """An engine in its own interpreter, driven over ``_seismic_worker.py``'s JSON-lines protocol."""
 
-    def __init__(self, engine: str, python: str, script: Path, argv: list[str], data_path: Path, tmp: Path) -> None:
+    def __init__(
+        self, engine: str, python: str, script: Path, argv: list[str], data_path: Path, tmp: Path, flat: bool
+    ) -> None:
         env = dict(os.environ, RAYON_NUM_THREADS="2", PYTHONUNBUFFERED="1")
         self.engine = engine
+        self.flat = flat
         self.proc = subprocess.Popen(
             [python, "-u", str(script), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
@@ -421,7 +424,10 @@ class WorkerAnchor:
 
     def search(self, cmd: str, m: Method, **extra: Any) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
         out = self.tmp / f"{self.engine}_{cmd}.npz"
-        r = self.request(cmd, name=m.build, k=K, out=str(out), **m.params, **extra)
+        if self.flat:  # the Seismic worker takes its search parameters as keys of the request
+            r = self.request(cmd, name=m.build, k=K, out=str(out), **m.params, **extra)
+        else:
+            r = self.request(cmd, name=m.build, k=K, out=str(out), params=m.params, threads=2, **extra)
         with np.load(out) as z:
             return r, {k: z[k] for k in z.files}
 
@@ -450,6 +456,46 @@ ANCHORS: dict[str, dict[str, Any]] = {
             {"query_cut": qc, "heap_factor": hf} for qc in (3, 5, 8, 10, 15, 20, 30) for hf in (1.0, 0.9, 0.8, 0.7)
         ],
         "max_docs": 10_000_000,
+        "protocol": "flat",
+    },
+    # The engines of _anchor_worker.py (settings and memory per document measured at 50k-200k documents, see its
+    # docstring). Requests carry {"params": ..., "threads": 2}.
+    "bmp": {
+        "script": BENCH_DIR / "_anchor_worker.py",
+        "argv": ["bmp"],
+        "python": str(BENCH_DIR.parent / ".anchor-venvs" / "bmp" / "bin" / "python"),
+        "builds": lambda n: [{"bsize": 32}],
+        "search": [{"alpha": a, "beta": b} for a, b in ((1.0, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.9, 0.8))],
+        "max_docs": 2_000_000,
+        "why_not": "bmp's indexer holds ~11 KB per document (~97 GB at 8.8M documents), more than this machine has",
+    },
+    "pisa": {
+        "script": BENCH_DIR / "_anchor_worker.py",
+        "argv": ["pisa"],
+        "python": str(BENCH_DIR.parent / ".anchor-venvs" / "pisa" / "bin" / "python"),
+        "builds": lambda n: [{"route": "collection", "scale": 100}],
+        "search": [{"query_algorithm": a} for a in ("maxscore", "block_max_maxscore", "block_max_wand")],
+        "max_docs": 2_000_000,
+        "why_not": "the in-memory collection route needs ~6 KB per document (~54 GB at 8.8M) and the public "
+        "toks_indexer route ~12 min of pure-Python inversion plus its own batches; not run above 2M here",
+    },
+    "kannolo": {
+        "script": BENCH_DIR / "_anchor_worker.py",
+        "argv": ["kannolo"],
+        "python": str(BENCH_DIR.parent / ".anchor-venvs" / "kannolo" / "bin" / "python"),
+        "builds": lambda n: [{"m": 16, "ef_construction": 100}],
+        "search": [{"ef_search": e} for e in (50, 100, 200, 400, 800)],
+        "max_docs": 1_000_000,
+        "why_not": "kannolo's HNSW builds at ~600 documents/s on 2 threads (m 32): ~4 h at 8.8M documents",
+    },
+    "splade-index": {
+        "script": BENCH_DIR / "_anchor_worker.py",
+        "argv": ["splade-index"],
+        "python": str(BENCH_DIR.parent / ".anchor-venvs" / "splade-index" / "bin" / "python"),
+        "builds": lambda n: [{"mmap": True}],
+        "search": [{}],
+        "max_docs": 2_000_000,
+        "why_not": "the worker's CSC transpose needs ~3.2 KB per document (~28 GB at 8.8M documents)",
     },
 }
 
@@ -463,7 +509,12 @@ def run_anchor(
         return {"skipped": f"{python} not found (make anchor venvs: see the Makefile's bench-index-8m target)"}
     if n_docs > spec["max_docs"]:
         return {"skipped": spec.get("why_not", f"not run above {spec['max_docs']:,} documents")}
-    worker = WorkerAnchor(engine, python, spec["script"], list(spec["argv"]), ddir, tmp)
+    flat = spec.get("protocol") == "flat"
+    try:
+        worker = WorkerAnchor(engine, python, spec["script"], list(spec["argv"]), ddir, tmp, flat)
+    except RuntimeError as exc:
+        log(f"{engine}: {exc}")
+        return {"error": str(exc)}
     out: dict[str, Any] = {"worker": {**worker.info, **worker.load}, "builds": {}, "methods": []}
     try:
         for bp in spec["builds"](n_docs):
@@ -494,6 +545,9 @@ def run_anchor(
             out["methods"] += [mm.to_json() for mm in methods]
             out.setdefault("_methods", []).extend(methods)
             worker.request("drop", name=name)
+    except RuntimeError as exc:  # a worker that died (out of memory, a crash) ends this engine, not the run
+        log(f"{engine}: {exc}")
+        out["error"] = str(exc)
     finally:
         worker.close()
     return out
