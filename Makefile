@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge bench-distributed anchor-venvs wheel clean
+.PHONY: help setup build test test-rust test-python lint docs demo bench bench-index bench-index-1m bench-pursuit bench-lsse bench-sdr bench-sae bench-edge bench-distributed anchor-venvs bench-index-8m wheel clean
 
 help:
 	@echo "make demo   - set up and run the demo: text search over bundled Wikipedia + movie plots (BM25, SPLADE, hybrid)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  - quick side-by-side benchmarks (writes benches/results/ and benches/RESULTS.md)"
 	@echo "make bench-index - inverted index vs Seismic and scipy (full size, ~15 min; BENCH_ARGS=--quick)"
 	@echo "make bench-index-1m - the same on 1M synthetic documents (~17 min; several GB for both sides' indexes)"
+	@echo "make bench-index-8m - the index at 1M and 8.8M synthetic documents vs Seismic, bmp, PISA, kannolo, splade-index"
 	@echo "make anchor-venvs - virtualenvs of the other index anchors (bmp, pyterrier-pisa, kannolo, splade-index) under .anchor-venvs/"
 	@echo "make bench-pursuit - sparse coding vs scikit-learn and SPAMS (full size; BENCH_ARGS=--quick)"
 	@echo "make bench-lsse - Losse + online ridge: covariate shift vs MLP and SGD, pendulum, speed vs dense RLS (~2 min)"
@@ -133,6 +134,12 @@ $(ANCHOR_VENVS)/splade-index/bin/python:
 	$(ANCHOR_VENVS)/splade-index/bin/pip install --quiet numpy numba tqdm orjson
 	$(ANCHOR_VENVS)/splade-index/bin/pip install --quiet --no-deps "splade-index==0.2.0"
 anchor-venvs: $(foreach e,$(ANCHOR_ENGINES),$(ANCHOR_VENVS)/$(e)/bin/python)
+
+# Issue 29: 1M synthetic documents against all five anchors, then 8.8M (MS MARCO's size) against those that fit
+# this machine; collections, our index, ground truth and anchor results cached under benches/data/ (resumable).
+bench-index-8m: build $(SEISMIC_VENV)/bin/python anchor-venvs
+	$(PY) benches/bench_index_8m.py --docs 1000000 $(BENCH_ARGS)
+	$(PY) benches/bench_index_8m.py $(BENCH_ARGS)
 
 # SPAMS (GPL) is only a benchmark anchor: installed here, never a dependency of the package or its tests.
 bench-pursuit: build
