@@ -641,6 +641,85 @@ def cases_for(name: str, comparison: list[dict[str, Any]]) -> list[CaseResult]:
     return out
 
 
+def summary_notes(result: dict[str, Any]) -> list[str]:
+    """Build, memory, exact mode, threads, reliability and skipped anchors, in words."""
+    out = []
+    b = result.get("ours_build", {})
+    builds = [
+        f"{e} {v['build_s']:.0f} s / {v['index_bytes'] / 1e6:.0f} MB"
+        for e, r in result.get("anchors", {}).items()
+        for v in r.get("builds", {}).values()
+        if v.get("build_s") is not None and v.get("index_bytes")
+    ]
+    if b:
+        out.append(
+            f"Build (2 threads): ours {b['build_s']:.0f} s, file {b['file_bytes'] / 1e6:.0f} MB, peak RSS "
+            f"{b['peak_rss_bytes'] / 2**30:.1f} GiB (VmHWM of the build process, including the pages of the "
+            "memory-mapped input it read); anchors (build time / index bytes as each reports them): "
+            + ("; ".join(builds) or "none")
+            + "."
+        )
+    exact = next((m for m in result.get("ours_methods", []) if m["label"] == "ours exact"), None)
+    if exact is not None:
+        safe = [
+            f"{m['label']} {m['latency_1_thread']['cpu_us']:.0f} us (recall {m['recall_at_10']:.3f})"
+            for e, r in result.get("anchors", {}).items()
+            for m in r.get("methods", [])
+            if m["latency_1_thread"].get("cpu_us")
+            and (
+                (e == "pisa" and "maxscore" in m["label"])
+                or (e == "bmp" and m["params"] == {"alpha": 1.0, "beta": 1.0})
+                or e == "splade-index"
+            )
+        ]
+        out.append(
+            f"Exact mode: ours {exact['latency_1_thread']['cpu_us']:.0f} us per query (1 thread); the anchors' safe or "
+            "exact modes: " + ("; ".join(safe) or "none run") + "."
+        )
+    if result.get("batch"):
+        out.append(
+            "Batch, 2 threads over 1 thread: "
+            + ", ".join(f"{k} {v['ratio_2_over_1']:.2f}x" for k, v in result["batch"].items())
+            + "."
+        )
+    rel = result.get("reliability")
+    if rel:
+        c = rel.get("confined", {})
+        conf = (
+            f"confined by a memory cgroup to {c['limit_bytes'] / 2**30:.1f} GiB (index {c['index_bytes'] / 2**30:.1f}"
+            f" GiB): {c['queries']} exact searches equal to the truth: {c['exact_equals_truth']} "
+            f"({c['exact_s'] / c['queries'] * 1e3:.0f} ms each), approximate recall@10 {c['approx_recall_at_10']:.3f}"
+            if "exact_s" in c
+            else f"confined search: {c.get('skipped') or c.get('error')}"
+        )
+        out.append(
+            f"Reliability: cold memory-mapped open {rel['cold_load_unverified_s']:.2f} s with verify=False "
+            f"({rel['cold_load_verified_s']:.2f} s verified); first query on the cold map "
+            f"{rel['cold_first_query_ms']:.0f} ms, mean of the first {rel['cold_queries']} "
+            f"{rel['cold_mean_ms']:.1f} ms (warm {rel['warm_mean_ms_same_queries']:.2f} ms); " + conf + "."
+        )
+    skipped = [f"{e}: {r['skipped']}" for e, r in result.get("anchors", {}).items() if "skipped" in r]
+    if skipped:
+        out.append("Not run at this size: " + "; ".join(skipped) + ".")
+    return out
+
+
+def rewrite_notes(path: Path) -> int:
+    """Recompute the notes and descriptions of a results file from what it stores; regenerate RESULTS.md."""
+    payload = json.loads(path.read_text())
+    for name, result in payload["datasets"].items():
+        c = result["collection"]
+        result["description"] = (
+            f"synthetic SPLADE-like (_synthetic.generate_to_disk, seed {c['seed']}): {c['n_docs']:,} docs, "
+            f"{c['n_queries']:,} queries, {c['nnz_per_doc']:.0f} nnz/doc"
+        )
+        payload["notes"] = payload["notes"][:1] + summary_notes(result)
+        del name
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    regenerate_results_md()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--docs", type=int, default=DEFAULT_DOCS)
@@ -665,7 +744,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     for engine in ANCHORS:
         ap.add_argument(f"--{engine}-python", default=None, help=f"interpreter of {engine}'s virtualenv")
+    ap.add_argument("--rewrite-notes", type=Path, default=None, help="recompute a results file's notes and exit")
     args = ap.parse_args(argv)
+    if args.rewrite_notes is not None:
+        return rewrite_notes(args.rewrite_notes)
     size = f"{args.docs / 1e6:g}m" if args.docs >= 1_000_000 else f"{args.docs // 1000}k"
     out_path = args.out or RESULTS_DIR / f"index_engines_{size}.json"
     machine = machine_info(extra_versions=("scipy",))
@@ -731,6 +813,11 @@ def main(argv: list[str] | None = None) -> int:
         "per query (robust to other jobs on this shared 2-core machine); the anchors' fastest grid point reaching "
         "each recall level is compared with ours.",
     ]
+    result["description"] = (
+        f"synthetic SPLADE-like (_synthetic.generate_to_disk, seed {args.seed}): {docs.n_rows:,} docs, "
+        f"{queries.n_rows:,} queries, {docs.nnz / docs.n_rows:.0f} nnz/doc"
+    )
+    notes += summary_notes(result)
     _write_results(
         out_path,
         benchmark=f"index_engines_{size}",
