@@ -744,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     for engine in ANCHORS:
         ap.add_argument(f"--{engine}-python", default=None, help=f"interpreter of {engine}'s virtualenv")
+    ap.add_argument(
+        "--reuse-ours", action="store_true", help="keep our search figures from an earlier run (default: measure)"
+    )
     ap.add_argument("--rewrite-notes", type=Path, default=None, help="recompute a results file's notes and exit")
     args = ap.parse_args(argv)
     if args.rewrite_notes is not None:
@@ -761,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
 
     result: dict[str, Any] = {"collection": params, "ours_build": build}
+    ours_json: list[dict[str, Any]] = []
     if "ours" in args.engines:
         if "reliability" in state and not args.rerun:
             log("reliability: kept from an earlier run of this collection (--rerun measures it again)")
@@ -768,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result["reliability"] = state["reliability"] = reliability(ddir, index_path, queries, gt, args)
             state_path.write_text(json.dumps(state, indent=1))
+    if "ours" in args.engines and args.reuse_ours and "ours" in state:
+        log("ours: search figures kept from an earlier run of this collection (--reuse-ours)")
+        result["ours_methods"] = ours_json = state["ours"]["methods"]
+        result["batch"] = state["ours"]["batch"]
+    elif "ours" in args.engines:
         ours = Ours(index_path, queries, gt, args.latency_queries)
         methods = ours.methods(args.quick)
         for m in methods:
@@ -785,8 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, b in result["batch"].items():
             log(f"batch {key}: {b['qps_1']:.0f} QPS on 1 thread, {b['qps_2']:.0f} on 2 ({b['ratio_2_over_1']:.2f}x)")
         del ours
-    else:
-        ours_json = []
+        state["ours"] = {"methods": ours_json, "batch": result["batch"]}
+        state_path.write_text(json.dumps(state, indent=1))
 
     result["anchors"] = {}
     with tempfile.TemporaryDirectory() as tmp:
