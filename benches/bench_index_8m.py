@@ -4,7 +4,8 @@ A synthetic SPLADE-like collection (``_synthetic.generate_to_disk``: the DESIGN.
 document, 6,980 queries as in MS MARCO dev) is generated in chunks straight to memory-mappable ``.npy`` files, so
 no step holds more than a chunk of it in memory besides the index being built. Everything is cached under
 ``benches/data/synth_disk_<docs>_s<seed>/`` and the run is resumable: the collection, our index file, the exact
-top-100 and each finished engine's results are kept.
+top-100, the reliability checks and each finished engine's results are kept (``--rerun`` measures the anchors and
+the reliability checks again; ``--reuse-ours`` keeps our search figures too).
 
 Steps, each recorded in the JSON:
 
@@ -16,14 +17,15 @@ Steps, each recorded in the JSON:
 3. **Reliability**: opening the file by memory map after evicting it from the page cache
    (``posix_fadvise(DONTNEED)``), with ``verify=False`` and with the full checks; the first queries on the cold
    map; and, when the memory cgroup (v1) can be written, a child process confined to ``--cgroup-gb`` GB (less than
-   the index file) that searches exactly and approximately and must give the same answers.
+   the index file) whose exact searches must equal the ground truth, and whose approximate searches report recall.
 4. **Search, ours**: recall@10 against exact for the presets and an alpha x beta grid (one batch call each), then
    single-thread latency one query at a time over ``--latency-queries`` queries; batch throughput with 1 and 2
    threads (the 2-thread / 1-thread ratio, target >= 1.8).
 5. **Anchors** (each in its own virtualenv and worker process, skipped with the reason when absent or when the
-   collection is larger than ``--anchor-max-docs`` for it): Seismic (``_seismic_worker.py``) and the engines of
-   ``_anchor_worker.py`` (bmp, PISA through pyterrier-pisa, kannolo, splade-index), each with its recommended
-   settings and a small grid; for each recall level the fastest configuration reaching it is compared with ours.
+   collection is larger than the size ``ANCHORS`` allows it on this machine): Seismic (``_seismic_worker.py``)
+   and the engines of ``_anchor_worker.py`` (bmp, PISA through pyterrier-pisa, kannolo, splade-index), each with
+   its recommended settings and a small grid; for each recall level the fastest configuration reaching it is
+   compared with ours.
 
 Run: ``python benches/bench_index_8m.py [--docs 8800000] [--engines ours seismic ...]`` (``make bench-index-8m``
 runs 1M with every engine, then 8.8M). Writes ``benches/results/index_engines_<size>.json`` and regenerates
