@@ -109,6 +109,8 @@ def test_compiled_graph_searches_are_exact_and_survive_a_killed_actor(
     ray_cluster: None, corpus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_backends, "GRAPH_RETRY_S", 0.0)
+    # No idle teardown here (a slow, loaded machine can leave 2 s between searches; that path has its own test).
+    monkeypatch.setattr(_backends, "GRAPH_IDLE_S", 600.0)
     docs, queries, single = corpus
     ShardedIndex.build(docs, tmp_path, 2, backend="local", mode="exact").close()
     with ShardedIndex.open(tmp_path, backend="ray", replicas=2, compiled_graphs=True) as idx:

@@ -310,14 +310,14 @@ class RayBackend:
 
         Only with ``compiled=True``. A compiled graph (one per replica row: replica ``replica`` of every shard)
         sends the query bytes to the actors through shared-memory channels set up once, instead of scheduling one
-        actor task per shard: a two-actor round trip costs about 0.07 ms against about 0.9 ms for two classic
-        calls on a 2-core machine. The price: while a graph lives, each of its actors keeps a core busy polling,
-        so graphs are torn down after :data:`GRAPH_IDLE_S` seconds without a compiled search (and compiled again
-        by the next one). Used only for query batches small enough to travel inline (:data:`INLINE_BYTES`) and
-        when no other thread is using it; anything unusual (a dead or restarting actor, an error raised by a
-        shard) tears the graph down and returns ``None``, so the caller repeats the search on the classic path,
-        which retries after restarts and reports errors per shard. The graph is compiled again
-        :data:`GRAPH_RETRY_S` seconds later.
+        actor task per shard: ``make bench-distributed`` measured a one-shard fan-out overhead of 0.14 ms
+        against 0.90 ms with classic calls on a 2-core machine. The price: while a graph lives, each of its
+        actors keeps a core busy polling, so graphs are torn down after :data:`GRAPH_IDLE_S` seconds without a
+        compiled search (and compiled again by the next one). Used only for query batches small enough to travel
+        inline (:data:`INLINE_BYTES`) and when no other thread is using it; anything unusual (a dead or
+        restarting actor, an error raised by a shard) tears the graph down and returns ``None``, so the caller
+        repeats the search on the classic path, which retries after restarts and reports errors per shard. The
+        graph is compiled again :data:`GRAPH_RETRY_S` seconds later.
         """
         if not self.compiled or not self._actors or not isinstance(queries, bytes):
             return None
