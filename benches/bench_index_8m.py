@@ -71,6 +71,22 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 #: Extra (alpha, beta) points between bench_index's grid points (0.05 steps around recall 0.99), as the anchors'
 #: grids have about as many points (Seismic: 28 per build).
 FINER_GRID = [(0.65, 0.9), (0.65, 0.95), (0.7, 0.95), (0.75, 0.9), (0.75, 0.95), (0.75, 1.0)]
+#: (alpha, beta, patience) points: the third knob of our search (the presets use it; the grids above leave it off),
+#: around recall 0.95 and 0.99 at 1M and 8.8M documents.
+PATIENCE_GRID = [
+    (0.65, 0.9, 0.0005),
+    (0.7, 0.85, 0.0005),
+    (0.8, 0.8, 0.0005),
+    (0.9, 0.8, 0.0005),
+    (0.7, 0.85, 0.001),
+    (0.8, 0.9, 0.001),
+    (1.0, 0.9, 0.001),
+    (0.8, 0.9, 0.0015),
+    (1.0, 0.9, 0.0015),
+    (0.9, 0.9, 0.0025),
+    (1.0, 0.8, 0.0025),
+    (0.8, 1.0, 0.005),
+]
 
 I64 = NDArray[np.int64]
 
@@ -372,6 +388,16 @@ class Ours:
         ms += [Method("ours", f"ours recall_target={t:.2f}", "ours", {"recall_target": t}) for t in TARGETS]
         grid = OURS_SEARCH["quick"] if quick else OURS_SEARCH["full"] + FINER_GRID
         ms += [Method("ours", f"ours alpha={a:g} beta={b:g}", "ours", {"alpha": a, "beta": b}) for a, b in grid]
+        if not quick:
+            ms += [
+                Method(
+                    "ours",
+                    f"ours alpha={a:g} beta={b:g} patience={p:g}",
+                    "ours",
+                    {"alpha": a, "beta": b, "patience": p},
+                )
+                for a, b, p in PATIENCE_GRID
+            ]
         return ms
 
     def evaluate(self, m: Method) -> None:

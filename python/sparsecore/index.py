@@ -39,16 +39,19 @@ __all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_
 #: 0.1, beta 0.8, 0.9, 1) on the real SPLADE vectors (../shared/data/lsr-dev) and on 200k and 1M synthetic
 #: SPLADE-like documents (benches/_synthetic.py): each setting is the cheapest that reached its mean recall@10 on
 #: every set of its tier (small tier: blocks of 8 and 16 on lsr-dev, 16 on synthetic; large tier: 32 on 200k and
-#: 1M). The large tier's settings come from finer grids (alpha 0.5..1, beta 0.8..1, patience 0..0.004): recall@10
-#: 0.946 / 0.957 / 0.992 on 200k and 0.913 / 0.957 / 0.994 on 1M documents for 0.90 / 0.95 / 0.99, and
-#: 0.940 / 0.958 / 0.992 on a held-out set (300k documents, another seed; patience 0.002 gave 0.990 there, so 0.99
-#: takes 0.0025). Larger blocks have looser bounds, so the same recall needs a smaller alpha; on large segments
-#: most blocks a search visits at high recall add nothing, which ``patience`` cuts short. 1.0 is exact.
+#: 1M). The large tier's settings come from finer grids (alpha 0.5..1, beta 0.8..1, patience 0..0.004), checked on
+#: a held-out set (300k documents, another seed; patience 0.002 gave 0.990 there, so 0.99 takes 0.0025), then
+#: raised for 0.90 and 0.95 where the 8.8M collection of benches/bench_index_8m.py fell short (0.842 and 0.944 with
+#: the earlier (0.6, 0.85, 0.0005) and (0.7, 0.8, 0.001)): every knob is at least the earlier one's, so recall
+#: does not drop on the sets above. Recall@10 at 100k / 1M / 8.8M synthetic documents: 0.950 / 0.944 / 0.925
+#: for 0.90, 0.956 / 0.968 / 0.967 for 0.95, 0.998 / 0.995 / 0.999 for 0.99. Larger blocks have looser bounds, so
+#: the same recall needs a smaller alpha; on large segments most blocks a search visits at high recall add nothing,
+#: which ``patience`` cuts short. 1.0 is exact.
 RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float, float]]] = {
     16: {0.90: (0.9, 0.8, 0.0), 0.95: (0.9, 0.9, 0.0), 0.99: (0.95, 1.0, 0.0), 1.0: (1.0, 1.0, 0.0)},
     1 << 16: {
-        0.90: (0.6, 0.85, 0.0005),
-        0.95: (0.7, 0.8, 0.001),
+        0.90: (0.65, 0.85, 0.0005),
+        0.95: (0.7, 0.85, 0.001),
         0.99: (1.0, 0.9, 0.0025),
         1.0: (1.0, 1.0, 0.0),
     },
