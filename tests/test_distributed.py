@@ -11,8 +11,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,11 @@ import numpy as np
 import pytest
 import sparsecore as sc
 from _clustered import clustered as _clustered
+from _endpoint import bad_requests, check_endpoint, post, query_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sparsecore.distributed import MANIFEST_NAME, ShardedIndex, merge_top_k, read_manifest
-from sparsecore.distributed.serve import make_server, serve_in_thread
+from sparsecore.distributed import MANIFEST_NAME, ShardedIndex, ShardUnavailableError, merge_top_k, read_manifest
+from sparsecore.distributed.serve import MAX_BODY_BYTES, asgi_app, make_server, serve_in_thread
 from sparsecore.exceptions import (
     DTypeError,
     IndexFormatError,
@@ -421,75 +420,92 @@ def test_importing_sparsecore_never_imports_ray() -> None:
 # -- the HTTP endpoint ----------------------------------------------------------------------------------------------
 
 
-def post(url: str, body: object) -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_serve_answers_json_searches_over_http(corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path) -> None:
     docs, queries = corpus
     idx = ShardedIndex.build(docs, tmp_path, 3, backend="local", mode="exact")
     server = make_server(idx, "127.0.0.1", 0)
     serve_in_thread(server)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        qs = [{"indices": queries.row(i)[0].tolist(), "values": queries.row(i)[1].tolist()} for i in range(5)]
-        status, body = post(url + "/search", {"queries": qs, "k": 7})
-        assert status == 200
-        want_ids, want_scores = exact_single(docs).search(queries[:5], 7)
-        for row, wi, ws in zip(body["results"], want_ids.tolist(), want_scores.tolist(), strict=True):
-            n = sum(1 for i in wi if i >= 0)
-            assert row["ids"] == wi[:n]
-            np.testing.assert_array_equal(np.float32(row["scores"]), np.float32(ws[:n]))
-        assert body["missing_shards"] == []
-        status, body = post(url + "/search", {"query": qs[0], "k": 3, "k_per_shard": 5, "recall_target": 0.9})
-        assert status == 200
-        assert len(body["results"]) == 1
-        assert len(body["results"][0]["ids"]) == 3
-        bad: list[tuple[object, str]] = [
-            ({"queries": qs, "k": 0}, "k"),
-            ({"queries": qs, "k": "10"}, "k"),
-            ({"queries": qs, "k_per_shard": -2}, "k_per_shard"),
-            ({"queries": qs, "recall_target": 1.5}, "recall_target"),
-            ({"queries": qs, "timeout": -1}, "timeout"),
-            ({"queries": qs, "allow_partial": "yes"}, "allow_partial"),
-            ({"queries": qs, "nprobe": 4}, "nprobe"),
-            ({"queries": []}, "queries"),
-            ({"k": 3}, "queries"),
-            ({"queries": qs, "query": qs[0]}, "queries"),
-            ({"queries": [{"indices": [1, 2], "values": [1.0]}]}, "queries[0].values"),
-            ({"queries": [qs[0], {"indices": [5, 3], "values": [1.0, 1.0]}]}, "queries[1].indices"),
-            ({"queries": [{"indices": [1, 99999], "values": [1.0, 1.0]}]}, "queries[0].indices"),
-            ({"queries": [{"indices": [1], "values": [-1.0]}]}, "queries[0].values"),
-            ({"queries": [{"indices": [1], "values": ["a"]}]}, "queries[0].values"),
-            ({"query": {"indices": [1]}}, "query"),
-            (b"{not json", "body"),
-            ([1, 2], "body"),
-        ]
-        for req, field in bad:
-            status, body = post(url + "/search", req)
-            assert status == 400, (req, body)
-            assert body["error"]["type"] == "RequestError", (req, body)
-            assert body["error"]["field"] == field, (req, body)
-            assert field.split("[")[0] in body["error"]["message"]
-        status, body = post(url + "/nothing", {})
-        assert status == 404
-        assert body["error"]["type"] == "NotFound"
-        with urllib.request.urlopen(url + "/stats", timeout=30) as r:
-            stats = json.loads(r.read())
-        assert stats["n_docs"] == docs.n_rows
-        assert stats["n_shards"] == 3
-        with urllib.request.urlopen(url + "/health", timeout=30) as r:
-            assert json.loads(r.read())["status"] == "ok"
+        check_endpoint(f"http://127.0.0.1:{server.server_address[1]}", docs, queries, 3)
     finally:
         server.shutdown()
         server.server_close()
         idx.close()
+
+
+def asgi_call(
+    app: Any, method: str, path: str, chunks: list[bytes] | None = None, root_path: str = ""
+) -> tuple[int, dict[str, str], Any]:
+    """Drive an ASGI app through one HTTP request; the status, the headers and the decoded JSON body."""
+    import asyncio
+
+    parts = chunks or [b""]
+    incoming = [{"type": "http.request", "body": c, "more_body": i + 1 < len(parts)} for i, c in enumerate(parts)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path, "headers": []}
+    asyncio.run(app(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    body = sent[1]["body"]
+    assert int(headers["content-length"]) == len(body)
+    return sent[0]["status"], headers, json.loads(body)
+
+
+def test_asgi_app_answers_like_the_http_server(corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path) -> None:
+    import asyncio
+
+    docs, queries = corpus
+    idx = ShardedIndex.build(docs, tmp_path, 2, backend="local", mode="exact")
+    app = asgi_app(idx, close_on_shutdown=True)
+    qs = query_json(queries, 3)
+    raw = json.dumps({"queries": qs, "k": 5}).encode()
+    want_ids, want_scores = exact_single(docs).search(queries[:3], 5)
+    # the body in three chunks, the app mounted under a prefix
+    status, headers, body = asgi_call(app, "POST", "/search", [raw[:7], raw[7:20], raw[20:]], root_path="/sc")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert [r["ids"] for r in body["results"]] == [[i for i in row if i >= 0] for row in want_ids.tolist()]
+    np.testing.assert_array_equal(np.asarray([r["scores"] for r in body["results"]], np.float32), want_scores)
+    for req, field in bad_requests(qs)[:6]:
+        data = req if isinstance(req, bytes) else json.dumps(req).encode()
+        status, _, body = asgi_call(app, "POST", "/search", [data])
+        assert (status, body["error"]["field"]) == (400, field)
+    status, _, body = asgi_call(app, "GET", "/health")
+    assert (status, body["n_docs"], body["n_shards"]) == (200, docs.n_rows, 2)
+    assert asgi_call(app, "GET", "/nothing")[0] == 404
+    assert asgi_call(app, "DELETE", "/search")[0] == 405
+    big = b" " * (MAX_BODY_BYTES // 2 + 1)
+    status, _, body = asgi_call(app, "POST", "/search", [big, big, b"never read"])
+    assert (status, body["error"]["type"], body["error"]["field"]) == (413, "RequestTooLarge", "body")
+    # a client that disconnects mid-body gets no answer
+    sent: list[Any] = []
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def keep(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "method": "POST", "path": "/search"}, gone, keep))
+    assert sent == []
+    with pytest.raises(InvalidArgumentError, match="scope"):
+        asyncio.run(app({"type": "websocket", "path": "/"}, gone, keep))
+    # lifespan: startup completes; shutdown closes the index
+    events = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def life() -> dict[str, Any]:
+        return events.pop(0)
+
+    asyncio.run(app({"type": "lifespan"}, life, keep))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    with pytest.raises(ShardUnavailableError, match="closed"):
+        idx.search(queries[:1], 3)
 
 
 def test_cli_serve_starts_and_answers(corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path) -> None:
@@ -535,3 +551,18 @@ def test_packed_transfer_round_trips(batch: sc.SparseBatch, width: int) -> None:
     assert got_ids.shape == ids.shape
     np.testing.assert_array_equal(got_ids, ids)
     np.testing.assert_array_equal(got_scores, scores)
+
+
+def test_a_closed_index_refuses_every_call(corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path) -> None:
+    docs, queries = corpus
+    idx = ShardedIndex.build(docs[:200], tmp_path, 2, backend="local", mode="exact")
+    idx.close()
+    idx.close()  # idempotent
+    for call in (
+        lambda: idx.search(queries[:2], 3),
+        lambda: idx.add(docs[:1]),
+        lambda: idx.delete([0]),
+        lambda: idx.stats(),
+    ):
+        with pytest.raises(ShardUnavailableError, match="closed"):
+            call()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import sparsecore as sc
 from _clustered import clustered as _clustered
+from _endpoint import check_endpoint, get, post
 from sparsecore.distributed import (
     PartialResultWarning,
     ShardedIndex,
@@ -25,9 +28,11 @@ from sparsecore.distributed import (
 )
 from sparsecore.distributed._backends import RayBackend
 from sparsecore.distributed._shard import build_shard
-from sparsecore.exceptions import IndexFormatError
+from sparsecore.distributed.serve import free_port, ray_serve_app
+from sparsecore.exceptions import IndexFormatError, InvalidArgumentError
 
 ray: Any = pytest.importorskip("ray")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -322,3 +327,60 @@ def test_build_from_a_ray_dataset(ray_cluster: None, corpus: Any, tmp_path: Path
     with ShardedIndex.build(ds, tmp_path, 2, backend="ray", mode="exact", dim=docs.dim) as idx:
         want = sc.InvertedIndex.build(docs, np.arange(docs.n_rows) * 2, mode="exact").search(queries, 10)
         assert same(idx.search(queries, 10), want)
+
+
+# -- Ray Serve ------------------------------------------------------------------------------------------------------
+
+
+def test_ray_serve_endpoint_answers_like_one_index(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    serve = pytest.importorskip("ray.serve")
+    docs, queries, _single = corpus
+    ShardedIndex.build(docs, tmp_path, 2, backend="local", mode="exact").close()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(ray_serve_app(tmp_path, replicas=2), name="sparsecore", route_prefix="/")
+        check_endpoint(f"http://127.0.0.1:{port}", docs, queries, 2)
+        _, stats = get(f"http://127.0.0.1:{port}/stats")
+        assert stats["backend"] == "ray"
+        assert stats["replicas"] == 2
+    finally:
+        serve.shutdown()
+
+
+def test_ray_serve_app_checks_its_arguments_before_deploying(tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve")
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        ray_serve_app(tmp_path)
+    ShardedIndex.build(clustered(50, 1, seed=1)[0], tmp_path, 1, backend="local").close()
+    for kw in ({"replicas": 0}, {"http_replicas": 1.5}):
+        with pytest.raises(InvalidArgumentError):
+            ray_serve_app(tmp_path, **kw)
+
+
+def test_cli_serve_through_ray_serve_joins_a_cluster(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve")
+    docs, queries, _single = corpus
+    ShardedIndex.build(docs[:300], tmp_path, 2, backend="local", mode="exact").close()
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "sparsecore.cli", "serve", str(tmp_path), "--backend", "ray", "--port", "0"]
+    proc = subprocess.Popen([*cmd, "--address", address], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "through Ray Serve on http://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split()[0]
+        idx, val = queries.row(0)
+        status, body = post(url + "/search", {"query": {"indices": idx.tolist(), "values": val.tolist()}, "k": 4})
+        assert status == 200
+        want = sc.InvertedIndex.build(docs[:300], mode="exact").search(queries[:1], 4)[0][0]
+        assert body["results"][0]["ids"] == [i for i in want.tolist() if i >= 0]
+    finally:
+        proc.terminate()  # SIGTERM: the command shuts Serve down before it exits
+        assert proc.wait(timeout=120) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    from ray import serve
+
+    assert not serve.status().applications  # nothing left deployed on the cluster

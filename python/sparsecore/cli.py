@@ -136,8 +136,25 @@ def _cmd_sae(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from sparsecore.distributed import ShardedIndex
-    from sparsecore.distributed.serve import make_server
+    from sparsecore.distributed.serve import make_server, run_ray_serve
 
+    if args.backend == "ray":
+
+        def ready(url: str) -> None:
+            print(
+                f"serving {args.index} through Ray Serve on {url} (POST /search, GET /stats, GET /health)", flush=True
+            )
+
+        run_ray_serve(
+            args.index,
+            args.host,
+            args.port,
+            address=args.address,
+            replicas=args.replicas,
+            http_replicas=args.http_replicas,
+            ready=ready,
+        )
+        return 0
     index = ShardedIndex.open(args.index, backend=args.backend, replicas=args.replicas)
     server = make_server(index, args.host, args.port, log=None if args.quiet else lambda m: print(m, file=sys.stderr))
     host, port = server.server_address[:2]
@@ -301,8 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("index", help="directory written by ShardedIndex.build")
     r.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    r.add_argument("--backend", choices=("local", "ray"), default="local", help="shard servers (default local)")
+    r.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: shards on threads behind the standard library's HTTP server (default); ray: Ray Serve in front "
+        "of shard actors",
+    )
     r.add_argument("--replicas", type=int, default=1, help="servers per shard (default 1)")
+    r.add_argument("--http-replicas", type=int, default=1, help="Ray Serve replicas of the endpoint (default 1)")
+    r.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto; default: start a local one)")
     r.add_argument("--quiet", action="store_true", help="no line per request on stderr")
     r.set_defaults(func=_cmd_serve)
     return p

@@ -1,6 +1,12 @@
-"""A JSON search endpoint over a sharded index, on the standard library's HTTP server (no dependency).
+"""A JSON search endpoint over a sharded index: the standard library's HTTP server, an ASGI app, or Ray Serve.
 
-``sparsecore serve INDEX_DIR --port N`` runs it; :func:`make_server` gives the server object for embedding.
+Three transports answer the same requests through :func:`respond`:
+
+- :func:`make_server`: the standard library's threaded HTTP server (no dependency); ``sparsecore serve INDEX_DIR
+  --port N`` runs it for ``--backend local``;
+- :func:`asgi_app`: a plain ASGI 3 application (no framework) for any ASGI server (uvicorn, hypercorn, ...);
+- :func:`ray_serve_app`: a Ray Serve application whose replicas each open the index on Ray actors and answer
+  through :func:`asgi_app`; ``sparsecore serve INDEX_DIR --backend ray`` runs it (:func:`run_ray_serve`).
 
 Endpoints:
 
@@ -17,18 +23,23 @@ Endpoints:
 - ``GET /stats``: :meth:`ShardedIndex.stats`. ``GET /health``: ``{"status": "ok", "n_docs": ...}``.
 
 Errors are JSON too, ``{"error": {"type": ..., "field": ..., "message": ...}}``: 400 for a malformed request
-(``field`` names the offending one, e.g. ``"queries[2].indices"``), 404 for an unknown path, 413
-for a body over :data:`MAX_BODY_BYTES`, 503 when shards time out or are unavailable, 500 otherwise.
+(``field`` names the offending one, e.g. ``"queries[2].indices"``), 404 for an unknown path, 405 for a method other
+than GET and POST, 413 for a body over :data:`MAX_BODY_BYTES`, 503 when shards time out or are unavailable, 500
+otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
+import os
+import signal
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,10 +47,22 @@ import numpy as np
 
 from sparsecore.distributed._backends import ShardTimeoutError, ShardUnavailableError
 from sparsecore.distributed.sharded import ShardedIndex
-from sparsecore.exceptions import SparsecoreError
+from sparsecore.exceptions import InvalidArgumentError, MissingExtraError, SparsecoreError
 from sparsecore.sparse import SparseBatch
 
-__all__ = ["MAX_BODY_BYTES", "MAX_K", "MAX_QUERIES", "RequestError", "make_server", "parse_search_request"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_K",
+    "MAX_QUERIES",
+    "RequestError",
+    "asgi_app",
+    "free_port",
+    "make_server",
+    "parse_search_request",
+    "ray_serve_app",
+    "respond",
+    "run_ray_serve",
+]
 
 MAX_BODY_BYTES = 16 << 20  # 16 MiB: thousands of SPLADE queries
 MAX_QUERIES = 10_000
@@ -148,6 +171,68 @@ def parse_search_request(raw: bytes, dim: int) -> tuple[SparseBatch, dict[str, A
     return queries, kw
 
 
+def _error(status: int, kind: str, message: str, field: str | None = None) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"type": kind, "field": field, "message": message}}
+
+
+def respond(index: ShardedIndex, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Answer one request: the HTTP status and the JSON payload (every transport of this module calls it).
+
+    Parameters
+    ----------
+    index
+        The opened sharded index.
+    method
+        ``"GET"`` or ``"POST"`` (anything else gets 405).
+    path
+        The request path without the query string (``"/search"``, ``"/stats"``, ``"/health"``).
+    body
+        The request body (``POST /search``).
+
+    Returns
+    -------
+    tuple of (int, dict)
+        The status (200, 400, 404, 405, 500 or 503, see the module docstring) and the payload.
+    """
+    if method == "GET":
+        if path == "/health":
+            return 200, {"status": "ok", "n_docs": len(index), "n_shards": index.n_shards}
+        if path == "/stats":
+            return 200, index.stats()
+        return _error(404, "NotFound", f"no endpoint {path}; use POST /search, GET /stats, GET /health")
+    if method != "POST":
+        return _error(
+            405, "MethodNotAllowed", f"method {method} not allowed; use POST /search, GET /stats, GET /health"
+        )
+    if path != "/search":
+        return _error(404, "NotFound", f"no endpoint {path}; use POST /search")
+    t0 = time.perf_counter()
+    try:
+        queries, kw = parse_search_request(body, index.dim)
+        k = kw.pop("k")
+        result = index.search(queries, k, **kw)
+    except RequestError as exc:
+        return _error(400, type(exc).__name__, str(exc), exc.field)
+    except (ShardTimeoutError, ShardUnavailableError) as exc:
+        return _error(503, type(exc).__name__, str(exc))
+    except SparsecoreError as exc:
+        return _error(500, type(exc).__name__, str(exc))
+    rows = []
+    for ids, scores in zip(result.ids.tolist(), result.scores.tolist(), strict=True):
+        n = sum(1 for i in ids if i >= 0)
+        rows.append({"ids": ids[:n], "scores": scores[:n]})
+    return 200, {
+        "results": rows,
+        "missing_shards": list(result.missing_shards),
+        "errors": {str(s): m for s, m in result.errors.items()},
+        "took_ms": round(1e3 * (time.perf_counter() - t0), 3),
+    }
+
+
+def _json_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, allow_nan=False).encode("utf-8")
+
+
 def _handler(index: ShardedIndex, log: Callable[[str], None] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sparsecore-serve"
@@ -157,67 +242,231 @@ def _handler(index: ShardedIndex, log: Callable[[str], None] | None) -> type[Bas
             if log is not None:
                 log(f"{self.address_string()} {format % args}")
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload, allow_nan=False).encode("utf-8")
-            self.send_response(status)
+        def _send(self, answer: tuple[int, dict[str, Any]]) -> None:
+            data = _json_bytes(answer[1])
+            self.send_response(answer[0])
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, status: int, kind: str, message: str, field: str | None = None) -> None:
-            self._send(status, {"error": {"type": kind, "field": field, "message": message}})
-
         def do_GET(self) -> None:
-            if self.path == "/health":
-                self._send(200, {"status": "ok", "n_docs": len(index), "n_shards": index.n_shards})
-            elif self.path == "/stats":
-                self._send(200, index.stats())
-            else:
-                self._error(404, "NotFound", f"no endpoint {self.path}; use POST /search, GET /stats, GET /health")
+            self._send(respond(index, "GET", self.path))
 
         def do_POST(self) -> None:
-            if self.path != "/search":
-                self._error(404, "NotFound", f"no endpoint {self.path}; use POST /search")
-                return
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                self._error(411, "LengthRequired", "Content-Length is required", "body")
+            if self.path == "/search" and (length is None or not length.isdigit()):
+                self._send(_error(411, "LengthRequired", "Content-Length is required", "body"))
                 return
-            if int(length) > MAX_BODY_BYTES:
-                self._error(413, "RequestTooLarge", f"body over {MAX_BODY_BYTES} bytes", "body")
+            if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                self._send(_error(413, "RequestTooLarge", f"body over {MAX_BODY_BYTES} bytes", "body"))
                 self.close_connection = True
                 return
-            raw = self.rfile.read(int(length))
-            t0 = time.perf_counter()
-            try:
-                queries, kw = parse_search_request(raw, index.dim)
-                k = kw.pop("k")
-                result = index.search(queries, k, **kw)
-            except RequestError as exc:
-                self._error(400, type(exc).__name__, str(exc), exc.field)
-                return
-            except (ShardTimeoutError, ShardUnavailableError) as exc:
-                self._error(503, type(exc).__name__, str(exc))
-                return
-            except SparsecoreError as exc:
-                self._error(500, type(exc).__name__, str(exc))
-                return
-            rows = []
-            for ids, scores in zip(result.ids.tolist(), result.scores.tolist(), strict=True):
-                n = sum(1 for i in ids if i >= 0)
-                rows.append({"ids": ids[:n], "scores": scores[:n]})
-            self._send(
-                200,
-                {
-                    "results": rows,
-                    "missing_shards": list(result.missing_shards),
-                    "errors": {str(s): m for s, m in result.errors.items()},
-                    "took_ms": round(1e3 * (time.perf_counter() - t0), 3),
-                },
-            )
+            raw = self.rfile.read(int(length)) if length is not None and length.isdigit() else b""
+            self._send(respond(index, "POST", self.path, raw))
 
     return Handler
+
+
+#: An ASGI 3 application: ``await app(scope, receive, send)``.
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]], Callable[[Any], Awaitable[None]]],
+    Coroutine[Any, Any, None],
+]
+
+
+def asgi_app(index: ShardedIndex, *, close_on_shutdown: bool = False) -> ASGIApp:
+    """The endpoint as a plain ASGI 3 application (HTTP and lifespan scopes; no framework needed).
+
+    Searches run on the event loop's default executor, so a slow search does not block other requests.
+    Bodies over :data:`MAX_BODY_BYTES` get 413 without being read further.
+
+    Parameters
+    ----------
+    index
+        An opened sharded index.
+    close_on_shutdown
+        Close ``index`` when the server sends the lifespan shutdown event.
+
+    Returns
+    -------
+    callable
+        ``async app(scope, receive, send)``, e.g. ``uvicorn.run(asgi_app(index))``.
+    """
+
+    async def lifespan(
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if close_on_shutdown:
+                    index.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def app(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            raise InvalidArgumentError(f"scope: only 'http' and 'lifespan' are served, got {scope['type']!r}")
+        path = str(scope["path"])
+        root = str(scope.get("root_path") or "")
+        if root and path.startswith(root):  # mounted under a prefix: route on the rest
+            path = path[len(root) :] or "/"
+        body = bytearray()
+        answer: tuple[int, dict[str, Any]] | None = None
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > MAX_BODY_BYTES:
+                answer = _error(413, "RequestTooLarge", f"body over {MAX_BODY_BYTES} bytes", "body")
+                break
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(None, respond, index, str(scope["method"]), path, bytes(body))
+        data = _json_bytes(answer[1])
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": answer[0], "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def _import_serve() -> Any:
+    try:
+        from ray import serve
+    except ImportError as exc:
+        raise MissingExtraError("Ray Serve is needed: pip install 'sparsecore[distributed]' (ray[serve])") from exc
+    return serve
+
+
+def ray_serve_app(
+    index_dir: str | os.PathLike[str],
+    *,
+    replicas: int = 1,
+    http_replicas: int = 1,
+    verify: bool = True,
+    num_threads: int | None = None,
+) -> Any:
+    """A Ray Serve application answering the endpoint's requests on a sharded index directory.
+
+    Each of the ``http_replicas`` Serve replicas (0 CPUs reserved: they parse, fan out and merge) opens the index
+    with ``backend="ray"`` (shard actors of its own, which memory-map the same files) and serves :func:`asgi_app`.
+    Deploy it with ``serve.run(app, route_prefix="/")`` on a running Ray cluster, or use :func:`run_ray_serve`.
+
+    Parameters
+    ----------
+    index_dir
+        Directory written by :meth:`ShardedIndex.build`.
+    replicas, verify, num_threads
+        As :meth:`ShardedIndex.open`.
+    http_replicas
+        Serve replicas of the HTTP deployment.
+
+    Returns
+    -------
+    ray.serve.Application
+        The bound application.
+
+    Raises
+    ------
+    MissingExtraError
+        Ray Serve is not installed.
+    InvalidArgumentError
+        ``index_dir`` holds no manifest, or a count is not a positive integer.
+    """
+    from sparsecore.distributed._shard import read_manifest
+
+    serve = _import_serve()
+    path = os.fspath(index_dir)
+    read_manifest(path)  # fail here, not in a replica, when the directory is wrong
+    n_http = _positive("http_replicas", http_replicas)
+    n_rep = _positive("replicas", replicas)
+
+    def build() -> ASGIApp:
+        index = ShardedIndex.open(path, backend="ray", replicas=n_rep, verify=verify, num_threads=num_threads)
+        return asgi_app(index, close_on_shutdown=True)
+
+    deployment = serve.deployment(name="sparsecore_search", num_replicas=n_http, ray_actor_options={"num_cpus": 0})(
+        serve.ingress(build)()
+    )
+    return deployment.bind()
+
+
+def _positive(name: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise InvalidArgumentError(f"{name}: must be a positive integer, got {value!r}")
+    return value
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for servers that cannot take port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def run_ray_serve(
+    index_dir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    address: str | None = None,
+    replicas: int = 1,
+    http_replicas: int = 1,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``index_dir`` through Ray Serve until interrupted (Ctrl-C or SIGTERM), then shut Serve down.
+
+    Parameters
+    ----------
+    index_dir
+        Directory written by :meth:`ShardedIndex.build`.
+    host, port
+        Where Serve's HTTP proxy listens (port 0 picks a free one).
+    address
+        Ray cluster to join (``"auto"``, ``"ray://..."``); default: the initialised one, else a new local one.
+    replicas, http_replicas
+        As :func:`ray_serve_app`.
+    ready
+        Called with the endpoint's URL once the application is running.
+    """
+    import ray
+
+    serve = _import_serve()
+    app = ray_serve_app(index_dir, replicas=replicas, http_replicas=http_replicas)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False)
+    chosen = free_port(host) if port == 0 else port
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        serve.start(http_options={"host": host, "port": chosen})
+        serve.run(app, name="sparsecore", route_prefix="/")
+        if ready is not None:
+            ready(f"http://{host}:{chosen}")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        serve.shutdown()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def make_server(

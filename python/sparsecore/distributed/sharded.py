@@ -260,6 +260,11 @@ class ShardedIndex:
         self._replicas = replicas
         self._n_docs = n_docs
         self._turn = 0
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ShardUnavailableError(f"the sharded index of {str(self._dir)!r} is closed")
 
     # -- building -------------------------------------------------------------------------------------------------
 
@@ -587,7 +592,7 @@ class ShardedIndex:
         ShardTimeoutError
             Shards did not answer within ``timeout`` (without ``allow_partial``); ``exc.shards`` names them.
         ShardUnavailableError
-            A shard has no live replica (without ``allow_partial``).
+            A shard has no live replica (without ``allow_partial``), or the index is closed.
         IndexFormatError
             A shard's file failed its checks when its server (re)loaded it (names the shard).
         """
@@ -607,6 +612,7 @@ class ShardedIndex:
                 raise InvalidArgumentError(
                     f"{key}: not a search parameter (accepted: {', '.join(sorted(SEARCH_PARAMS))})"
                 )
+        self._check_open()
         be = self._backend
         shared = be.share((queries.indptr, queries.indices, queries.data, queries.dim))
         deadline = None if timeout is None else time.monotonic() + float(timeout)
@@ -721,7 +727,10 @@ class ShardedIndex:
         ------
         InvalidArgumentError
             An id is live already, or repeated; nothing is added then.
+        ShardUnavailableError
+            The index is closed.
         """
+        self._check_open()
         if not isinstance(docs, SparseBatch):
             raise DTypeError(f"docs: must be a SparseBatch, got {type(docs).__name__}")
         if docs.dim != self.dim:
@@ -760,7 +769,10 @@ class ShardedIndex:
         ------
         UnknownIdError
             An id is not in the index (unless ``ignore_missing``); nothing is deleted then.
+        ShardUnavailableError
+            The index is closed.
         """
+        self._check_open()
         arr = np.unique(_delete_ids_arg(ids))
         if arr.size == 0:
             return 0
@@ -790,6 +802,7 @@ class ShardedIndex:
             ``file_bytes``, and ``shards``: per shard its manifest entry and one dict per replica (``n_docs``,
             ``memory_bytes``, ``generation``, ``pid``, or ``error``).
         """
+        self._check_open()
         handles = [[self._backend.start(s, r, "stats") for r in range(self._replicas)] for s in range(self.n_shards)]
         shards = []
         memory = 0
@@ -850,7 +863,8 @@ class ShardedIndex:
         return int(sum(self._n_docs))
 
     def close(self) -> None:
-        """Stop the shard servers (Ray: kill the actors)."""
+        """Stop the shard servers (Ray: kill the actors); later calls raise ``ShardUnavailableError``."""
+        self._closed = True
         self._backend.close()
 
     def __enter__(self) -> ShardedIndex:
