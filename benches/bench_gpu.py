@@ -11,9 +11,9 @@ Cases (full size; ``--quick`` shrinks them for a smoke run):
   ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
 - **sparse_gemv** batch 1, W 4096 x 14336, 50 % of the inputs active (threshold = median |x|), bfloat16: ours
   against the dense ``F.linear(x, W)``.
-- **block_sparse_attention** forward, H = 32, T = 8192, d_head = 128, 64 x 64 blocks, about 10 % of the causal
-  blocks kept per head (random, plus the diagonal), causal, bfloat16: ours against dense causal
-  ``F.scaled_dot_product_attention`` (a flash kernel).
+- **block_sparse_attention** forward, and forward + backward, H = 32, T = 8192, d_head = 128, 64 x 64 blocks,
+  about 10 % of the causal blocks kept per head (random, plus the diagonal), causal, bfloat16: ours against dense
+  causal ``F.scaled_dot_product_attention`` (a flash kernel).
 - **splade_head** forward, B = 32, L = 256 (ragged lengths), d = 768, V = 30,522, bfloat16: ours (never writes
   the ``B x L x V`` logits) against the naive dense head ``amax(log1p(relu(F.linear(h, W, b))) * mask)``; time and
   peak memory of each.
@@ -250,16 +250,52 @@ def bench_attention(torch: Any, gpu: Any, h: int, t: int, dh: int, block: int, r
             lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
             repeats,
         )
+    qg, kg, vg = (x.detach().requires_grad_(True) for x in (q, k, v))
+    dout = torch.randn(1, h, t, dh, device=DEVICE, generator=g).to(dt)
+
+    def fwd_bwd(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            for x in (qg, kg, vg):
+                x.grad = None
+            fn().backward(dout)
+            return qg.grad
+
+        return run
+
+    # Gradient check on one head against autograd of the fp32 masked dense reference.
+    q1, k1, v1 = (x[:, :1].detach().float().requires_grad_(True) for x in (q, k, v))
+    block_sparse_attention_reference(q1[0], k1[0], v1[0], keep[0, :1], block, True, dh**-0.5).backward(  # type: ignore[no-untyped-call]
+        dout[0, :1].float()
+    )
+    fwd_bwd(lambda: gpu.block_sparse_attention(qg, kg, vg, keep, block_size=block, causal=True))()
+    grad_err = max(rel_err(torch, a.grad[:, :1], b.grad) for a, b in ((qg, q1), (kg, k1), (vg, v1)))
+    log("block_sparse_attention fwd+bwd")
+    timing_bwd = time_cuda_pair(
+        torch,
+        fwd_bwd(lambda: gpu.block_sparse_attention(qg, kg, vg, keep, block_size=block, causal=True)),
+        fwd_bwd(lambda: F.scaled_dot_product_attention(qg, kg, vg, is_causal=True)),
+        repeats,
+    )
+    data = f"H={h} T={t} d_head={dh} block={block}, {kept:.0%} of causal blocks, bf16"
     return [
         CaseResult.from_timing(
             "block_sparse_attention fwd vs dense causal SDPA",
-            f"H={h} T={t} d_head={dh} block={block}, {kept:.0%} of causal blocks, bf16",
+            data,
             1,
             timing,
             f"max rel err {err:.1e} (head 0, vs fp32 masked dense)",
             {"max_rel_err": err, "kept_block_fraction": kept},
             "GPU",
-        )
+        ),
+        CaseResult.from_timing(
+            "block_sparse_attention fwd+bwd vs dense causal SDPA",
+            data,
+            1,
+            timing_bwd,
+            f"max rel err of dq, dk, dv {grad_err:.1e} (head 0, vs autograd of fp32 masked dense)",
+            {"max_rel_err_grad": grad_err, "kept_block_fraction": kept},
+            "GPU",
+        ),
     ]
 
 

@@ -431,8 +431,21 @@ def check_compile_sm90() -> None:
         ),
         (
             _attention_kernels._block_sparse_attention_kernel,
-            dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, lut_ptr="*i32", count_ptr="*i32", out_ptr=bf16, scale="fp32"),
+            dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, lut_ptr="*i32", count_ptr="*i32", out_ptr=bf16, lse_ptr=f32)
+            | {"scale": "fp32"},
             {"CAUSAL": True, "BLOCK": 64, "BLOCK_DH": 128},
+        ),
+        (
+            _attention_kernels._attention_dq_kernel,
+            dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, do_ptr=bf16, lse_ptr=f32, delta_ptr=f32, lut_ptr="*i32")
+            | {"count_ptr": "*i32", "dq_ptr": bf16, "scale": "fp32"},
+            {"CAUSAL": True, "BLOCK": 64, "BLOCK_DH": 128},
+        ),
+        (
+            _attention_kernels._attention_dkv_kernel,
+            dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, do_ptr=bf16, lse_ptr=f32, delta_ptr=f32, lut_t_ptr="*i32")
+            | {"count_t_ptr": "*i32", "dk_ptr": f32, "dv_ptr": f32, "scale": "fp32"},
+            {"CAUSAL": False, "BLOCK": 64, "BLOCK_DH": 64},
         ),
         (
             _splade_kernels._splade_head_kernel,

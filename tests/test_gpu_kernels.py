@@ -56,7 +56,7 @@ def test_triton_kernels_in_a_child_process(group: str) -> None:
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert res.stdout.split()[:2] == ["ok", group], res.stdout
-    assert int(res.stdout.split()[2]) >= (9 if group == "compile_sm90" else 20)
+    assert int(res.stdout.split()[2]) >= (11 if group == "compile_sm90" else 20)
 
 
 def test_importing_sparsecore_gpu_loads_neither_torch_nor_triton() -> None:
@@ -278,7 +278,9 @@ def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
             out = ops.topk_encode(x, w_enc, torch.zeros(12), 3, None, None)[1]
         elif op == "attention":
             qkv = x.reshape(1, 3, 5).expand(2, 3, 5)
-            out = ops.block_sparse_attention(qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5, 1)
+            out = ops.block_sparse_attention(
+                qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5, 1
+            )[0]
         elif op == "splade":
             out = ops.splade_head(x.reshape(1, 3, 5), w, None, torch.ones(1, 3, dtype=torch.bool))[0]
         else:

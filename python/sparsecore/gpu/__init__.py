@@ -226,8 +226,10 @@ def block_sparse_attention(
     per head, as MInference / MoBA-style selection produces). The Triton kernel turns the mask into a look-up
     table of kept key blocks per query block and runs an online softmax over those blocks only (float32, inputs
     upcast after load). With ``causal`` keys after the query are masked as well. A query row that sees no key
-    gets a zero output. The backward is dense torch on both paths for now (it recomputes the ``T x T``
-    probabilities).
+    gets a zero output. On the Triton path the backward is Triton too (FlashAttention-2's scheme on the same
+    tables: the forward keeps each row's log-sum-exp, the backward recomputes the probabilities of the kept tiles
+    only, and the key / value gradients of grouped heads are summed without atomics); the reference path's
+    backward is dense torch (it recomputes the ``T x T`` probabilities).
 
     Parameters
     ----------

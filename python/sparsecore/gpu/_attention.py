@@ -15,16 +15,23 @@ from sparsecore.gpu._common import acc_dtype, check_float_tensor, check_tensor, 
 __all__ = ["block_sparse_attention", "block_sparse_attention_reference"]
 
 
-def _probabilities(q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float) -> Tensor:
-    """Dense attention probabilities ``(BH, T, T)`` under the expanded block mask; rows with no key are 0."""
+def _masked_scores(
+    q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float
+) -> tuple[Tensor, Tensor]:
+    """The scaled scores ``(BH, T, T)`` with ``-inf`` outside the expanded block mask, and which rows keep a key."""
     t = q.shape[1]
     keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[:, :t, :t]
     if causal:
         keep = keep & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-    s = (q @ k.transpose(-1, -2)) * scale
-    s = s.masked_fill(~keep, float("-inf"))
+    s = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~keep, float("-inf"))
+    return s, keep.any(-1, keepdim=True)
+
+
+def _probabilities(q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float) -> Tensor:
+    """Dense attention probabilities ``(BH, T, T)`` under the expanded block mask; rows with no key are 0."""
+    s, has_key = _masked_scores(q, k, block_mask, block_size, causal, scale)
     p = torch.softmax(s, dim=-1)
-    return torch.where(keep.any(-1, keepdim=True), p, torch.zeros((), dtype=p.dtype, device=p.device))
+    return torch.where(has_key, p, torch.zeros((), dtype=p.dtype, device=p.device))
 
 
 def _expand_kv(x: Tensor, groups: int) -> Tensor:
@@ -49,31 +56,46 @@ def block_sparse_attention_reference(
 @torch.library.custom_op("sparsecore::block_sparse_attention", mutates_args=())
 def _attention_op(
     q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
+    """The output and the float32 row log-sum-exp ``(BH, T)`` (what the Triton backward recomputes from)."""
     if use_triton(q, k, v):
         from sparsecore.gpu._attention_kernels import block_sparse_attention_triton
 
         return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale, groups)
-    return block_sparse_attention_reference(q, k, v, block_mask, block_size, causal, scale, groups)
+    acc = acc_dtype(q, k, v)
+    kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
+    s, has_key = _masked_scores(q.to(acc), kf, block_mask, block_size, causal, scale)
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    out = (torch.where(has_key, torch.softmax(s, dim=-1), zero) @ vf).to(q.dtype)
+    lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.full_like(zero, float("inf")))
+    return out, lse.float()
 
 
 @_attention_op.register_fake
 def _(
     q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
-) -> Tensor:
-    return torch.empty_like(q)
+) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(q), q.new_empty(q.shape[:2], dtype=torch.float32)
 
 
-def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Any, ...], output: Tensor) -> None:
+def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Any, ...], output: Any) -> None:
     q, k, v, block_mask, block_size, causal, scale, groups = inputs
-    ctx.save_for_backward(q, k, v, block_mask)
+    ctx.save_for_backward(q, k, v, block_mask, output[0], output[1])
     ctx.args = (block_size, causal, scale, groups)  # type: ignore[attr-defined]
 
 
-def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
-    # Dense torch backward on both paths (recomputes the (BH, T, T) probabilities; no Triton backward yet).
-    q, k, v, block_mask = ctx.saved_tensors  # type: ignore[attr-defined]
+def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor, _grad_lse: Tensor | None) -> tuple[Any, ...]:
+    # The log-sum-exp output is internal (the public function returns the attention output only): no gradient.
+    q, k, v, block_mask, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
     block_size, causal, scale, groups = ctx.args  # type: ignore[attr-defined]
+    if use_triton(q, k, v, grad):
+        from sparsecore.gpu._attention_kernels import block_sparse_attention_backward_triton
+
+        dq, dk, dv = block_sparse_attention_backward_triton(
+            q, k, v, out, lse, grad, block_mask, block_size, causal, scale, groups
+        )
+        return dq, dk, dv, None, None, None, None, None
+    # The torch reference: dense, recomputes the (BH, T, T) probabilities.
     acc = acc_dtype(q, k, v, grad)
     qf, g = q.to(acc), grad.to(acc)
     kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
@@ -128,7 +150,7 @@ def block_sparse_attention(
             f"got {tuple(mask.shape)}"
         )
     mask = mask.expand(b, h, nb, nb).reshape(b * h, nb, nb).contiguous()
-    out: Tensor = _attention_op(
+    out: tuple[Tensor, Tensor] = _attention_op(
         qt.reshape(b * h, t, dh),
         kt.reshape(b * h_kv, t, dh),
         vt.reshape(b * h_kv, t, dh),
@@ -138,4 +160,4 @@ def block_sparse_attention(
         sc,
         h // h_kv,
     )
-    return out.reshape(b, h, t, dh)
+    return out[0].reshape(b, h, t, dh)
