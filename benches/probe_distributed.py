@@ -5,9 +5,13 @@
 - ``--probe fanout``: one-query fan-out overhead of the local backend with its shards searched one after the other
   (the default for a single query) and on threads;
 - ``--probe ray``: round trip of a Ray actor call (ping), a call carrying a tuple of arrays against one carrying
-  bytes, and two actors at once (needs Ray).
+  bytes, and two actors at once (needs Ray);
+- ``--probe ingest``: ``ShardedIndex.build`` of 2 shards from an iterator of CSR batches (routed and spooled by the
+  calling process), and from the same documents as a materialised ``ray.data.Dataset`` of 16 blocks, read either by
+  the calling process (``iter_batches``, as ``build`` did before) or by parallel Ray Data tasks (as it does now);
+  all three then build the shards with Ray tasks (needs ray[data]).
 
-Run: ``python benches/probe_distributed.py --probe threads fanout ray [--docs N]``. Prints medians; timings only
+Run: ``python benches/probe_distributed.py --probe threads fanout ray ingest [--docs N]``. Prints medians; timings only
 mean something on an otherwise idle machine (run under ``flock /tmp/sparsecore-bench.lock``).
 """
 
@@ -133,9 +137,49 @@ def probe_ray(repeats: int) -> None:
         ray.shutdown()
 
 
+def probe_ingest(docs: sc.SparseBatch) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ids = np.arange(docs.n_rows, dtype=np.int64)
+    rows = [{"id": int(i), "indices": docs.row(i)[0], "values": docs.row(i)[1]} for i in range(docs.n_rows)]
+    ds = ray.data.from_items(rows).repartition(16).materialize()
+    step = 4096
+
+    def batches() -> Any:
+        for lo in range(0, docs.n_rows, step):
+            hi = min(lo + step, docs.n_rows)
+            yield docs[np.arange(lo, hi)], ids[lo:hi]
+
+    def dataset_by_caller() -> Any:  # how build() read a Dataset before: iter_batches in the calling process
+        from sparsecore.distributed.sharded import _dataset_batch
+
+        for batch in ds.iter_batches(batch_size=step, batch_format="numpy"):
+            yield _dataset_batch(batch, docs.dim)
+
+    sources: list[tuple[str, Callable[[], Any]]] = [
+        ("iterator of CSR batches, spooled by the caller", batches),
+        ("ray.data.Dataset iterated and spooled by the caller", dataset_by_caller),
+        ("ray.data.Dataset spooled by Ray Data tasks", lambda: ds),
+    ]
+    for name, source in sources:
+        times = []
+        for _ in range(3):
+            out = tempfile.mkdtemp()
+            t0 = time.perf_counter()
+            arg = source()
+            if arg is ds:
+                ShardedIndex.build(ds, out, 2, backend="ray", overwrite=True, dim=docs.dim).close()
+            else:
+                ShardedIndex.build(arg, out, 2, backend="ray", overwrite=True).close()
+            times.append(time.perf_counter() - t0)
+        print(f"ingest {docs.n_rows} docs, 2 shards, {name}: median {statistics.median(times):.2f} s over 3 builds")
+    ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--probe", nargs="+", choices=["threads", "fanout", "ray"], default=["threads", "fanout"])
+    ap.add_argument("--probe", nargs="+", choices=["threads", "fanout", "ray", "ingest"], default=["threads", "fanout"])
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=300, help="calls per one-query timing (batches: 3)")
@@ -148,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             probe_fanout(docs, queries, args.repeats)
     if "ray" in args.probe:
         probe_ray(args.repeats)
+    if "ingest" in args.probe:
+        probe_ingest(data(args.docs, 1)[0])
     return 0
 
 

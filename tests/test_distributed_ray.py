@@ -19,6 +19,7 @@ import sparsecore as sc
 from _clustered import clustered as _clustered
 from _endpoint import check_endpoint, get, post
 from sparsecore.distributed import (
+    MANIFEST_NAME,
     PartialResultWarning,
     ShardedIndex,
     ShardTimeoutError,
@@ -29,7 +30,7 @@ from sparsecore.distributed import (
 from sparsecore.distributed._backends import RayBackend
 from sparsecore.distributed._shard import build_shard
 from sparsecore.distributed.serve import free_port, ray_serve_app
-from sparsecore.exceptions import IndexFormatError, InvalidArgumentError
+from sparsecore.exceptions import IndexFormatError, IndexOutOfRangeError, InvalidArgumentError
 
 ray: Any = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
@@ -315,18 +316,69 @@ def test_a_build_task_killed_mid_write_leaves_no_shard_that_loads(ray_cluster: N
     assert killed_mid_write, "the task finished writing before it could be killed in four tries"
 
 
+def dataset_rows(docs: sc.SparseBatch, ids: np.ndarray) -> list[dict[str, Any]]:
+    return [
+        {"id": int(i), "indices": docs.row(r)[0].astype(np.int64), "values": docs.row(r)[1]} for r, i in enumerate(ids)
+    ]
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ray.data's own configuration warnings
 def test_build_from_a_ray_dataset(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
     pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     docs, queries, _single = corpus
-    rows = [
-        {"id": i * 2, "indices": docs.row(i)[0].astype(np.int64), "values": docs.row(i)[1]} for i in range(docs.n_rows)
-    ]
-    ds = ray.data.from_items(rows)
+    ds = ray.data.from_items(dataset_rows(docs, np.arange(docs.n_rows) * 2))
     with ShardedIndex.build(ds, tmp_path, 2, backend="ray", mode="exact", dim=docs.dim) as idx:
         want = sc.InvertedIndex.build(docs, np.arange(docs.n_rows) * 2, mode="exact").search(queries, 10)
         assert same(idx.search(queries, 10), want)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_ray_dataset_is_spooled_by_parallel_tasks_into_the_same_shards(
+    ray_cluster: None, corpus: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    docs, queries, _single = corpus
+    ids = np.random.default_rng(5).permutation(10 * docs.n_rows)[: docs.n_rows].astype(np.int64)
+    # Eight blocks: Ray Data spools them in separate tasks, in whatever order they finish.
+    ds = ray.data.from_items(dataset_rows(docs, ids)).repartition(8)
+    bounds = [int(np.sort(ids)[docs.n_rows // 3]), int(np.sort(ids)[2 * docs.n_rows // 3])]
+    built = ShardedIndex.build(
+        ds, tmp_path / "ds", 3, backend="local", partition="range", boundaries=bounds, mode="exact", dim=docs.dim
+    )
+    one = ShardedIndex.build(
+        docs, tmp_path / "one", 3, ids=ids, backend="local", partition="range", boundaries=bounds, mode="exact"
+    )
+    with built, one:
+        want = sc.InvertedIndex.build(docs, ids, mode="exact").search(queries, 10)
+        assert same(built.search(queries, 10), want)
+        assert [e.n_docs for e in built.manifest.shards] == [e.n_docs for e in one.manifest.shards]
+        assert len(built) == docs.n_rows
+        assert built.manifest.next_id == int(ids.max()) + 1
+    assert not list((tmp_path / "ds").glob(".spool-*"))  # the spool is removed
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bad_rows_of_a_ray_dataset_raise_typed_errors(ray_cluster: None, corpus: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    docs, _queries, _single = corpus
+    rows = dataset_rows(docs[:20], np.arange(20))
+    no_values = ray.data.from_items([{"id": r["id"], "indices": r["indices"]} for r in rows])
+    with pytest.raises(InvalidArgumentError, match="no column 'values'"):
+        ShardedIndex.build(no_values, tmp_path / "a", 2, backend="local", dim=docs.dim)
+    bad = {**rows[-1], "indices": np.array([docs.dim + 5]), "values": np.array([1.0], np.float32)}
+    out_of_range = ray.data.from_items([*rows[:-1], bad])
+    with pytest.raises(IndexOutOfRangeError):
+        ShardedIndex.build(out_of_range, tmp_path / "b", 2, backend="local", dim=docs.dim)
+    with pytest.raises(InvalidArgumentError, match="no rows"):
+        ShardedIndex.build(ray.data.from_items(rows).limit(0), tmp_path / "c", 2, backend="local", dim=docs.dim)
+    with pytest.raises(InvalidArgumentError, match="dim"):
+        ShardedIndex.build(ray.data.from_items(rows), tmp_path / "d", 2, backend="local")
+    for d in ("a", "b", "c", "d"):
+        assert not list((tmp_path / d).glob(".spool-*"))
+        assert not (tmp_path / d / MANIFEST_NAME).exists()
 
 
 # -- Ray Serve ------------------------------------------------------------------------------------------------------

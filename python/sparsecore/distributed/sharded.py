@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sparsecore import exceptions
 from sparsecore._validate import check_bool, check_choice, check_num_threads, nonnegative_int, positive_int
 from sparsecore.distributed._backends import (
     PENDING,
@@ -45,6 +47,7 @@ from sparsecore.exceptions import (
     DTypeError,
     InvalidArgumentError,
     ShapeMismatchError,
+    SparsecoreError,
     UnknownIdError,
 )
 from sparsecore.index import _delete_ids_arg, _ids_arg
@@ -180,24 +183,93 @@ def _is_ray_dataset(obj: object) -> bool:
     return any(c.__module__.startswith("ray.data") and c.__name__ == "Dataset" for c in type(obj).__mro__)
 
 
-def _dataset_batches(ds: Any, dim: int | None, batch_size: int) -> Iterator[tuple[SparseBatch, NDArray[np.int64]]]:
-    """Batches of a ``ray.data.Dataset`` with columns ``indices`` and ``values`` (one array per row) and ``id``."""
+def _dataset_batch(batch: Mapping[str, Any], dim: int) -> tuple[SparseBatch, NDArray[np.int64]]:
+    """One numpy batch of a ``ray.data.Dataset`` (columns ``id``, ``indices``, ``values``) as documents and ids."""
+    for col in ("id", "indices", "values"):
+        if col not in batch:
+            raise InvalidArgumentError(f"docs: the dataset has no column {col!r} (needs id, indices, values)")
+    rows_i = [np.asarray(r) for r in batch["indices"]]
+    rows_v = [np.asarray(r) for r in batch["values"]]
+    indptr = np.zeros(len(rows_i) + 1, np.int64)
+    np.cumsum([len(r) for r in rows_i], out=indptr[1:])
+    ind = np.concatenate(rows_i) if rows_i else np.zeros(0, np.uint32)
+    val = np.concatenate(rows_v) if rows_v else np.zeros(0, np.float32)
+    docs = SparseBatch.from_arrays(indptr, ind, val, dim)
+    ids = _ids_arg(np.asarray(batch["id"]), docs.n_rows)
+    assert ids is not None
+    return docs, ids
+
+
+def _spool_batch(
+    spool: Path, name: str, docs: SparseBatch, ids: NDArray[np.int64], partition: str, n: int, bounds: list[int]
+) -> list[tuple[int, str]]:
+    """Route one batch's rows to shards and write each shard's part as ``spool/shard_<s>/<name>.spc``.
+
+    Returns the ``(shard, path)`` pairs written (shards the batch does not touch get no file).
+    """
+    route = route_ids(ids, partition, n, bounds)
+    written = []
+    for s in range(n):
+        rows = np.flatnonzero(route == s)
+        if len(rows) == 0:
+            continue
+        path = spool / f"shard_{s}" / f"{name}.spc"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_spool_chunk(path, docs[rows], ids[rows])
+        written.append((s, str(path)))
+    return written
+
+
+#: Rows of the ingestion tasks' output: a spooled chunk (shard, path) with its batch's largest id, or an error.
+_SPOOL_COLUMNS = ("shard", "path", "max_id", "error_type", "error")
+
+
+def _spool_dataset(
+    ds: Any, dim: int | None, spool: Path, n: int, partition: str, bounds: list[int] | None, batch_size: int
+) -> tuple[list[list[str]], int]:
+    """Route and spool a ``ray.data.Dataset`` in parallel Ray Data tasks; per shard its chunk files, and the max id.
+
+    Each task converts its batch, routes the rows to shards and writes one spool chunk per shard it touches
+    (``write_spool_chunk``, atomic, under ``spool`` — a directory every node sees, like the shard files). A
+    sparsecore error inside a task comes back as a row and is raised here with its own type (Ray Data would wrap
+    it in a generic ``UserCodeException``).
+    """
     if dim is None:
         raise InvalidArgumentError("dim: required when docs is a ray.data.Dataset (the vectors' dimension)")
-    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        for col in ("id", "indices", "values"):
-            if col not in batch:
-                raise InvalidArgumentError(f"docs: the dataset has no column {col!r} (needs id, indices, values)")
-        rows_i = [np.asarray(r) for r in batch["indices"]]
-        rows_v = [np.asarray(r) for r in batch["values"]]
-        indptr = np.zeros(len(rows_i) + 1, np.int64)
-        np.cumsum([len(r) for r in rows_i], out=indptr[1:])
-        ind = np.concatenate(rows_i) if rows_i else np.zeros(0, np.uint32)
-        val = np.concatenate(rows_v) if rows_v else np.zeros(0, np.float32)
-        docs = SparseBatch.from_arrays(indptr, ind, val, dim)
-        ids = _ids_arg(np.asarray(batch["id"]), docs.n_rows)
-        assert ids is not None
-        yield docs, ids
+    folder = str(spool)
+    shard_bounds = list(bounds or [])
+
+    def write(batch: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
+        out: dict[str, list[Any]] = {c: [] for c in _SPOOL_COLUMNS}
+        try:
+            docs, ids = _dataset_batch(batch, dim)
+            for shard, path in _spool_batch(
+                Path(folder), f"chunk_{uuid.uuid4().hex}", docs, ids, partition, n, shard_bounds
+            ):
+                for c, v in zip(_SPOOL_COLUMNS, (shard, path, int(ids.max()), "", ""), strict=True):
+                    out[c].append(v)
+        except SparsecoreError as exc:
+            out = {c: [v] for c, v in zip(_SPOOL_COLUMNS, (-1, "", -1, type(exc).__name__, str(exc)), strict=True)}
+        return {
+            "shard": np.asarray(out["shard"], np.int64),
+            "path": np.asarray(out["path"], dtype=object),
+            "max_id": np.asarray(out["max_id"], np.int64),
+            "error_type": np.asarray(out["error_type"], dtype=object),
+            "error": np.asarray(out["error"], dtype=object),
+        }
+
+    chunks: list[list[str]] = [[] for _ in range(n)]
+    max_id = -1
+    for row in ds.map_batches(write, batch_size=batch_size, batch_format="numpy").iter_rows():
+        if row["error_type"]:
+            kind = getattr(exceptions, str(row["error_type"]), None)
+            cls = kind if isinstance(kind, type) and issubclass(kind, SparsecoreError) else InvalidArgumentError
+            raise cls(str(row["error"]))
+        chunks[int(row["shard"])].append(str(row["path"]))
+        max_id = max(max_id, int(row["max_id"]))
+    for files in chunks:
+        files.sort()  # the same documents give the same shard files, whatever order the tasks finished in
+    return chunks, max_id
 
 
 def _stream_items(docs: Iterable[Any], ids: ArrayLike | None) -> Iterator[tuple[SparseBatch, NDArray[np.int64]]]:
@@ -296,7 +368,8 @@ class ShardedIndex:
             A :class:`SparseBatch`; or an iterable of batches, or of ``(batch, ids)`` pairs, for corpora larger
             than memory (each batch is routed and spooled to disk under ``out_dir``; one shard at a time must fit
             in a builder's memory); or a ``ray.data.Dataset`` with columns ``id``, ``indices``, ``values`` (one
-            array per row; pass ``dim``).
+            array per row; pass ``dim``), whose blocks Ray Data tasks convert, route and spool in parallel (the
+            data never passes through this process; the spool lies under ``out_dir``).
         out_dir
             Directory to write (created if needed). Must be reachable by every Ray node at the same path.
         n_shards
@@ -368,15 +441,17 @@ class ShardedIndex:
                 if _is_ray_dataset(docs):
                     if ids is not None:
                         raise InvalidArgumentError("ids: a ray.data.Dataset carries its ids in its 'id' column")
-                    items = _dataset_batches(docs, dim, 4096)
+                    entries, next_id, vdim = cls._build_dataset(
+                        docs, dim, root, n, partition, bounds, params, be, retries
+                    )
                 elif isinstance(docs, Iterable):
                     items = _stream_items(docs, ids)
+                    entries, next_id, vdim = cls._build_stream(items, root, n, partition, bounds, params, be, retries)
                 else:
                     raise DTypeError(
                         f"docs: must be a SparseBatch, an iterable of batches or a ray.data.Dataset, "
                         f"got {type(docs).__name__}"
                     )
-                entries, next_id, vdim = cls._build_stream(items, root, n, partition, bounds, params, be, retries)
             manifest = Manifest(vdim, partition, bounds or [], next_id, params, entries)
             write_manifest(root, manifest)
             keep = {e.file for e in entries} | {MANIFEST_NAME}
@@ -461,25 +536,53 @@ class ShardedIndex:
                     raise ShapeMismatchError(f"docs: batch {j} has dim {batch.dim}, the first has {dim}")
                 if len(ids):
                     max_id = max(max_id, int(ids.max()))
-                route = route_ids(ids, partition, n, bounds or [])
-                for s in range(n):
-                    rows = np.flatnonzero(route == s)
-                    if len(rows) == 0:
-                        continue
-                    folder = spool / f"shard_{s}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    path = folder / f"chunk_{j:08d}.spc"
-                    write_spool_chunk(path, batch[rows], ids[rows])
-                    chunks[s].append(str(path))
+                for shard, path in _spool_batch(spool, f"chunk_{j:08d}", batch, ids, partition, n, bounds or []):
+                    chunks[shard].append(path)
             if dim is None:
                 raise InvalidArgumentError("docs: the iterable yielded no batches")
-            threads = _task_threads(params, n, be)
-            task_params = {**params, "num_threads": threads}
-            args = [(str(root), s, chunks[s], dim, task_params) for s in range(n)]
-            entries = be.run_tasks(build_shard_from_spool, args, retries, threads)
+            entries = ShardedIndex._build_spooled(root, chunks, dim, params, be, retries)
         finally:
             shutil.rmtree(spool, ignore_errors=True)
         return entries, max_id + 1, dim
+
+    @staticmethod
+    def _build_dataset(
+        ds: Any,
+        dim: int | None,
+        root: Path,
+        n: int,
+        partition: str,
+        bounds: list[int] | None,
+        params: dict[str, Any],
+        be: LocalBackend | RayBackend,
+        retries: int,
+    ) -> tuple[list[ShardEntry], int, int]:
+        spool = root / f".spool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            chunks, max_id = _spool_dataset(ds, dim, spool, n, partition, bounds, 4096)
+            if not any(chunks):
+                raise InvalidArgumentError("docs: the dataset holds no rows")
+            assert dim is not None
+            entries = ShardedIndex._build_spooled(root, chunks, dim, params, be, retries)
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+        return entries, max_id + 1, dim
+
+    @staticmethod
+    def _build_spooled(
+        root: Path,
+        chunks: list[list[str]],
+        dim: int,
+        params: dict[str, Any],
+        be: LocalBackend | RayBackend,
+        retries: int,
+    ) -> list[ShardEntry]:
+        """One build task per shard over its spooled chunks."""
+        threads = _task_threads(params, len(chunks), be)
+        task_params = {**params, "num_threads": threads}
+        args = [(str(root), s, files, dim, task_params) for s, files in enumerate(chunks)]
+        entries: list[ShardEntry] = be.run_tasks(build_shard_from_spool, args, retries, threads)
+        return entries
 
     # -- opening --------------------------------------------------------------------------------------------------
 
