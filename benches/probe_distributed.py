@@ -9,10 +9,13 @@
 - ``--probe ingest``: ``ShardedIndex.build`` of 2 shards from an iterator of CSR batches (routed and spooled by the
   calling process), and from the same documents as a materialised ``ray.data.Dataset`` of 16 blocks, read either by
   the calling process (``iter_batches``, as ``build`` did before) or by parallel Ray Data tasks (as it does now);
-  all three then build the shards with Ray tasks (needs ray[data]).
+  all three then build the shards with Ray tasks (needs ray[data]);
+- ``--probe update``: ``add`` of 10 documents and ``delete`` of 10 ids on 2 local shards of ``--docs`` documents
+  (each update writes a delta file; see ``sparsecore.distributed._shard``), median of 20 each, and the bytes
+  written per update.
 
-Run: ``python benches/probe_distributed.py --probe threads fanout ray ingest [--docs N]``. Prints medians; timings only
-mean something on an otherwise idle machine (run under ``flock /tmp/sparsecore-bench.lock``).
+Run: ``python benches/probe_distributed.py --probe threads fanout ray ingest update [--docs N]``. Prints medians;
+timings only mean something on an otherwise idle machine (run under ``flock /tmp/sparsecore-bench.lock``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import _synthetic
@@ -177,9 +181,33 @@ def probe_ingest(docs: sc.SparseBatch) -> None:
     ray.shutdown()
 
 
+def probe_update(docs: sc.SparseBatch) -> None:
+    out = tempfile.mkdtemp()
+    half = docs.n_rows // 2
+    with ShardedIndex.build(docs[np.arange(half)], out, 2, backend="local") as idx:
+        size0 = sum(f.stat().st_size for f in Path(out).glob("shard_*"))
+        adds, deletes = [], []
+        for i in range(20):
+            batch = docs[np.arange(half + 10 * i, half + 10 * i + 10)]
+            t0 = time.perf_counter()
+            idx.add(batch)
+            adds.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            idx.delete(np.arange(10 * i, 10 * i + 10))
+            deletes.append(time.perf_counter() - t0)
+        grown = sum(f.stat().st_size for f in Path(out).glob("shard_*")) - size0
+        print(
+            f"update, 2 shards of {half // 2} docs: add 10 docs median {1e3 * statistics.median(adds):.1f} ms, "
+            f"delete 10 ids median {1e3 * statistics.median(deletes):.1f} ms; index files {size0 / 1e6:.1f} MB, "
+            f"{grown / 40 / 1e3:.1f} kB written per update on average"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--probe", nargs="+", choices=["threads", "fanout", "ray", "ingest"], default=["threads", "fanout"])
+    ap.add_argument(
+        "--probe", nargs="+", choices=["threads", "fanout", "ray", "ingest", "update"], default=["threads", "fanout"]
+    )
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=300, help="calls per one-query timing (batches: 3)")
@@ -192,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             probe_fanout(docs, queries, args.repeats)
     if "ray" in args.probe:
         probe_ray(args.repeats)
+    if "update" in args.probe:
+        probe_update(data(args.docs, 1)[0])
     if "ingest" in args.probe:
         probe_ingest(data(args.docs, 1)[0])
     return 0

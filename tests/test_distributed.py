@@ -163,9 +163,8 @@ def test_add_and_delete_route_by_id_and_persist(corpus: tuple[sc.SparseBatch, sc
         single.delete([5, 2001, 10_003])
         assert_same_result(idx.search(queries, 10), single.search(queries, 10))
         man = idx.manifest
-        # Every update writes a new generation of each shard it touched and removes the old file.
-        assert all(e.generation >= 1 for e in man.shards)
-        assert sorted(p.name for p in tmp_path.glob("shard_*")) == sorted(e.file for e in man.shards)
+        # The files on disk are exactly the shards' bases and deltas; replaced ones are removed.
+        assert sorted(p.name for p in tmp_path.glob("shard_*")) == sorted(f for e in man.shards for f in e.files)
         # Ids route by id mod n_shards.
         for s, e in enumerate(man.shards):
             assert e.id_lo % 3 == s
@@ -566,3 +565,83 @@ def test_a_closed_index_refuses_every_call(corpus: tuple[sc.SparseBatch, sc.Spar
     ):
         with pytest.raises(ShardUnavailableError, match="closed"):
             call()
+
+
+def test_updates_write_deltas_and_compact_into_a_new_base(
+    corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path
+) -> None:
+    docs, queries = corpus
+    single = exact_single(docs[:2000])
+    with ShardedIndex.build(docs[:2000], tmp_path, 2, backend="local", mode="exact", replicas=2) as idx:
+        base = [(e.file, e.sha256, (tmp_path / e.file).stat().st_mtime_ns) for e in idx.manifest.shards]
+        for lo in range(2000, 2040, 10):  # small adds: one delta file per shard each, the bases untouched
+            idx.add(docs[lo : lo + 10])
+            single.add(docs[lo : lo + 10])
+        idx.delete([3, 4, 2001])
+        single.delete([3, 4, 2001])
+        man = idx.manifest
+        assert [(e.file, e.sha256, (tmp_path / e.file).stat().st_mtime_ns) for e in man.shards] == base
+        assert [[d.op for d in e.deltas] for e in man.shards] == [["add"] * 4 + ["delete"]] * 2
+        assert all(d.size < e.size / 20 for e in man.shards for d in e.deltas)  # an update costs its own size
+        for _ in range(4):  # both replicas (searches rotate) answer with the deltas applied
+            assert_same_result(idx.search(queries, 10), single.search(queries, 10))
+        stats = idx.stats()
+        assert [r["n_deltas"] for s in stats["shards"] for r in s["replicas"]] == [5, 5, 5, 5]
+        assert stats["file_bytes"] == sum(p.stat().st_size for p in tmp_path.glob("shard_*"))
+        # Enough updates to pass COMPACT_FRACTION of a base: a new base generation, the deltas and old base gone.
+        idx.add(docs[2040:2600])
+        single.add(docs[2040:2600])
+        man = idx.manifest
+        assert all(e.generation == 1 and not e.deltas and e.base_docs == e.n_docs for e in man.shards)
+        assert sorted(p.name for p in tmp_path.glob("shard_*")) == ["shard_0.g1.spc", "shard_1.g1.spc"]
+        assert_same_result(idx.search(queries, 10), single.search(queries, 10))
+        idx.delete([7])
+        single.delete([7])
+    with ShardedIndex.open(tmp_path, backend="local") as again:  # reopened: base mapped, deltas replayed
+        assert [len(e.deltas) for e in again.manifest.shards] == [0, 1] or [
+            len(e.deltas) for e in again.manifest.shards
+        ] == [1, 0]
+        assert_same_result(again.search(queries, 10), single.search(queries, 10))
+
+
+def test_a_corrupted_delta_fails_its_shard_with_a_typed_error(
+    corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path
+) -> None:
+    docs, queries = corpus
+    ShardedIndex.build(docs[:600], tmp_path, 2, backend="local", mode="exact").close()
+    with ShardedIndex.open(tmp_path, backend="local") as idx:
+        idx.add(docs[600:604], [1000, 1002, 1004, 1006])  # all to shard 0
+        delta = idx.manifest.shards[0].deltas[0].file
+    raw = bytearray((tmp_path / delta).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / delta).write_bytes(bytes(raw))
+
+    def search(verify: bool) -> None:
+        with ShardedIndex.open(tmp_path, backend="local", verify=verify) as idx:
+            idx.search(queries[:2], 5)
+
+    with pytest.raises(IndexFormatError, match=r"shard 0.*SHA-256"):
+        search(True)
+    with pytest.raises(IndexFormatError, match="shard 0"):
+        search(False)  # unverified: the container's own checks still catch it
+    (tmp_path / delta).unlink()
+    with pytest.raises(FileNotFoundError, match="d1"):
+        search(False)
+
+
+def test_version_1_manifests_without_deltas_still_open(
+    corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path
+) -> None:
+    from sparsecore._container import read_container, write_container
+
+    docs, queries = corpus
+    ShardedIndex.build(docs[:500], tmp_path, 2, backend="local", mode="exact").close()
+    meta = dict(read_container(tmp_path / MANIFEST_NAME, "shards", (2,)).meta)
+    meta["shards"] = [{k: v for k, v in e.items() if k not in ("deltas", "base_docs")} for e in meta["shards"]]
+    write_container(tmp_path / MANIFEST_NAME, "shards", 1, meta, {})
+    man = read_manifest(tmp_path)
+    assert all(e.deltas == () and e.base_docs == e.n_docs for e in man.shards)
+    with ShardedIndex.open(tmp_path, backend="local") as idx:
+        assert_same_result(idx.search(queries, 10), exact_single(docs[:500]).search(queries, 10))
+        idx.add(docs[500:505])  # the next manifest is written as version 2
+    assert read_container(tmp_path / MANIFEST_NAME, "shards", (1, 2)).kind_version == 2

@@ -9,9 +9,15 @@ Files of a sharded index directory:
 - ``manifest.spc``: a checked container (kind ``"shards"``) whose metadata lists, per shard, its file, SHA-256,
   size, document count, id range and generation, plus the partition scheme, the build parameters and the next
   free id. Written last, atomically: a directory without it is not an index.
-- ``shard_<i>.spc`` (generation 0) or ``shard_<i>.g<n>.spc`` (after ``n`` updates): ordinary index files
-  (:meth:`InvertedIndex.save`, atomic, CRC-checked). An update writes a new generation and then the manifest, so
-  the manifest always names complete files.
+- ``shard_<i>.spc`` (generation 0) or ``shard_<i>.g<n>.spc`` (after ``n`` compactions): ordinary index files
+  (:meth:`InvertedIndex.save`, atomic, CRC-checked), the shard's base.
+- ``shard_<i>.g<n>.d<k>.spc``: the ``k``-th update since base generation ``n`` (a checked container of kind
+  ``"shard-delta"``: the added documents and their ids, or the deleted ids). An update writes only its delta, so
+  its cost follows its own size, not the shard's; a shard server loads its base by memory map and replays the
+  deltas in order. Once a shard's deltas hold more than :data:`COMPACT_FRACTION` of its base's documents (or
+  :data:`MAX_DELTAS` files), the next update writes a new base generation instead and the deltas go.
+
+Every update writes its files first and the manifest last, so the manifest always names complete files.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import itertools
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,10 @@ from sparsecore.index import InvertedIndex
 from sparsecore.sparse import SparseBatch
 
 __all__ = [
+    "COMPACT_FRACTION",
     "MANIFEST_NAME",
+    "MAX_DELTAS",
+    "DeltaFile",
     "Manifest",
     "ShardEntry",
     "ShardServer",
@@ -54,9 +63,16 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.spc"
 _MANIFEST_KIND = "shards"
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2  # 2: shard entries list their delta files (version 1 manifests, without any, still load)
 _SPOOL_KIND = "shard-spool"
+_DELTA_KIND = "shard-delta"
 _FILE_RE = re.compile(r"shard_[0-9]+(\.g[0-9]+)?\.spc")
+_DELTA_RE = re.compile(r"shard_([0-9]+)\.g([0-9]+)\.d([0-9]+)\.spc")
+#: An update writes a new base generation instead of a delta once the shard's deltas would hold more documents
+#: (added plus deleted) than this fraction of the base's.
+COMPACT_FRACTION = 0.25
+#: ... or more delta files than this.
+MAX_DELTAS = 64
 PARTITIONS = ("round_robin", "range")
 
 #: Queries as they travel to a shard: ``(indptr, indices, data, dim)``.
@@ -68,6 +84,11 @@ def shard_file_name(shard: int, generation: int) -> str:
     return f"shard_{shard}.spc" if generation == 0 else f"shard_{shard}.g{generation}.spc"
 
 
+def delta_file_name(shard: int, generation: int, k: int) -> str:
+    """``shard_<i>.g<n>.d<k>.spc``: the ``k``-th update (from 1) on base generation ``n`` of shard ``i``."""
+    return f"shard_{shard}.g{generation}.d{k}.spc"
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in 8 MiB chunks."""
     h = hashlib.sha256()
@@ -75,6 +96,27 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(8 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DeltaFile:
+    """One update of a shard since its base file.
+
+    Attributes
+    ----------
+    file, sha256, size
+        File name inside the index directory, its hex SHA-256, its bytes.
+    op
+        ``"add"`` (documents and their ids) or ``"delete"`` (ids).
+    n
+        Documents added or deleted.
+    """
+
+    file: str
+    sha256: str
+    size: int
+    op: str
+    n: int
 
 
 @dataclass(frozen=True)
@@ -94,7 +136,11 @@ class ShardEntry:
     id_lo, id_hi
         Smallest and largest live id (``-1, -1`` for an empty shard).
     generation
-        0 for the built file, +1 per update written.
+        0 for the built file, +1 per compaction (a new base written).
+    deltas
+        The updates since the base, in order.
+    base_docs
+        Documents of the base file (live ones count in ``n_docs``).
     """
 
     file: str
@@ -104,6 +150,18 @@ class ShardEntry:
     id_lo: int
     id_hi: int
     generation: int
+    deltas: tuple[DeltaFile, ...] = ()
+    base_docs: int = -1
+
+    @property
+    def files(self) -> list[str]:
+        """The base file and the delta files."""
+        return [self.file, *(d.file for d in self.deltas)]
+
+    def needs_compaction(self, n_update: int) -> bool:
+        """Whether an update of ``n_update`` documents should write a new base instead of a delta."""
+        pending = sum(d.n for d in self.deltas) + n_update
+        return len(self.deltas) >= MAX_DELTAS or pending > COMPACT_FRACTION * max(self.base_docs, 1)
 
 
 @dataclass
@@ -191,7 +249,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:
         raise FileNotFoundError(
             f"{out_dir}: no {MANIFEST_NAME}; not a sharded index directory, or its build did not finish"
         )
-    meta = read_container(path, _MANIFEST_KIND, (_MANIFEST_VERSION,)).meta
+    meta = read_container(path, _MANIFEST_KIND, (1, _MANIFEST_VERSION)).meta
     if meta.get("format") != "sparsecore.sharded-index":
         raise _bad(path, "not the manifest of a sharded index")
     partition = meta.get("partition")
@@ -205,16 +263,19 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:
     if not isinstance(bounds, list) or any(type(b) is not int for b in bounds):
         raise _bad(path, "boundaries must be a list of integers")
     shards: list[ShardEntry] = []
+    fields = set(ShardEntry.__dataclass_fields__)
     for i, raw in enumerate(raw_shards):
-        if not isinstance(raw, dict) or set(raw) != set(ShardEntry.__dataclass_fields__):
+        # Version 1 entries have no deltas and no base_docs.
+        if not isinstance(raw, dict) or set(raw) not in (fields, fields - {"deltas", "base_docs"}):
             raise _bad(path, f"shard {i}: malformed entry")
         f, digest = raw["file"], raw["sha256"]
         if not isinstance(f, str) or not _FILE_RE.fullmatch(f) or not f.startswith(f"shard_{i}."):
             raise _bad(path, f"shard {i}: bad file name {f!r}")
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise _bad(path, f"shard {i}: bad checksum {digest!r}")
+        _check_digest(digest, path, f"shard {i}")
         nums = {k: _int(raw, k, path) for k in ("size", "n_docs", "id_lo", "id_hi", "generation")}
-        shards.append(ShardEntry(file=f, sha256=digest, **nums))
+        deltas = _read_deltas(raw.get("deltas", []), i, nums["generation"], path)
+        base = _int(raw, "base_docs", path) if "base_docs" in raw else nums["n_docs"]
+        shards.append(ShardEntry(file=f, sha256=digest, **nums, deltas=deltas, base_docs=base))
     expected = len(shards) - 1 if partition == "range" else 0
     if len(bounds) != expected or any(a >= b for a, b in itertools.pairwise(bounds)):
         raise _bad(path, f"{partition} partition of {len(shards)} shards with boundaries {bounds}")
@@ -228,6 +289,30 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:
     )
 
 
+def _check_digest(digest: object, path: Path, what: str) -> None:
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise _bad(path, f"{what}: bad checksum {digest!r}")
+
+
+def _read_deltas(raw: object, shard: int, generation: int, path: Path) -> tuple[DeltaFile, ...]:
+    """The checked delta entries of shard ``shard`` (named for its base generation, numbered 1, 2, ...)."""
+    if not isinstance(raw, list):
+        raise _bad(path, f"shard {shard}: deltas must be a list")
+    out = []
+    for k, d in enumerate(raw, 1):
+        what = f"shard {shard} delta {k}"
+        if not isinstance(d, dict) or set(d) != set(DeltaFile.__dataclass_fields__):
+            raise _bad(path, f"{what}: malformed entry")
+        if d["file"] != delta_file_name(shard, generation, k):
+            raise _bad(path, f"{what}: bad file name {d['file']!r}")
+        _check_digest(d["sha256"], path, what)
+        if d["op"] not in ("add", "delete"):
+            raise _bad(path, f"{what}: unknown operation {d['op']!r}")
+        size, n = _int(d, "size", path), _int(d, "n", path)
+        out.append(DeltaFile(d["file"], d["sha256"], size, d["op"], n))
+    return tuple(out)
+
+
 def _entry(out_dir: Path, shard: int, generation: int, index: InvertedIndex) -> ShardEntry:
     """Save ``index`` as the given generation of ``shard`` (atomically) and describe the file."""
     name = shard_file_name(shard, generation)
@@ -235,7 +320,49 @@ def _entry(out_dir: Path, shard: int, generation: int, index: InvertedIndex) -> 
     index.save(path)
     ids = index.ids()
     lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (-1, -1)
-    return ShardEntry(name, file_sha256(path), path.stat().st_size, len(index), lo, hi, generation)
+    return ShardEntry(name, file_sha256(path), path.stat().st_size, len(index), lo, hi, generation, (), len(index))
+
+
+def _with_delta(
+    out_dir: Path, shard: int, entry: ShardEntry, index: InvertedIndex, op: str, arrays: dict[str, Any]
+) -> ShardEntry:
+    """Write the next delta file of ``entry`` (atomically) and describe the shard with it; ``index`` has it applied."""
+    name = delta_file_name(shard, entry.generation, len(entry.deltas) + 1)
+    path = out_dir / name
+    write_container(path, _DELTA_KIND, 1, {"op": op, "dim": index.dim}, arrays)
+    n = len(arrays["ids"])
+    ids = index.ids()
+    lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (-1, -1)
+    delta = DeltaFile(name, file_sha256(path), path.stat().st_size, op, n)
+    return replace(entry, n_docs=len(index), id_lo=lo, id_hi=hi, deltas=(*entry.deltas, delta))
+
+
+def _apply_delta(out_dir: Path, index: InvertedIndex, delta: DeltaFile, verify: bool) -> None:
+    """Replay one delta file on ``index`` (size and, with ``verify``, SHA-256 checked against the manifest)."""
+    path = out_dir / delta.file
+    _check_file(path, delta.size, delta.sha256, verify)
+    c = read_container(path, _DELTA_KIND, (1,))
+    ids = c.array("ids", np.int64, 1, path)
+    if len(ids) != delta.n or c.meta.get("op") != delta.op or c.meta.get("dim") != index.dim:
+        raise IndexFormatError(f"{path}: does not match its manifest entry")
+    if delta.op == "delete":
+        index.delete(ids, ignore_missing=True)
+        return
+    docs = SparseBatch.from_arrays(
+        c.array("indptr", np.int64, 1, path),
+        c.array("indices", np.uint32, 1, path),
+        c.array("data", np.float32, 1, path),
+        index.dim,
+    )
+    index.add(docs, ids)
+
+
+def _check_file(path: Path, size: int, sha256: str, verify: bool) -> None:
+    actual = path.stat().st_size
+    if actual != size:
+        raise IndexFormatError(f"{path}: {actual} bytes, the manifest says {size}")
+    if verify and file_sha256(path) != sha256:
+        raise IndexFormatError(f"{path}: SHA-256 differs from the manifest's (corrupted or replaced)")
 
 
 def build_shard(
@@ -350,19 +477,32 @@ class ShardServer:
         self.reload()
 
     def reload(self) -> None:
-        """Map the file the manifest names now (after an update, or to recover from a repaired file)."""
+        """Load what the manifest names now: its base file by memory map, then its deltas replayed in order.
+
+        A server already holding the same base and a prefix of the deltas (after an update, another replica's or
+        its own) replays only the new ones.
+        """
         try:
             entry = read_manifest(self._dir).shards[self._shard]
-            path = self._dir / entry.file
-            size = path.stat().st_size
-            if size != entry.size:
-                raise IndexFormatError(f"{path}: {size} bytes, the manifest says {entry.size}")
-            if self._verify and file_sha256(path) != entry.sha256:
-                raise IndexFormatError(f"{path}: SHA-256 differs from the manifest's (corrupted or replaced)")
-            mode = self._mode()
-            self._index = InvertedIndex.load(path, mmap=True, mode=mode)
-            self._entry = entry
-            self._error = None
+            with self._lock:
+                cur = self._entry if self._error is None else None
+                if (
+                    cur is not None
+                    and self._index is not None
+                    and cur.file == entry.file
+                    and entry.deltas[: len(cur.deltas)] == cur.deltas
+                ):
+                    index, todo = self._index, entry.deltas[len(cur.deltas) :]
+                else:
+                    path = self._dir / entry.file
+                    _check_file(path, entry.size, entry.sha256, self._verify)
+                    index = InvertedIndex.load(path, mmap=True, mode=self._mode())
+                    todo = entry.deltas
+                for delta in todo:
+                    _apply_delta(self._dir, index, delta, self._verify)
+                self._index = index
+                self._entry = entry
+                self._error = None
         except IndexError:
             self._error = IndexFormatError(f"{self._dir / MANIFEST_NAME}: no shard {self._shard}")
         except OSError as exc:  # IndexFormatError is an OSError
@@ -405,20 +545,34 @@ class ShardServer:
         q = unpack_queries(queries) if isinstance(queries, bytes) else queries
         return pack_result(*self.search(q, k, params))
 
-    def add(self, docs: QueryArrays, ids: NDArray[np.int64], generation: int) -> ShardEntry:
-        """Add documents, then write them as file generation ``generation`` (the caller updates the manifest)."""
+    def add(self, docs: QueryArrays, ids: NDArray[np.int64]) -> ShardEntry:
+        """Add documents, then write them as the next delta file, or as a new base when it is time to compact.
+
+        Returns the shard's new manifest entry (the caller writes the manifest), which this server then holds.
+        """
         with self._lock:
             index = self._live()
             indptr, indices, data, dim = docs
             index.add(SparseBatch.from_arrays(indptr, indices, data, dim, check=False), ids)
-            return _entry(self._dir, self._shard, generation, index)
+            arrays = {"indptr": indptr, "indices": indices, "data": data, "ids": ids}
+            return self._write_update(index, "add", arrays, len(ids))
 
-    def delete(self, ids: NDArray[np.int64], generation: int) -> tuple[int, ShardEntry | None]:
-        """Delete ids (all present, checked by the caller's routing), then write generation ``generation``."""
+    def delete(self, ids: NDArray[np.int64]) -> tuple[int, ShardEntry | None]:
+        """Delete ids (all present, checked by the caller's routing), then write them as the next delta file."""
         with self._lock:
             index = self._live()
             n = index.delete(ids, ignore_missing=True)
-            return n, (_entry(self._dir, self._shard, generation, index) if n else None)
+            return n, (self._write_update(index, "delete", {"ids": ids}, n) if n else None)
+
+    def _write_update(self, index: InvertedIndex, op: str, arrays: dict[str, Any], n: int) -> ShardEntry:
+        assert self._entry is not None
+        cur = self._entry
+        if cur.needs_compaction(n):
+            entry = _entry(self._dir, self._shard, cur.generation + 1, index)
+        else:
+            entry = _with_delta(self._dir, self._shard, cur, index, op, arrays)
+        self._entry = entry
+        return entry
 
     def contains(self, ids: NDArray[np.int64]) -> NDArray[np.bool_]:
         """Which of ``ids`` are live in this shard."""
@@ -435,7 +589,8 @@ class ShardServer:
             "n_segments": index.n_segments,
             "memory_bytes": int(sum(index.memory_usage().values())),
             "file": entry.file if entry else None,
-            "file_bytes": entry.size if entry else None,
+            "file_bytes": (entry.size + sum(d.size for d in entry.deltas)) if entry else None,
+            "n_deltas": len(entry.deltas) if entry else None,
             "generation": entry.generation if entry else None,
             "pid": os.getpid(),
         }

@@ -454,7 +454,7 @@ class ShardedIndex:
                     )
             manifest = Manifest(vdim, partition, bounds or [], next_id, params, entries)
             write_manifest(root, manifest)
-            keep = {e.file for e in entries} | {MANIFEST_NAME}
+            keep = {f for e in entries for f in e.files} | {MANIFEST_NAME}
             for old in root.glob("shard_*.spc"):
                 if old.name not in keep:
                     old.unlink()
@@ -797,8 +797,11 @@ class ShardedIndex:
         return live
 
     def _commit(self, entries: dict[int, ShardEntry]) -> None:
-        """Write the manifest naming the new files, reload every replica of those shards, drop the old files."""
-        old = {s: self._manifest.shards[s].file for s in entries}
+        """Write the manifest naming the new files, bring every replica of those shards up to date, drop old files.
+
+        Replicas holding the same base replay only the new delta (see ``ShardServer.reload``).
+        """
+        old = {f for s in entries for f in self._manifest.shards[s].files}
         for s, e in entries.items():
             self._manifest.shards[s] = e
             self._n_docs[s] = e.n_docs
@@ -806,9 +809,8 @@ class ShardedIndex:
         for r in range(self._replicas):
             self._call_all({s: ("reload", ()) for s in entries}, replica=r)
             self._call_all({s: ("ping", ()) for s in entries}, replica=r)  # raises if a reload failed
-        for s, f in old.items():
-            if f != entries[s].file:
-                (self._dir / f).unlink(missing_ok=True)
+        for f in old - {f for e in entries.values() for f in e.files}:
+            (self._dir / f).unlink(missing_ok=True)
 
     def add(self, docs: SparseBatch, ids: ArrayLike | None = None) -> NDArray[np.int64]:
         """Add documents, each to the shard its id routes to; written to disk before this returns.
@@ -853,8 +855,7 @@ class ShardedIndex:
         for s in np.unique(route).tolist():
             rows = np.flatnonzero(route == s)
             part = docs[rows]
-            gen = self._manifest.shards[s].generation + 1
-            calls[s] = ("add", ((part.indptr, part.indices, part.data, part.dim), arr[rows], gen))
+            calls[s] = ("add", ((part.indptr, part.indices, part.data, part.dim), arr[rows]))
         entries = self._call_all(calls)
         self._manifest.next_id = max(self._manifest.next_id, int(arr.max()) + 1)
         self._commit(entries)
@@ -886,9 +887,7 @@ class ShardedIndex:
         arr, route = arr[live], route[live]
         if arr.size == 0:
             return 0
-        calls = {
-            s: ("delete", (arr[route == s], self._manifest.shards[s].generation + 1)) for s in np.unique(route).tolist()
-        }
+        calls = {s: ("delete", (arr[route == s],)) for s in np.unique(route).tolist()}
         results = self._call_all(calls)
         self._commit({s: e for s, (_, e) in results.items() if e is not None})
         return int(sum(c for c, _ in results.values()))
@@ -902,8 +901,9 @@ class ShardedIndex:
         -------
         dict
             ``n_docs``, ``n_shards``, ``replicas``, ``backend``, ``partition``, ``memory_bytes`` (all replicas),
-            ``file_bytes``, and ``shards``: per shard its manifest entry and one dict per replica (``n_docs``,
-            ``memory_bytes``, ``generation``, ``pid``, or ``error``).
+            ``file_bytes`` (bases and deltas), and ``shards``: per shard its base ``file``, its ``deltas`` (the
+            files of the updates since), ``file_bytes``, id range, ``n_docs`` and one dict per replica
+            (``n_docs``, ``memory_bytes``, ``generation``, ``n_deltas``, ``pid``, or ``error``).
         """
         self._check_open()
         handles = [[self._backend.start(s, r, "stats") for r in range(self._replicas)] for s in range(self.n_shards)]
@@ -920,7 +920,17 @@ class ShardedIndex:
                     memory += int(out["memory_bytes"])
                     reps.append(dict(out))
             e = self._manifest.shards[s]
-            shards.append({"file": e.file, "id_lo": e.id_lo, "id_hi": e.id_hi, "n_docs": e.n_docs, "replicas": reps})
+            shards.append(
+                {
+                    "file": e.file,
+                    "deltas": [d.file for d in e.deltas],
+                    "file_bytes": e.size + sum(d.size for d in e.deltas),
+                    "id_lo": e.id_lo,
+                    "id_hi": e.id_hi,
+                    "n_docs": e.n_docs,
+                    "replicas": reps,
+                }
+            )
         return {
             "n_docs": len(self),
             "n_shards": self.n_shards,
@@ -928,7 +938,7 @@ class ShardedIndex:
             "backend": self._backend.name,
             "partition": self._manifest.partition,
             "memory_bytes": memory,
-            "file_bytes": sum(e.size for e in self._manifest.shards),
+            "file_bytes": sum(e.size + sum(d.size for d in e.deltas) for e in self._manifest.shards),
             "shards": shards,
         }
 
