@@ -505,6 +505,10 @@ def test_asgi_app_answers_like_the_http_server(corpus: tuple[sc.SparseBatch, sc.
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     with pytest.raises(ShardUnavailableError, match="closed"):
         idx.search(queries[:1], 3)
+    status, _, body = asgi_call(app, "GET", "/stats")  # after the shutdown: 503, not a dropped connection
+    assert (status, body["error"]["type"]) == (503, "ShardUnavailableError")
+    status, _, body = asgi_call(app, "POST", "/search", [raw])
+    assert (status, body["error"]["type"]) == (503, "ShardUnavailableError")
 
 
 def test_cli_serve_starts_and_answers(corpus: tuple[sc.SparseBatch, sc.SparseBatch], tmp_path: Path) -> None:
@@ -613,6 +617,7 @@ def test_a_corrupted_delta_fails_its_shard_with_a_typed_error(
         idx.add(docs[600:604], [1000, 1002, 1004, 1006])  # all to shard 0
         delta = idx.manifest.shards[0].deltas[0].file
     raw = bytearray((tmp_path / delta).read_bytes())
+    (tmp_path / f"{delta}.orig").write_bytes(bytes(raw))
     raw[len(raw) // 2] ^= 0xFF
     (tmp_path / delta).write_bytes(bytes(raw))
 
@@ -624,6 +629,15 @@ def test_a_corrupted_delta_fails_its_shard_with_a_typed_error(
         search(True)
     with pytest.raises(IndexFormatError, match="shard 0"):
         search(False)  # unverified: the container's own checks still catch it
+    # A well-formed delta whose contents do not apply (it re-adds a live id): unverified, its shard fails typed.
+    from sparsecore._container import read_container, write_container
+
+    good = read_container(tmp_path / f"{delta}.orig", "shard-delta", (1,))
+    arrays = {k: good.array(k, t, 1, delta) for k, t in (("indptr", np.int64), ("indices", np.uint32))}
+    arrays |= {"data": good.array("data", np.float32, 1, delta), "ids": np.array([0, 2, 4, 6], np.int64)}
+    write_container(tmp_path / delta, "shard-delta", 1, good.meta, arrays)
+    with pytest.raises(IndexFormatError, match=r"shard 0: .*d1\.spc: ids: .* already in the index"):
+        search(False)
     (tmp_path / delta).unlink()
     with pytest.raises(FileNotFoundError, match="d1"):
         search(False)

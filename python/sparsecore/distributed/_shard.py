@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sparsecore._container import read_container, write_container
-from sparsecore.exceptions import IndexFormatError
+from sparsecore.exceptions import IndexFormatError, SparsecoreError
 from sparsecore.index import InvertedIndex
 from sparsecore.sparse import SparseBatch
 
@@ -67,7 +67,6 @@ _MANIFEST_VERSION = 2  # 2: shard entries list their delta files (version 1 mani
 _SPOOL_KIND = "shard-spool"
 _DELTA_KIND = "shard-delta"
 _FILE_RE = re.compile(r"shard_[0-9]+(\.g[0-9]+)?\.spc")
-_DELTA_RE = re.compile(r"shard_([0-9]+)\.g([0-9]+)\.d([0-9]+)\.spc")
 #: An update writes a new base generation instead of a delta once the shard's deltas would hold more documents
 #: (added plus deleted) than this fraction of the base's.
 COMPACT_FRACTION = 0.25
@@ -483,7 +482,10 @@ class ShardServer:
         its own) replays only the new ones.
         """
         try:
-            entry = read_manifest(self._dir).shards[self._shard]
+            shards = read_manifest(self._dir).shards
+            if self._shard >= len(shards):
+                raise IndexFormatError(f"{self._dir / MANIFEST_NAME}: no shard {self._shard}")
+            entry = shards[self._shard]
             with self._lock:
                 cur = self._entry if self._error is None else None
                 if (
@@ -499,12 +501,15 @@ class ShardServer:
                     index = InvertedIndex.load(path, mmap=True, mode=self._mode())
                     todo = entry.deltas
                 for delta in todo:
-                    _apply_delta(self._dir, index, delta, self._verify)
+                    try:
+                        _apply_delta(self._dir, index, delta, self._verify)
+                    except OSError:
+                        raise
+                    except SparsecoreError as exc:  # e.g. an unverified delta whose contents do not apply
+                        raise IndexFormatError(f"{self._dir / delta.file}: {exc}") from exc
                 self._index = index
                 self._entry = entry
                 self._error = None
-        except IndexError:
-            self._error = IndexFormatError(f"{self._dir / MANIFEST_NAME}: no shard {self._shard}")
         except OSError as exc:  # IndexFormatError is an OSError
             self._error = type(exc)(f"shard {self._shard}: {exc}") if isinstance(exc, IndexFormatError) else exc
 

@@ -198,7 +198,10 @@ def respond(index: ShardedIndex, method: str, path: str, body: bytes = b"") -> t
         if path == "/health":
             return 200, {"status": "ok", "n_docs": len(index), "n_shards": index.n_shards}
         if path == "/stats":
-            return 200, index.stats()
+            try:
+                return 200, index.stats()
+            except ShardUnavailableError as exc:  # a closed index
+                return _error(503, type(exc).__name__, str(exc))
         return _error(404, "NotFound", f"no endpoint {path}; use POST /search, GET /stats, GET /health")
     if method != "POST":
         return _error(
