@@ -296,11 +296,53 @@ def gqa_case(dtype: torch.dtype, causal: bool, seed: int) -> None:
         close(a, c, dtype, f"attention GQA vs repeated kv {name} causal={causal}")
 
 
+def padded_case(dtype: torch.dtype, causal: bool, seed: int) -> None:
+    """A key padding mask (left padding in row 0, right padding in row 1), GQA: Triton against the reference."""
+    g = torch.Generator().manual_seed(seed)
+    t = 40
+    q0 = torch.randn(2, 4, t, 8, generator=g).to(dtype)
+    k0, v0 = (torch.randn(2, 2, t, 8, generator=g).to(dtype) for _ in range(2))
+    mask = torch.rand(2, 4, 3, 3, generator=g) < 0.7
+    mask |= torch.eye(3, dtype=torch.bool)
+    real = torch.ones(2, t, dtype=torch.bool)
+    real[0, :19] = False  # left padding, across a block edge
+    real[1, 33:] = False  # right padding
+    dout = torch.randn(2, 4, t, 8, generator=g).to(dtype)
+
+    def fn(_on: bool) -> list[Tensor]:
+        q, k, v = leaves(q0, k0, v0)
+        out = gpu.block_sparse_attention(q, k, v, mask, block_size=16, causal=causal, key_padding_mask=real)
+        out.backward(dout)  # type: ignore[no-untyped-call]
+        return [out.detach(), q.grad, k.grad, v.grad]  # type: ignore[list-item]
+
+    tri, ref = run_both(fn)
+    for name, a, c in zip(("out", "d q", "d k", "d v"), tri, ref, strict=True):
+        close(a, c, dtype, f"attention padded {name} causal={causal}")
+    # Padding keys get no gradient and do not change the output of a real query.
+    assert torch.equal(tri[2][0, :, :19], torch.zeros_like(tri[2][0, :, :19]))
+    assert torch.equal(tri[3][1, :, 33:], torch.zeros_like(tri[3][1, :, 33:]))
+    k1 = k0.clone()
+    k1[0, :, :19] = 100.0
+    with triton_path(True):
+        again = gpu.block_sparse_attention(q0, k1, v0, mask, block_size=16, causal=causal, key_padding_mask=real)
+    close(again[0, :, 19:], tri[0][0, :, 19:], dtype, "attention padded: padding keys ignored")
+    # Against SDPA with the element mask (block tiles, causality, real keys) on the rows that see a key.
+    keep = mask.repeat_interleave(16, -1).repeat_interleave(16, -2)[..., :t, :t] & real[:, None, None, :]
+    if causal:
+        keep &= torch.ones(t, t, dtype=torch.bool).tril()
+    rows = keep.any(-1)
+    kf, vf = (x.float().repeat_interleave(2, 1) for x in (k0, v0))
+    want = torch.nn.functional.scaled_dot_product_attention(q0.float(), kf, vf, attn_mask=keep | ~rows[..., None])
+    close(tri[0][rows], want[rows].to(dtype), dtype, f"attention padded vs SDPA causal={causal}")
+    assert torch.equal(tri[0][~rows], torch.zeros_like(tri[0][~rows]))  # rows that see no key: zeros
+
+
 def check_attention() -> None:
     for dtype in DTYPES:
         for causal in (False, True):
             attention_case(2, 2, 37, 24, dtype, causal, 0)  # ragged T and d_head
             gqa_case(dtype, causal, 2)
+            padded_case(dtype, causal, 3)
         attention_case(1, 3, 16, 16, dtype, False, 1)  # one block
 
 
@@ -432,20 +474,20 @@ def check_compile_sm90() -> None:
         (
             _attention_kernels._block_sparse_attention_kernel,
             dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, lut_ptr="*i32", count_ptr="*i32", out_ptr=bf16, lse_ptr=f32)
-            | {"scale": "fp32"},
-            {"CAUSAL": True, "BLOCK": 64, "BLOCK_DH": 128},
+            | {"kpm_ptr": "*i8", "scale": "fp32"},
+            {"CAUSAL": True, "HAS_KPM": True, "BLOCK": 64, "BLOCK_DH": 128},
         ),
         (
             _attention_kernels._attention_dq_kernel,
             dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, do_ptr=bf16, lse_ptr=f32, delta_ptr=f32, lut_ptr="*i32")
-            | {"count_ptr": "*i32", "dq_ptr": bf16, "scale": "fp32"},
-            {"CAUSAL": True, "BLOCK": 64, "BLOCK_DH": 128},
+            | {"count_ptr": "*i32", "dq_ptr": bf16, "kpm_ptr": "*i8", "scale": "fp32"},
+            {"CAUSAL": True, "HAS_KPM": False, "BLOCK": 64, "BLOCK_DH": 128},
         ),
         (
             _attention_kernels._attention_dkv_kernel,
             dict(q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, do_ptr=bf16, lse_ptr=f32, delta_ptr=f32, lut_t_ptr="*i32")
-            | {"count_t_ptr": "*i32", "dk_ptr": f32, "dv_ptr": f32, "scale": "fp32"},
-            {"CAUSAL": False, "BLOCK": 64, "BLOCK_DH": 64},
+            | {"count_t_ptr": "*i32", "dk_ptr": f32, "dv_ptr": f32, "kpm_ptr": "*i8", "scale": "fp32"},
+            {"CAUSAL": False, "HAS_KPM": True, "BLOCK": 64, "BLOCK_DH": 64},
         ),
         (
             _splade_kernels._splade_head_kernel,

@@ -33,6 +33,15 @@ def logits(model: object, name: str, input_ids: Tensor, **kwargs: object) -> Ten
     return out
 
 
+def left_padded(x: Tensor, pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Row 1 of ``x`` with its first ``pad`` tokens turned into left padding: ids, attention mask, positions."""
+    padded = x.clone()
+    padded[1, :pad] = 0
+    mask = torch.ones_like(padded)
+    mask[1, :pad] = 0
+    return padded, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def test_all_blocks_equal_sdpa_and_generation_matches() -> None:
     name = gpu.register_attention("sc_test_dense", builder="minference", block_size=16, density=1.0)
     assert name == "sc_test_dense"
@@ -86,11 +95,7 @@ def test_left_padding_is_respected() -> None:
     x = ids(t=40)
     pad = 12
     short = x[1:, pad:]
-    padded = x.clone()
-    padded[1, :pad] = 0
-    mask = torch.ones_like(padded)
-    mask[1, :pad] = 0
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    padded, mask, pos = left_padded(x, pad)
     got = logits(model, name, padded, attention_mask=mask, position_ids=pos)
     alone = logits(model, name, short)
     torch.testing.assert_close(got[1, pad:], alone[0], atol=1e-5, rtol=1e-5)
@@ -109,7 +114,7 @@ def test_kernel_path_gives_the_same_logits(monkeypatch: pytest.MonkeyPatch) -> N
     model = tiny_llama()
     x = ids(t=64)
     masked = logits(model, name, x)
-    monkeypatch.setattr(_hf, "_kernel_path", lambda q, m, bs: m is None)
+    monkeypatch.setattr(_hf, "_kernel_path", lambda q, bs: True)
     import sparsecore.gpu._attention as attention_module
 
     calls = []
@@ -137,3 +142,46 @@ def test_register_attention_rejects_bad_arguments() -> None:
         gpu.register_attention("x", builder="routing", density=0.5)
     with pytest.raises(InvalidArgumentError, match="causal"):
         gpu.register_attention("x", causal=False)
+
+
+def test_kernel_path_takes_a_left_padded_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # transformers' boolean padding mask becomes the kernel's key padding mask (CUDA path forced on CPU).
+    name = gpu.register_attention("sc_test_kernel_pad", block_size=16, density=0.3)
+    model = tiny_llama()
+    x = ids(t=64)
+    pad = 21
+    padded, mask, pos = left_padded(x, pad)
+    dense_path = logits(model, name, padded, attention_mask=mask, position_ids=pos)
+    monkeypatch.setattr(_hf, "_kernel_path", lambda q, bs: True)
+    import sparsecore.gpu._attention as attention_module
+
+    seen: list[object] = []
+    original = attention_module.block_sparse_attention
+
+    def counting(*args: object, **kwargs: object) -> Tensor:
+        seen.append(kwargs.get("key_padding_mask"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module, "block_sparse_attention", counting)
+    kernel_path = logits(model, name, padded, attention_mask=mask, position_ids=pos)
+    assert len(seen) == 3  # one call per layer, each with the padding
+    want = torch.ones(2, 64, dtype=torch.bool)
+    want[1, :pad] = False
+    assert all(isinstance(m, Tensor) and torch.equal(m, want) for m in seen)
+    # Real positions agree with the dense path (padding positions are don't-care: zeros here, anything there).
+    torch.testing.assert_close(kernel_path[0], dense_path[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernel_path[1, pad:], dense_path[1, pad:], atol=1e-5, rtol=1e-5)
+
+
+def test_only_exact_padding_masks_take_the_kernel() -> None:
+    t = 8
+    real = torch.ones(2, t, dtype=torch.bool)
+    real[1, :3] = False
+    causal = real[:, None, None, :] & torch.ones(t, t, dtype=torch.bool).tril()
+    got = _hf._key_padding(causal, t, causal=True)
+    assert got is not None
+    assert torch.equal(got, real)
+    window = causal & ~torch.ones(t, t, dtype=torch.bool).tril(-3)  # a sliding window: not padding
+    assert _hf._key_padding(window, t, causal=True) is None
+    assert _hf._key_padding(causal.float(), t, causal=True) is None
+    assert _hf._key_padding(causal.expand(2, 2, t, t), t, causal=True) is None  # per head

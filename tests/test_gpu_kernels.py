@@ -278,8 +278,9 @@ def test_custom_ops_compile_fullgraph_on_cpu(op: str) -> None:
             out = ops.topk_encode(x, w_enc, torch.zeros(12), 3, None, None)[1]
         elif op == "attention":
             qkv = x.reshape(1, 3, 5).expand(2, 3, 5)
+            keys = torch.tensor([[True, True, True], [False, True, True]])  # a padding key in row 1
             out = ops.block_sparse_attention(
-                qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5, 1
+                qkv, qkv * 2, qkv, torch.ones(2, 1, 1, dtype=torch.bool), 16, True, 0.5, 1, keys
             )[0]
         elif op == "splade":
             out = ops.splade_head(x.reshape(1, 3, 5), w, None, torch.ones(1, 3, dtype=torch.bool))[0]
@@ -391,6 +392,12 @@ def test_block_sparse_attention_rejects_bad_inputs() -> None:
         gpu.block_sparse_attention(q, q, q, mask, block_size=16, causal=1)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="scale"):
         gpu.block_sparse_attention(q, q, q, mask, block_size=16, scale=0.0)
+    with pytest.raises(DTypeError, match="key_padding_mask"):
+        gpu.block_sparse_attention(q, q, q, mask, block_size=16, key_padding_mask=torch.ones(1, 20))
+    with pytest.raises(ShapeMismatchError, match="key_padding_mask"):
+        gpu.block_sparse_attention(q, q, q, mask, block_size=16, key_padding_mask=torch.ones(1, 19, dtype=torch.bool))
+    with pytest.raises(DTypeError, match="key_padding_mask"):
+        gpu.block_sparse_attention(q, q, q, mask, block_size=16, key_padding_mask=[True] * 20)  # type: ignore[arg-type]
 
 
 def test_non_contiguous_inputs_are_accepted() -> None:

@@ -219,6 +219,7 @@ def block_sparse_attention(
     block_size: int = 64,
     causal: bool = False,
     scale: float | None = None,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Block-sparse attention: ``softmax(q k^T * scale)`` restricted to the kept ``block_size`` x ``block_size`` tiles.
 
@@ -246,6 +247,9 @@ def block_sparse_attention(
         Also mask keys after the query position.
     scale : float, optional
         Score scale; ``1 / sqrt(d_head)`` by default.
+    key_padding_mask : Tensor, optional
+        Bool ``(B, T)``, True at real tokens: padding keys are masked in every head (the kernel reads this mask,
+        so a padded batch keeps the sparse cost). Queries at padding positions that see no real key get zeros.
 
     Returns
     -------
@@ -255,16 +259,18 @@ def block_sparse_attention(
     Raises
     ------
     DTypeError
-        ``q``, ``k``, ``v`` are not float tensors or ``block_mask`` is not bool.
+        ``q``, ``k``, ``v`` are not float tensors, or ``block_mask`` or ``key_padding_mask`` is not bool.
     ShapeMismatchError
         ``q``, ``k``, ``v`` are not 4-D, ``k`` does not match ``q`` (batch, length, head width, a number of heads
-        dividing ``q``'s), ``v`` differs from ``k``, or ``block_mask`` has the wrong shape.
+        dividing ``q``'s), ``v`` differs from ``k``, or ``block_mask`` or ``key_padding_mask`` has the wrong shape.
     InvalidArgumentError
         ``block_size`` is not a power of two ``>= 16``, ``causal`` is not a bool, or ``scale`` is not positive.
     """
     from sparsecore.gpu import _attention
 
-    return _attention.block_sparse_attention(q, k, v, block_mask, block_size=block_size, causal=causal, scale=scale)
+    return _attention.block_sparse_attention(
+        q, k, v, block_mask, block_size=block_size, causal=causal, scale=scale, key_padding_mask=key_padding_mask
+    )
 
 
 def minference_blocks(

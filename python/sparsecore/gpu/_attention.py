@@ -16,20 +16,40 @@ __all__ = ["block_sparse_attention", "block_sparse_attention_reference"]
 
 
 def _masked_scores(
-    q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float
+    q: Tensor,
+    k: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The scaled scores ``(BH, T, T)`` with ``-inf`` outside the expanded block mask, and which rows keep a key."""
+    """The masked scaled scores ``(BH, T, T)`` and which rows keep a key.
+
+    Scores are ``-inf`` outside the expanded block mask, after the query with ``causal``, and at padding keys
+    (where ``key_mask`` ``(BH, T)`` is False).
+    """
     t = q.shape[1]
     keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[:, :t, :t]
     if causal:
         keep = keep & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    if key_mask is not None:
+        keep = keep & key_mask[:, None, :]
     s = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~keep, float("-inf"))
     return s, keep.any(-1, keepdim=True)
 
 
-def _probabilities(q: Tensor, k: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float) -> Tensor:
+def _probabilities(
+    q: Tensor,
+    k: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    key_mask: Tensor | None = None,
+) -> Tensor:
     """Dense attention probabilities ``(BH, T, T)`` under the expanded block mask; rows with no key are 0."""
-    s, has_key = _masked_scores(q, k, block_mask, block_size, causal, scale)
+    s, has_key = _masked_scores(q, k, block_mask, block_size, causal, scale, key_mask)
     p = torch.softmax(s, dim=-1)
     return torch.where(has_key, p, torch.zeros((), dtype=p.dtype, device=p.device))
 
@@ -40,31 +60,47 @@ def _expand_kv(x: Tensor, groups: int) -> Tensor:
 
 
 def block_sparse_attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int = 1
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    groups: int = 1,
+    key_mask: Tensor | None = None,
 ) -> Tensor:
     """The torch reference: dense attention with the block mask, float32 (or 64).
 
     ``q`` is ``(BH, T, d_head)``, ``k`` and ``v`` are ``(BH / groups, T, d_head)``; query head ``h`` reads kv head
-    ``h // groups`` of the same batch row.
+    ``h // groups`` of the same batch row. ``key_mask`` ``(BH, T)`` (optional) is False at padding keys.
     """
     acc = acc_dtype(q, k, v)
     kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
-    p = _probabilities(q.to(acc), kf, block_mask, block_size, causal, scale)
+    p = _probabilities(q.to(acc), kf, block_mask, block_size, causal, scale, key_mask)
     return (p @ vf).to(q.dtype)
 
 
 @torch.library.custom_op("sparsecore::block_sparse_attention", mutates_args=())
 def _attention_op(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    groups: int,
+    key_mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The output and the float32 row log-sum-exp ``(BH, T)`` (what the Triton backward recomputes from)."""
     if use_triton(q, k, v):
         from sparsecore.gpu._attention_kernels import block_sparse_attention_triton
 
-        return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale, groups)
+        return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale, groups, key_mask)
     acc = acc_dtype(q, k, v)
     kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
-    s, has_key = _masked_scores(q.to(acc), kf, block_mask, block_size, causal, scale)
+    s, has_key = _masked_scores(q.to(acc), kf, block_mask, block_size, causal, scale, key_mask)
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
     out = (torch.where(has_key, torch.softmax(s, dim=-1), zero) @ vf).to(q.dtype)
     lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.full_like(zero, float("inf")))
@@ -73,33 +109,41 @@ def _attention_op(
 
 @_attention_op.register_fake
 def _(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    groups: int,
+    key_mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     return torch.empty_like(q), q.new_empty(q.shape[:2], dtype=torch.float32)
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Any, ...], output: Any) -> None:
-    q, k, v, block_mask, block_size, causal, scale, groups = inputs
-    ctx.save_for_backward(q, k, v, block_mask, output[0], output[1])
+    q, k, v, block_mask, block_size, causal, scale, groups, key_mask = inputs
+    ctx.save_for_backward(q, k, v, block_mask, output[0], output[1], key_mask)
     ctx.args = (block_size, causal, scale, groups)  # type: ignore[attr-defined]
 
 
 def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor, _grad_lse: Tensor | None) -> tuple[Any, ...]:
     # The log-sum-exp output is internal (the public function returns the attention output only): no gradient.
-    q, k, v, block_mask, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+    q, k, v, block_mask, out, lse, key_mask = ctx.saved_tensors  # type: ignore[attr-defined]
     block_size, causal, scale, groups = ctx.args  # type: ignore[attr-defined]
     if use_triton(q, k, v, grad):
         from sparsecore.gpu._attention_kernels import block_sparse_attention_backward_triton
 
         dq, dk, dv = block_sparse_attention_backward_triton(
-            q, k, v, out, lse, grad, block_mask, block_size, causal, scale, groups
+            q, k, v, out, lse, grad, block_mask, block_size, causal, scale, groups, key_mask
         )
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
     # The torch reference: dense, recomputes the (BH, T, T) probabilities.
     acc = acc_dtype(q, k, v, grad)
     qf, g = q.to(acc), grad.to(acc)
     kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
-    p = _probabilities(qf, kf, block_mask, block_size, causal, scale)
+    p = _probabilities(qf, kf, block_mask, block_size, causal, scale, key_mask)
     dv = p.transpose(-1, -2) @ g
     dp = g @ vf.transpose(-1, -2)
     ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
@@ -107,7 +151,7 @@ def _backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor, _grad_lse:
     if groups > 1:  # a kv head's gradient sums over the query heads that read it
         dk = dk.reshape(-1, groups, *dk.shape[1:]).sum(1)
         dv = dv.reshape(-1, groups, *dv.shape[1:]).sum(1)
-    return (ds @ kf).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
+    return (ds @ kf).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None
 
 
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -122,6 +166,7 @@ def block_sparse_attention(
     block_size: object = 64,
     causal: object = False,
     scale: object = None,
+    key_padding_mask: object = None,
 ) -> Tensor:
     """Checked entry point of :func:`sparsecore.gpu.block_sparse_attention` (see its docstring)."""
     qt = check_float_tensor(q, "q", ndim=4)
@@ -150,6 +195,14 @@ def block_sparse_attention(
             f"got {tuple(mask.shape)}"
         )
     mask = mask.expand(b, h, nb, nb).reshape(b * h, nb, nb).contiguous()
+    key_mask = None
+    if key_padding_mask is not None:
+        kpm = check_tensor(key_padding_mask, "key_padding_mask")
+        if kpm.dtype != torch.bool:
+            raise DTypeError(f"key_padding_mask: must be a bool tensor (True at real tokens), got {kpm.dtype}")
+        if kpm.shape != (b, t):
+            raise ShapeMismatchError(f"key_padding_mask: must be (B, T) = ({b}, {t}), got {tuple(kpm.shape)}")
+        key_mask = kpm.to(qt.device).repeat_interleave(h, dim=0).contiguous()
     out: tuple[Tensor, Tensor] = _attention_op(
         qt.reshape(b * h, t, dh),
         kt.reshape(b * h_kv, t, dh),
@@ -159,5 +212,6 @@ def block_sparse_attention(
         is_causal,
         sc,
         h // h_kv,
+        key_mask,
     )
     return out[0].reshape(b, h, t, dh)

@@ -27,15 +27,21 @@ __all__ = ["block_lut", "block_sparse_attention_backward_triton", "block_sparse_
 
 
 @triton.jit
-def _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, BLOCK: tl.constexpr):
-    """Key block ``kb`` of one kv head: its positions, their in-range mask, and its keys and values in float32."""
+def _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM: tl.constexpr, BLOCK: tl.constexpr):
+    """Key block ``kb`` of one kv head: positions, in-range mask, real-token mask, keys and values in float32.
+
+    A key is real when it is in range and, with a key padding mask (``HAS_KPM``), not padding in row ``bh`` of it.
+    """
     cols = kb * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < T
     kv_off = kv_base + cols[:, None] * DH + dd[None, :]
     kv_mask = cmask[:, None] & dmask[None, :]
     k = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0).to(tl.float32)
-    return cols, cmask, k, v
+    valid = cmask
+    if HAS_KPM:
+        valid = valid & (tl.load(kpm_ptr + bh * T + cols, mask=cmask, other=0) != 0)
+    return cols, cmask, valid, k, v
 
 
 @triton.jit
@@ -47,6 +53,7 @@ def _block_sparse_attention_kernel(
     count_ptr,
     out_ptr,
     lse_ptr,
+    kpm_ptr,
     T,
     DH,
     N_QB,
@@ -54,6 +61,7 @@ def _block_sparse_attention_kernel(
     scale,
     GROUPS,
     CAUSAL: tl.constexpr,
+    HAS_KPM: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_DH: tl.constexpr,
 ):
@@ -74,9 +82,9 @@ def _block_sparse_attention_kernel(
     n = tl.load(count_ptr + bh * N_QB + qb)
     for i in range(0, n):
         kb = tl.load(lut_ptr + lut_row + i)
-        cols, cmask, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, BLOCK)
+        cols, _cmask, valid, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM, BLOCK)
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        keep = cmask[None, :] & rmask[:, None]
+        keep = valid[None, :] & rmask[:, None]
         if CAUSAL:
             keep = keep & (cols[None, :] <= rows[:, None])
         s = tl.where(keep, s, float("-inf"))
@@ -99,10 +107,10 @@ def _block_sparse_attention_kernel(
 
 
 @triton.jit
-def _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, cmask, scale, CAUSAL: tl.constexpr):
+def _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, valid, scale, CAUSAL: tl.constexpr):
     """One (query block, key block) tile: the probabilities ``p`` and ``dS = p * (dO V^T - delta)`` (unscaled)."""
     s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-    keep = cmask[None, :] & rmask[:, None]
+    keep = valid[None, :] & rmask[:, None]
     if CAUSAL:
         keep = keep & (cols[None, :] <= rows[:, None])
     p = tl.where(keep, tl.exp(tl.where(keep, s, 0.0) - lse[:, None]), 0.0)
@@ -121,6 +129,7 @@ def _attention_dq_kernel(
     lut_ptr,
     count_ptr,
     dq_ptr,
+    kpm_ptr,
     T,
     DH,
     N_QB,
@@ -128,6 +137,7 @@ def _attention_dq_kernel(
     scale,
     GROUPS,
     CAUSAL: tl.constexpr,
+    HAS_KPM: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_DH: tl.constexpr,
 ):
@@ -150,8 +160,8 @@ def _attention_dq_kernel(
     n = tl.load(count_ptr + bh * N_QB + qb)
     for i in range(0, n):
         kb = tl.load(lut_ptr + lut_row + i)
-        cols, cmask, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, BLOCK)
-        _p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, cmask, scale, CAUSAL)
+        cols, _cmask, valid, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM, BLOCK)
+        _p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, valid, scale, CAUSAL)
         dq += tl.dot(ds, k, input_precision="ieee")
     tl.store(dq_ptr + row_off, (dq * scale).to(dq_ptr.dtype.element_ty), mask=row_mask)
 
@@ -168,6 +178,7 @@ def _attention_dkv_kernel(
     count_t_ptr,
     dk_ptr,
     dv_ptr,
+    kpm_ptr,
     T,
     DH,
     N_QB,
@@ -175,6 +186,7 @@ def _attention_dkv_kernel(
     scale,
     GROUPS,
     CAUSAL: tl.constexpr,
+    HAS_KPM: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_DH: tl.constexpr,
 ):
@@ -183,7 +195,8 @@ def _attention_dkv_kernel(
     dd = tl.arange(0, BLOCK_DH)
     dmask = dd < DH
     base = bh * T * DH
-    cols, cmask, k, v = _kv_block(k_ptr, v_ptr, (bh // GROUPS) * T * DH, kb, T, DH, dd, dmask, BLOCK)
+    kv_base = (bh // GROUPS) * T * DH
+    cols, cmask, valid, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM, BLOCK)
     dk = tl.zeros((BLOCK, BLOCK_DH), tl.float32)
     dv = tl.zeros((BLOCK, BLOCK_DH), tl.float32)
     lut_row = (bh * N_KB + kb) * N_QB
@@ -198,7 +211,7 @@ def _attention_dkv_kernel(
         do = tl.load(do_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
         lse = tl.load(lse_ptr + bh * T + rows, mask=rmask, other=float("inf"))
         delta = tl.load(delta_ptr + bh * T + rows, mask=rmask, other=0.0)
-        p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, cmask, scale, CAUSAL)
+        p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, valid, scale, CAUSAL)
         dv += tl.dot(tl.trans(p), do, input_precision="ieee")
         dk += tl.dot(tl.trans(ds), q, input_precision="ieee")
     out_off = base + cols[:, None] * DH + dd[None, :]
@@ -217,12 +230,20 @@ def block_lut(block_mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def block_sparse_attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, block_mask: Tensor, block_size: int, causal: bool, scale: float, groups: int = 1
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    groups: int = 1,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Launch the forward kernel on contiguous inputs; the output and the float32 row log-sum-exp ``(BH, T)``.
 
     ``q`` is ``(BH, T, d_head)``, ``k`` and ``v`` ``(BH / groups, T, d_head)``, ``block_mask`` a ``(BH, n_q_blocks,
-    n_k_blocks)`` bool tensor.
+    n_k_blocks)`` bool tensor, ``key_mask`` an optional ``(BH, T)`` bool tensor of the real (not padding) keys.
     """
     bh, t, dh = q.shape
     out = torch.empty_like(q)
@@ -239,6 +260,7 @@ def block_sparse_attention_triton(
         count,
         out,
         lse,
+        _kpm(key_mask, lse),
         t,
         dh,
         n_qb,
@@ -246,10 +268,18 @@ def block_sparse_attention_triton(
         scale,
         groups,
         CAUSAL=causal,
+        HAS_KPM=key_mask is not None,
         BLOCK=block_size,
         BLOCK_DH=max(16, triton.next_power_of_2(dh)),
     )
     return out, lse
+
+
+def _kpm(key_mask: Tensor | None, like: Tensor) -> Tensor:
+    """The key mask as contiguous int8 for the kernels (a 1-element placeholder when there is none)."""
+    if key_mask is None:
+        return torch.zeros(1, dtype=torch.int8, device=like.device)
+    return key_mask.to(torch.int8).contiguous()
 
 
 def block_sparse_attention_backward_triton(
@@ -264,6 +294,7 @@ def block_sparse_attention_backward_triton(
     causal: bool,
     scale: float,
     groups: int = 1,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` in the dtypes of ``q``, ``k``, ``v`` from the forward's ``out`` and ``lse`` and ``grad``."""
     bh, t, dh = q.shape
@@ -276,10 +307,12 @@ def block_sparse_attention_backward_triton(
         lut, count = block_lut(block_mask)
         lut_t, count_t = block_lut(block_mask.transpose(-1, -2))
         n_qb, n_kb = block_mask.shape[1], block_mask.shape[2]
-        meta = {"CAUSAL": causal, "BLOCK": block_size, "BLOCK_DH": max(16, triton.next_power_of_2(dh))}
+        meta = {"CAUSAL": causal, "HAS_KPM": key_mask is not None, "BLOCK": block_size}
+        meta["BLOCK_DH"] = max(16, triton.next_power_of_2(dh))
         sizes = (t, dh, n_qb, n_kb, scale, groups)
-        _attention_dq_kernel[(bh, n_qb)](q, k, v, grad, lse, delta, lut, count, dq, *sizes, **meta)
-        _attention_dkv_kernel[(bh, n_kb)](q, k, v, grad, lse, delta, lut_t, count_t, dk_h, dv_h, *sizes, **meta)
+        kpm = _kpm(key_mask, lse)
+        _attention_dq_kernel[(bh, n_qb)](q, k, v, grad, lse, delta, lut, count, dq, kpm, *sizes, **meta)
+        _attention_dkv_kernel[(bh, n_kb)](q, k, v, grad, lse, delta, lut_t, count_t, dk_h, dv_h, kpm, *sizes, **meta)
     else:
         dq.zero_()
     if groups > 1:  # a kv head's gradient sums over the query heads that read it

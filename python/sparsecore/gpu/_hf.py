@@ -30,9 +30,26 @@ def _token_mask(block_mask: Tensor, t: int, block_size: int, causal: bool) -> Te
     return keep
 
 
-def _kernel_path(query: Tensor, attention_mask: Tensor | None, block_size: int) -> bool:
-    """Whether :func:`block_sparse_attention` runs (CUDA, no padding mask, a block size the kernel takes)."""
-    return query.is_cuda and attention_mask is None and block_size >= 16 and block_size & (block_size - 1) == 0
+def _kernel_path(query: Tensor, block_size: int) -> bool:
+    """Whether :func:`block_sparse_attention` can run (CUDA, a block size the kernel takes)."""
+    return query.is_cuda and block_size >= 16 and block_size & (block_size - 1) == 0
+
+
+def _key_padding(attention_mask: Tensor, t: int, causal: bool) -> Tensor | None:
+    """The ``(B, T)`` real-key mask when ``attention_mask`` is exactly key padding (and causality), else None.
+
+    transformers' boolean ``(B, 1, T, T)`` masks for a padded batch are "key is real" (and causal); rows of
+    padding queries see no key. Any other mask (float, per head, sliding windows, ...) returns None: the layer then
+    runs dense SDPA with it.
+    """
+    if attention_mask.dtype != torch.bool or attention_mask.ndim != 4 or attention_mask.shape[1] != 1:
+        return None
+    m = attention_mask[:, 0, :t, :t]
+    real = m.any(-2)
+    expected = real[:, None, :].expand(-1, t, -1)
+    if causal:
+        expected = expected & torch.ones(t, t, dtype=torch.bool, device=m.device).tril()
+    return real if torch.equal(m, expected) else None
 
 
 def make_attention(
@@ -70,16 +87,24 @@ def make_attention(
             extra.setdefault("scale", scaling)
         block_mask = builder(query, key_per_q, block_size=block_size, causal=causal, **extra)
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        if _kernel_path(query, attention_mask, block_size):
+        padding = None if attention_mask is None else _key_padding(attention_mask, t, causal)
+        if _kernel_path(query, block_size) and (attention_mask is None or padding is not None):
             from sparsecore.gpu._attention import block_sparse_attention
 
             out = block_sparse_attention(
-                query, key, value, block_mask, block_size=block_size, causal=causal, scale=scale
+                query,
+                key,
+                value,
+                block_mask,
+                block_size=block_size,
+                causal=causal,
+                scale=scale,
+                key_padding_mask=padding,
             )
             return out.transpose(1, 2).contiguous(), None
         key = key_per_q
         value = value.repeat_interleave(groups, dim=1) if groups > 1 else value
-        # CPU, or a padding mask: dense SDPA on the expanded token mask (same result, dense cost).
+        # CPU, or a mask the kernel does not take: dense SDPA on the expanded token mask (same result, dense cost).
         keep = _token_mask(block_mask, t, block_size, causal)
         if attention_mask is None:
             mask: Tensor = keep
