@@ -312,3 +312,36 @@ def test_builders_reject_bad_arguments() -> None:
         gpu.routing_blocks(q, k, iters=-1)
     with pytest.raises(InvalidArgumentError, match="seed"):
         gpu.routing_blocks(q, k, seed=-1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_minference_with_left_padding_of_whole_blocks_equals_the_unpadded_table(causal: bool) -> None:
+    # Row 1 is row 0's last 48 positions behind 32 padding positions (two blocks of 16): the real part of its table
+    # is the table of the 48 real positions alone, and no padding block is ever kept.
+    q, k = qk(1, 2, 48, 8, seed=4)
+    pad = 32
+    qp = torch.cat([torch.randn(1, 2, pad, 8, dtype=torch.float64) * 50, q], 2)  # loud padding vectors
+    kp = torch.cat([torch.randn(1, 2, pad, 8, dtype=torch.float64) * 50, k], 2)
+    real = torch.ones(1, pad + 48, dtype=torch.bool)
+    real[0, :pad] = False
+    alone = gpu.minference_blocks(q, k, block_size=16, top_k=2, causal=causal)
+    padded = gpu.minference_blocks(qp, kp, block_size=16, top_k=2, causal=causal, key_padding_mask=real)
+    assert torch.equal(padded[..., 2:, 2:], alone)
+    assert not padded[..., :2].any()  # padding key blocks
+    assert padded[0, :, 2:, 2].all()  # the sink is the first real block
+
+
+def test_minference_padding_means_skip_padding_positions_within_a_block() -> None:
+    q, k = qk(2, 1, 40, 4, seed=6)
+    real = torch.ones(2, 40, dtype=torch.bool)
+    real[1, 35:] = False  # right padding inside the last block
+    k_changed = k.clone()
+    k_changed[1, :, 35:] = 1e3  # padding keys are ignored by the block means
+    one = gpu.minference_blocks(q, k, block_size=16, density=0.5, causal=False, key_padding_mask=real)
+    assert torch.equal(
+        one, gpu.minference_blocks(q, k_changed, block_size=16, density=0.5, causal=False, key_padding_mask=real)
+    )
+    with pytest.raises(DTypeError, match="key_padding_mask"):
+        gpu.minference_blocks(q, k, key_padding_mask=real.int())
+    with pytest.raises(ShapeMismatchError, match="key_padding_mask"):
+        gpu.minference_blocks(q, k, key_padding_mask=real[:, :39])

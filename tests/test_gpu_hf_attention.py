@@ -142,6 +142,8 @@ def test_register_attention_rejects_bad_arguments() -> None:
         gpu.register_attention("x", builder="routing", density=0.5)
     with pytest.raises(InvalidArgumentError, match="causal"):
         gpu.register_attention("x", causal=False)
+    with pytest.raises(InvalidArgumentError, match="key_padding_mask"):
+        gpu.register_attention("x", key_padding_mask=None)
 
 
 def test_kernel_path_takes_a_left_padded_batch(monkeypatch: pytest.MonkeyPatch) -> None:

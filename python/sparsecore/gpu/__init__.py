@@ -283,6 +283,7 @@ def minference_blocks(
     sink_blocks: int = 1,
     local_blocks: int = 1,
     causal: bool = True,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """MInference-style block table: the best blocks by mean-pooled ``q`` / ``k`` scores, plus sink and local blocks.
 
@@ -310,6 +311,10 @@ def minference_blocks(
         Blocks ending at the diagonal always kept (``>= 1``: the diagonal block itself is always kept).
     causal : bool
         Keep no block above the diagonal.
+    key_padding_mask : Tensor, optional
+        Bool ``(B, T)``, True at real tokens: block means are over real positions only, key blocks holding only
+        padding are never kept, and the sink blocks are the first ones holding a real token (left padding moves
+        them).
 
     Returns
     -------
@@ -319,9 +324,9 @@ def minference_blocks(
     Raises
     ------
     DTypeError
-        ``q`` or ``k`` is not a float tensor.
+        ``q`` or ``k`` is not a float tensor, or ``key_padding_mask`` is not bool.
     ShapeMismatchError
-        ``q`` is not 4-D or ``k`` has another shape.
+        ``q`` is not 4-D, ``k`` has another shape, or ``key_padding_mask`` is not ``(B, T)``.
     InvalidArgumentError
         A size is not a positive (non-negative) integer, ``density`` is outside ``(0, 1]``, both ``density`` and
         ``top_k`` are given, or ``causal`` is not a bool.
@@ -342,6 +347,7 @@ def minference_blocks(
         sink_blocks=sink_blocks,
         local_blocks=local_blocks,
         causal=causal,
+        key_padding_mask=key_padding_mask,
     )
 
 

@@ -21,7 +21,7 @@ from sparsecore._validate import (
     positive_float,
     positive_int,
 )
-from sparsecore.exceptions import InvalidArgumentError, ShapeMismatchError
+from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
 from sparsecore.gpu._common import check_float_tensor
 
 __all__ = ["minference_blocks", "routing_blocks", "sparsed_blocks"]
@@ -83,16 +83,35 @@ def _acc(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _block_mean(x: Tensor, block_size: int) -> Tensor:
-    """Mean of ``x`` ``(B, H, T, D)`` over each block of ``block_size`` positions (the last one may be short)."""
+def _block_mean(x: Tensor, block_size: int, real: Tensor | None = None) -> Tensor:
+    """Mean of ``x`` ``(B, H, T, D)`` over each block of ``block_size`` positions (the last one may be short).
+
+    With ``real`` ``(B, T)`` bool, the mean is over a block's real (not padding) positions; 0 for a block of padding.
+    """
     b, h, t, d = x.shape
     nb = -(-t // block_size)
     pad = nb * block_size - t
     acc = _acc(x)
-    xs = torch.nn.functional.pad(x.to(acc), (0, 0, 0, pad)).reshape(b, h, nb, block_size, d).sum(3)
-    sizes = torch.full((nb,), float(block_size), dtype=acc, device=x.device)
-    sizes[-1] = t - (nb - 1) * block_size
-    return xs / sizes[:, None]
+    if real is None:
+        xs = torch.nn.functional.pad(x.to(acc), (0, 0, 0, pad)).reshape(b, h, nb, block_size, d).sum(3)
+        sizes = torch.full((nb,), float(block_size), dtype=acc, device=x.device)
+        sizes[-1] = t - (nb - 1) * block_size
+        return xs / sizes[:, None]
+    w = real.to(acc)[:, None, :, None]
+    xs = torch.nn.functional.pad(x.to(acc) * w, (0, 0, 0, pad)).reshape(b, h, nb, block_size, d).sum(3)
+    counts = torch.nn.functional.pad(real.to(acc), (0, pad)).reshape(b, nb, block_size).sum(-1)
+    return xs / counts.clamp(min=1)[:, None, :, None]
+
+
+def _check_padding(key_padding_mask: object, b: int, t: int, device: torch.device) -> Tensor | None:
+    if key_padding_mask is None:
+        return None
+    if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+        kind = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
+        raise DTypeError(f"key_padding_mask: must be a bool tensor (True at real tokens), got {kind}")
+    if key_padding_mask.shape != (b, t):
+        raise ShapeMismatchError(f"key_padding_mask: must be (B, T) = ({b}, {t}), got {tuple(key_padding_mask.shape)}")
+    return key_padding_mask.to(device)
 
 
 def minference_blocks(
@@ -105,6 +124,7 @@ def minference_blocks(
     sink_blocks: int = 1,
     local_blocks: int = 1,
     causal: bool = True,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Checked implementation of :func:`sparsecore.gpu.minference_blocks` (see its docstring)."""
     qt, kt = _check_qk(q, k)
@@ -117,11 +137,21 @@ def minference_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
-    scores = _block_mean(qt, bs) @ _block_mean(kt, bs).transpose(-1, -2)
+    real = _check_padding(key_padding_mask, b, t, qt.device)
+    scores = _block_mean(qt, bs, real) @ _block_mean(kt, bs, real).transpose(-1, -2)
     allowed = _allowed(nb, is_causal, qt.device)
     ids = torch.arange(nb, device=qt.device)
     diff = ids[:, None] - ids[None, :]
-    forced = (ids[None, :] < sinks) | ((diff >= 0) & (diff < local))
+    local_band = (diff >= 0) & (diff < local)
+    if real is None:
+        forced = (ids[None, :] < sinks) | local_band
+    else:
+        # Key blocks of padding only are never kept; the sinks are the first blocks holding a real token.
+        has_real = torch.nn.functional.pad(real, (0, nb * bs - t)).reshape(b, nb, bs).any(-1)  # (B, nb)
+        allowed = allowed & has_real[:, None, None, :]
+        first = torch.where(has_real.any(-1), has_real.int().argmax(-1), nb)  # (B,)
+        sink = (ids[None, :] >= first[:, None]) & (ids[None, :] < first[:, None] + sinks)  # (B, nb)
+        forced = sink[:, None, None, :] | local_band
     return _select(scores, allowed, forced, _row_counts(allowed, dens, top))
 
 

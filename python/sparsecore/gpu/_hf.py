@@ -57,6 +57,7 @@ def make_attention(
 ) -> Callable[..., Any]:
     """The attention function registered by :func:`register_attention` (see its docstring)."""
     takes_scale = "scale" in inspect.signature(builder).parameters
+    takes_padding = "key_padding_mask" in inspect.signature(builder).parameters
 
     def attention(
         module: torch.nn.Module,
@@ -85,9 +86,11 @@ def make_attention(
         extra = dict(builder_kwargs)
         if takes_scale and scaling is not None:
             extra.setdefault("scale", scaling)
+        padding = None if attention_mask is None else _key_padding(attention_mask, t, causal)
+        if padding is not None and takes_padding:
+            extra["key_padding_mask"] = padding
         block_mask = builder(query, key_per_q, block_size=block_size, causal=causal, **extra)
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        padding = None if attention_mask is None else _key_padding(attention_mask, t, causal)
         if _kernel_path(query, block_size) and (attention_mask is None or padding is not None):
             from sparsecore.gpu._attention import block_sparse_attention
 
@@ -149,8 +152,9 @@ def register_attention(
         unknown = sorted(set(builder_kwargs) - set(params))
         if unknown:
             raise InvalidArgumentError(f"builder_kwargs: must be arguments of the builder, got {', '.join(unknown)}")
-    if "causal" in builder_kwargs:
-        raise InvalidArgumentError("builder_kwargs: must not set 'causal' (it comes from the model), got causal")
+    for fixed in ("causal", "key_padding_mask"):
+        if fixed in builder_kwargs:
+            raise InvalidArgumentError(f"builder_kwargs: must not set {fixed!r} (it comes from the model), got {fixed}")
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
