@@ -345,3 +345,20 @@ def test_minference_padding_means_skip_padding_positions_within_a_block() -> Non
         gpu.minference_blocks(q, k, key_padding_mask=real.int())
     with pytest.raises(ShapeMismatchError, match="key_padding_mask"):
         gpu.minference_blocks(q, k, key_padding_mask=real[:, :39])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sparsed_with_left_padding_of_whole_blocks_equals_the_unpadded_table(causal: bool) -> None:
+    q, k = qk(2, 2, 48, 8, seed=7)
+    pad = 32
+    qp = torch.cat([torch.randn(2, 2, pad, 8, dtype=torch.float64) * 50, q], 2)
+    kp = torch.cat([torch.randn(2, 2, pad, 8, dtype=torch.float64) * 50, k], 2)
+    real = torch.ones(2, pad + 48, dtype=torch.bool)
+    real[:, :pad] = False
+    for kw in ({"top_k": 2}, {"mass": 0.8}):
+        alone = gpu.sparsed_blocks(q, k, block_size=16, causal=causal, **kw)
+        padded = gpu.sparsed_blocks(qp, kp, block_size=16, causal=causal, key_padding_mask=real, **kw)
+        assert torch.equal(padded[..., 2:, 2:], alone)
+        assert not padded[..., 2:, :2].any()  # real queries keep no padding block
+    with pytest.raises(ShapeMismatchError, match="key_padding_mask"):
+        gpu.sparsed_blocks(q, k, key_padding_mask=real)

@@ -362,6 +362,7 @@ def sparsed_blocks(
     causal: bool = True,
     scale: float | None = None,
     memory_budget_mb: float = 256.0,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """SparseD-style block table: the blocks holding the most attention mass under full attention.
 
@@ -394,6 +395,9 @@ def sparsed_blocks(
         Score scale, ``1 / sqrt(D)`` by default.
     memory_budget_mb : float
         Bound on the scores held at once (one block of query rows at least).
+    key_padding_mask : Tensor, optional
+        Bool ``(B, T)``, True at real tokens: padding keys get no attention mass (a query that sees no real key
+        adds none) and key blocks holding only padding are never kept.
 
     Returns
     -------
@@ -403,9 +407,9 @@ def sparsed_blocks(
     Raises
     ------
     DTypeError
-        ``q`` or ``k`` is not a float tensor.
+        ``q`` or ``k`` is not a float tensor, or ``key_padding_mask`` is not bool.
     ShapeMismatchError
-        ``q`` is not 4-D or ``k`` has another shape.
+        ``q`` is not 4-D, ``k`` has another shape, or ``key_padding_mask`` is not ``(B, T)``.
     InvalidArgumentError
         More than one of ``density``, ``top_k``, ``mass``; a value out of range; ``causal`` not a bool.
     """
@@ -421,6 +425,7 @@ def sparsed_blocks(
         causal=causal,
         scale=scale,
         memory_budget_mb=memory_budget_mb,
+        key_padding_mask=key_padding_mask,
     )
 
 

@@ -155,11 +155,14 @@ def minference_blocks(
     return _select(scores, allowed, forced, _row_counts(allowed, dens, top))
 
 
-def _block_mass(q: Tensor, k: Tensor, bs: int, causal: bool, scale: float, budget_bytes: int) -> Tensor:
+def _block_mass(
+    q: Tensor, k: Tensor, bs: int, causal: bool, scale: float, budget_bytes: int, real: Tensor | None = None
+) -> Tensor:
     """Mean attention mass per query row of every (query block, key block) pair, ``(B, H, nb, nb)`` float32.
 
     The probabilities are computed for chunks of whole query blocks, at most ``budget_bytes`` of float32 scores at
-    a time (at least one block of rows).
+    a time (at least one block of rows). With ``real`` ``(B, T)``, padding keys get no mass and a query that sees
+    no real key contributes none.
     """
     b, h, t, _ = q.shape
     nb = -(-t // bs)
@@ -175,8 +178,12 @@ def _block_mass(q: Tensor, k: Tensor, bs: int, causal: bool, scale: float, budge
         if causal:
             pos = torch.arange(s, e, device=q.device)[:, None] >= torch.arange(t, device=q.device)[None, :]
             sc = sc.masked_fill(~pos, float("-inf"))
+        if real is not None:
+            sc = sc.masked_fill(~real[:, None, None, :], float("-inf"))
         p = torch.softmax(sc, dim=-1)
         del sc
+        if real is not None:
+            p = p.nan_to_num(nan=0.0)  # rows that see no real key
         p = torch.nn.functional.pad(p, (0, pad)).reshape(b, h, e - s, nb, bs).sum(-1)  # (B, H, rows, nb)
         qb0 = s // bs
         nqb = -(-(e - s) // bs)
@@ -198,6 +205,7 @@ def sparsed_blocks(
     causal: bool = True,
     scale: float | None = None,
     memory_budget_mb: float = 256.0,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Checked implementation of :func:`sparsecore.gpu.sparsed_blocks` (see its docstring)."""
     qt, kt = _check_qk(q, k)
@@ -215,8 +223,12 @@ def sparsed_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
-    m = _block_mass(qt, kt, bs, is_causal, sc, budget)
+    real = _check_padding(key_padding_mask, b, t, qt.device)
+    m = _block_mass(qt, kt, bs, is_causal, sc, budget, real)
     allowed = _allowed(nb, is_causal, qt.device)
+    if real is not None:  # key blocks holding only padding are never kept
+        has_real = torch.nn.functional.pad(real, (0, nb * bs - t)).reshape(b, nb, bs).any(-1)
+        allowed = allowed & has_real[:, None, None, :]
     forced = torch.eye(nb, dtype=torch.bool, device=qt.device)
     if tau is None:
         return _select(m, allowed, forced, _row_counts(allowed, dens, top))
