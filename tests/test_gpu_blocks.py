@@ -362,3 +362,20 @@ def test_sparsed_with_left_padding_of_whole_blocks_equals_the_unpadded_table(cau
         assert not padded[..., 2:, :2].any()  # real queries keep no padding block
     with pytest.raises(ShapeMismatchError, match="key_padding_mask"):
         gpu.sparsed_blocks(q, k, key_padding_mask=real)
+
+
+def test_routing_ignores_padding_positions() -> None:
+    q, k = qk(2, 2, 64, 8, seed=8)
+    real = torch.ones(2, 64, dtype=torch.bool)
+    real[0, :32] = False  # two whole blocks of left padding
+    real[1, 50:] = False  # right padding inside the last block
+    loud_q, loud_k = q.clone(), k.clone()
+    loud_q[0, :, :32] = loud_k[0, :, :32] = 40.0
+    loud_q[1, :, 50:] = -40.0
+    loud_k[1, :, 50:] = 7.0
+    for causal in (False, True):
+        kw = {"block_size": 16, "n_clusters": 6, "iters": 3, "causal": causal, "key_padding_mask": real}
+        got = gpu.routing_blocks(q, k, **kw)
+        assert torch.equal(got, gpu.routing_blocks(loud_q, loud_k, **kw))
+        assert not got[0, :, :, :2].any()  # padding key blocks are never kept
+        assert got[0, :, 2:, 2:].diagonal(dim1=-2, dim2=-1).all()  # real blocks keep their diagonal

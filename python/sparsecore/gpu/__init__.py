@@ -438,6 +438,7 @@ def routing_blocks(
     iters: int = 10,
     seed: int = 0,
     causal: bool = True,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Routing-Transformer-style block table: blocks whose queries and keys share a k-means cluster.
 
@@ -462,6 +463,9 @@ def routing_blocks(
         Seeds the choice of the initial centroids; the same seed gives the same mask.
     causal : bool
         Keep no block above the diagonal.
+    key_padding_mask : Tensor, optional
+        Bool ``(B, T)``, True at real tokens: padding positions join no cluster and move no centroid, and key
+        blocks holding only padding are never kept.
 
     Returns
     -------
@@ -471,16 +475,23 @@ def routing_blocks(
     Raises
     ------
     DTypeError
-        ``q`` or ``k`` is not a float tensor.
+        ``q`` or ``k`` is not a float tensor, or ``key_padding_mask`` is not bool.
     ShapeMismatchError
-        ``q`` is not 4-D or ``k`` has another shape.
+        ``q`` is not 4-D, ``k`` has another shape, or ``key_padding_mask`` is not ``(B, T)``.
     InvalidArgumentError
         A bad size, seed or ``causal``.
     """
     from sparsecore.gpu import _blocks
 
     return _blocks.routing_blocks(
-        q, k, block_size=block_size, n_clusters=n_clusters, iters=iters, seed=seed, causal=causal
+        q,
+        k,
+        block_size=block_size,
+        n_clusters=n_clusters,
+        iters=iters,
+        seed=seed,
+        causal=causal,
+        key_padding_mask=key_padding_mask,
     )
 
 

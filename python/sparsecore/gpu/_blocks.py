@@ -266,6 +266,7 @@ def routing_blocks(
     iters: int = 10,
     seed: int = 0,
     causal: bool = True,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """Checked implementation of :func:`sparsecore.gpu.routing_blocks` (see its docstring)."""
     qt, kt = _check_qk(q, k)
@@ -278,18 +279,26 @@ def routing_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
+    real = _check_padding(key_padding_mask, b, t, qt.device)
     acc = _acc(qt)
-    x = torch.cat([qt.to(acc), kt.to(acc)], dim=2).reshape(b * h, 2 * t, d)
-    x = torch.nn.functional.normalize(x, dim=-1)
+    x = torch.cat([qt.to(acc), kt.to(acc)], dim=2)
+    if real is not None:  # padding rows are zero: they move no centroid
+        x = x * real.repeat(1, 2).to(acc)[:, None, :, None]
+    x = torch.nn.functional.normalize(x.reshape(b * h, 2 * t, d), dim=-1)
     nc = min(nc, 2 * t)
     assign = _spherical_kmeans(x, nc, n_iter, sd).reshape(b, h, 2 * t)
     pad = nb * bs - t
 
     def members(ids: Tensor) -> Tensor:  # (B, H, T) cluster ids -> (B, H, nb, C) "block touches cluster"
         oh = torch.nn.functional.one_hot(ids, nc).to(torch.float32)
+        if real is not None:  # a padding position touches no cluster
+            oh = oh * real[:, None, :, None]
         oh = torch.nn.functional.pad(oh, (0, 0, 0, pad)).reshape(b, h, nb, bs, nc)
         return oh.amax(3)
 
     keep = (members(assign[:, :, :t]) @ members(assign[:, :, t:]).transpose(-1, -2)) > 0
     keep |= torch.eye(nb, dtype=torch.bool, device=qt.device)
-    return keep & _allowed(nb, is_causal, qt.device)
+    allowed = _allowed(nb, is_causal, qt.device)
+    if real is not None:  # key blocks holding only padding are never kept
+        allowed = allowed & torch.nn.functional.pad(real, (0, pad)).reshape(b, nb, bs).any(-1)[:, None, None, :]
+    return keep & allowed
