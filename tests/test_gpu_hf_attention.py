@@ -167,6 +167,7 @@ def test_kernel_path_takes_a_left_padded_batch(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(attention_module, "block_sparse_attention", counting)
     kernel_path = logits(model, name, padded, attention_mask=mask, position_ids=pos)
     assert len(seen) == 3  # one call per layer, each with the padding
+    assert seen[0] is seen[1] is seen[2]  # recognised once per forward, not per layer
     want = torch.ones(2, 64, dtype=torch.bool)
     want[1, :pad] = False
     assert all(isinstance(m, Tensor) and torch.equal(m, want) for m in seen)

@@ -44,8 +44,9 @@ __all__ = ["AUTO_BLOCK_SIZE_SPLIT", "RECALL_PRESETS", "InvertedIndex", "presets_
 #: raised for 0.90 and 0.95 where the 8.8M collection of benches/bench_index_8m.py fell short (0.842 and 0.944 with
 #: the earlier (0.6, 0.85, 0.0005) and (0.7, 0.8, 0.001)): every knob is at least the earlier one's, so recall
 #: does not drop on the sets above. Recall@10 at 100k / 1M / 8.8M synthetic documents: 0.950 / 0.944 / 0.925
-#: for 0.90, 0.956 / 0.968 / 0.967 for 0.95, 0.998 / 0.995 / 0.999 for 0.99. Larger blocks have looser bounds, so
-#: the same recall needs a smaller alpha; on large segments most blocks a search visits at high recall add nothing,
+#: for 0.90, 0.956 / 0.968 / 0.967 for 0.95, 0.998 / 0.995 / 0.999 for 0.99 (``benches/bench_index_8m.py --docs
+#: N --engines ours``, the ``recall_target`` rows; 300 queries at 100k). Larger blocks have looser bounds, so the
+#: same recall needs a smaller alpha; on large segments most blocks a search visits at high recall add nothing,
 #: which ``patience`` cuts short. 1.0 is exact.
 RECALL_PRESETS: Mapping[int, Mapping[float, tuple[float, float, float]]] = {
     16: {0.90: (0.9, 0.8, 0.0), 0.95: (0.9, 0.9, 0.0), 0.99: (0.95, 1.0, 0.0), 1.0: (1.0, 1.0, 0.0)},

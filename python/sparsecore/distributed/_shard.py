@@ -317,9 +317,14 @@ def _entry(out_dir: Path, shard: int, generation: int, index: InvertedIndex) -> 
     name = shard_file_name(shard, generation)
     path = out_dir / name
     index.save(path)
-    ids = index.ids()
-    lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (-1, -1)
+    lo, hi = _id_range(index)
     return ShardEntry(name, file_sha256(path), path.stat().st_size, len(index), lo, hi, generation, (), len(index))
+
+
+def _id_range(index: InvertedIndex) -> tuple[int, int]:
+    """Smallest and largest live id (``-1, -1`` for an empty index)."""
+    ids = index.ids()
+    return (int(ids.min()), int(ids.max())) if len(ids) else (-1, -1)
 
 
 def _with_delta(
@@ -329,10 +334,8 @@ def _with_delta(
     name = delta_file_name(shard, entry.generation, len(entry.deltas) + 1)
     path = out_dir / name
     write_container(path, _DELTA_KIND, 1, {"op": op, "dim": index.dim}, arrays)
-    n = len(arrays["ids"])
-    ids = index.ids()
-    lo, hi = (int(ids.min()), int(ids.max())) if len(ids) else (-1, -1)
-    delta = DeltaFile(name, file_sha256(path), path.stat().st_size, op, n)
+    lo, hi = _id_range(index)
+    delta = DeltaFile(name, file_sha256(path), path.stat().st_size, op, len(arrays["ids"]))
     return replace(entry, n_docs=len(index), id_lo=lo, id_hi=hi, deltas=(*entry.deltas, delta))
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsecore._validate import positive_int
 from sparsecore.distributed._backends import ShardTimeoutError, ShardUnavailableError
 from sparsecore.distributed.sharded import ShardedIndex
 from sparsecore.exceptions import InvalidArgumentError, MissingExtraError, SparsecoreError
@@ -257,16 +258,15 @@ def _handler(index: ShardedIndex, log: Callable[[str], None] | None) -> type[Bas
             self._send(respond(index, "GET", self.path))
 
         def do_POST(self) -> None:
-            length = self.headers.get("Content-Length")
-            if self.path == "/search" and (length is None or not length.isdigit()):
+            header = self.headers.get("Content-Length")
+            length = int(header) if header is not None and header.isdigit() else None
+            if length is None and self.path == "/search":
                 self._send(_error(411, "LengthRequired", "Content-Length is required", "body"))
-                return
-            if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            elif length is not None and length > MAX_BODY_BYTES:
                 self._send(_error(413, "RequestTooLarge", f"body over {MAX_BODY_BYTES} bytes", "body"))
                 self.close_connection = True
-                return
-            raw = self.rfile.read(int(length)) if length is not None and length.isdigit() else b""
-            self._send(respond(index, "POST", self.path, raw))
+            else:
+                self._send(respond(index, "POST", self.path, self.rfile.read(length) if length else b""))
 
     return Handler
 
@@ -395,8 +395,8 @@ def ray_serve_app(
     serve = _import_serve()
     path = os.fspath(index_dir)
     read_manifest(path)  # fail here, not in a replica, when the directory is wrong
-    n_http = _positive("http_replicas", http_replicas)
-    n_rep = _positive("replicas", replicas)
+    n_http = positive_int(http_replicas, "http_replicas")
+    n_rep = positive_int(replicas, "replicas")
 
     def build() -> ASGIApp:
         index = ShardedIndex.open(path, backend="ray", replicas=n_rep, verify=verify, num_threads=num_threads)
@@ -406,12 +406,6 @@ def ray_serve_app(
         serve.ingress(build)()
     )
     return deployment.bind()
-
-
-def _positive(name: str, value: object) -> int:
-    if type(value) is not int or value < 1:
-        raise InvalidArgumentError(f"{name}: must be a positive integer, got {value!r}")
-    return value
 
 
 def free_port(host: str = "127.0.0.1") -> int:

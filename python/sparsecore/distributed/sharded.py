@@ -220,14 +220,15 @@ def _spool_batch(
     return written
 
 
-#: Rows of the ingestion tasks' output: a spooled chunk (shard, path) with its batch's largest id, or an error.
-_SPOOL_COLUMNS = ("shard", "path", "max_id", "error_type", "error")
+#: Columns of the ingestion tasks' output rows (a spooled chunk with its batch's largest id, or an error) and their
+#: numpy dtypes.
+_SPOOL_COLUMNS = {"shard": np.int64, "path": object, "max_id": np.int64, "error_type": object, "error": object}
 
 
 def _spool_dataset(
-    ds: Any, dim: int | None, spool: Path, n: int, partition: str, bounds: list[int] | None, batch_size: int
-) -> tuple[list[list[str]], int]:
-    """Route and spool a ``ray.data.Dataset`` in parallel Ray Data tasks; per shard its chunk files, and the max id.
+    ds: Any, dim: int | None, spool: Path, n: int, partition: str, bounds: list[int], batch_size: int
+) -> tuple[list[list[str]], int, int]:
+    """Route and spool a ``ray.data.Dataset`` in parallel Ray Data tasks; per shard its chunk files, the max id, dim.
 
     Each task converts its batch, routes the rows to shards and writes one spool chunk per shard it touches
     (``write_spool_chunk``, atomic, under ``spool`` — a directory every node sees, like the shard files). A
@@ -237,26 +238,18 @@ def _spool_dataset(
     if dim is None:
         raise InvalidArgumentError("dim: required when docs is a ray.data.Dataset (the vectors' dimension)")
     folder = str(spool)
-    shard_bounds = list(bounds or [])
+    shard_bounds = list(bounds)
 
     def write(batch: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
-        out: dict[str, list[Any]] = {c: [] for c in _SPOOL_COLUMNS}
         try:
             docs, ids = _dataset_batch(batch, dim)
-            for shard, path in _spool_batch(
-                Path(folder), f"chunk_{uuid.uuid4().hex}", docs, ids, partition, n, shard_bounds
-            ):
-                for c, v in zip(_SPOOL_COLUMNS, (shard, path, int(ids.max()), "", ""), strict=True):
-                    out[c].append(v)
+            name = f"chunk_{uuid.uuid4().hex}"
+            written = _spool_batch(Path(folder), name, docs, ids, partition, n, shard_bounds)
+            rows = [(s, path, int(ids.max()), "", "") for s, path in written]
         except SparsecoreError as exc:
-            out = {c: [v] for c, v in zip(_SPOOL_COLUMNS, (-1, "", -1, type(exc).__name__, str(exc)), strict=True)}
-        return {
-            "shard": np.asarray(out["shard"], np.int64),
-            "path": np.asarray(out["path"], dtype=object),
-            "max_id": np.asarray(out["max_id"], np.int64),
-            "error_type": np.asarray(out["error_type"], dtype=object),
-            "error": np.asarray(out["error"], dtype=object),
-        }
+            rows = [(-1, "", -1, type(exc).__name__, str(exc))]
+        cols = list(zip(*rows, strict=True)) if rows else [()] * len(_SPOOL_COLUMNS)
+        return {c: np.asarray(v, dtype=t) for (c, t), v in zip(_SPOOL_COLUMNS.items(), cols, strict=True)}
 
     chunks: list[list[str]] = [[] for _ in range(n)]
     max_id = -1
@@ -267,9 +260,32 @@ def _spool_dataset(
             raise cls(str(row["error"]))
         chunks[int(row["shard"])].append(str(row["path"]))
         max_id = max(max_id, int(row["max_id"]))
+    if not any(chunks):
+        raise InvalidArgumentError("docs: the dataset holds no rows")
     for files in chunks:
         files.sort()  # the same documents give the same shard files, whatever order the tasks finished in
-    return chunks, max_id
+    return chunks, max_id, dim
+
+
+def _spool_items(
+    items: Iterator[tuple[SparseBatch, NDArray[np.int64]]], spool: Path, n: int, partition: str, bounds: list[int]
+) -> tuple[list[list[str]], int, int]:
+    """Route and spool ``(batch, ids)`` items in this process; per shard its chunk files, the max id and dim."""
+    chunks: list[list[str]] = [[] for _ in range(n)]
+    dim: int | None = None
+    max_id = -1
+    for j, (batch, ids) in enumerate(items):
+        if dim is None:
+            dim = batch.dim
+        elif batch.dim != dim:
+            raise ShapeMismatchError(f"docs: batch {j} has dim {batch.dim}, the first has {dim}")
+        if len(ids):
+            max_id = max(max_id, int(ids.max()))
+        for shard, path in _spool_batch(spool, f"chunk_{j:08d}", batch, ids, partition, n, bounds):
+            chunks[shard].append(path)
+    if dim is None:
+        raise InvalidArgumentError("docs: the iterable yielded no batches")
+    return chunks, max_id, dim
 
 
 def _stream_items(docs: Iterable[Any], ids: ArrayLike | None) -> Iterator[tuple[SparseBatch, NDArray[np.int64]]]:
@@ -438,20 +454,23 @@ class ShardedIndex:
             else:
                 if partition == "range" and bounds is None:
                     raise InvalidArgumentError("boundaries: required for partition='range' when docs is an iterable")
-                if _is_ray_dataset(docs):
-                    if ids is not None:
-                        raise InvalidArgumentError("ids: a ray.data.Dataset carries its ids in its 'id' column")
-                    entries, next_id, vdim = cls._build_dataset(
-                        docs, dim, root, n, partition, bounds, params, be, retries
-                    )
-                elif isinstance(docs, Iterable):
-                    items = _stream_items(docs, ids)
-                    entries, next_id, vdim = cls._build_stream(items, root, n, partition, bounds, params, be, retries)
-                else:
-                    raise DTypeError(
-                        f"docs: must be a SparseBatch, an iterable of batches or a ray.data.Dataset, "
-                        f"got {type(docs).__name__}"
-                    )
+                spool = root / f".spool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                try:
+                    if _is_ray_dataset(docs):
+                        if ids is not None:
+                            raise InvalidArgumentError("ids: a ray.data.Dataset carries its ids in its 'id' column")
+                        chunks, max_id, vdim = _spool_dataset(docs, dim, spool, n, partition, bounds or [], 4096)
+                    elif isinstance(docs, Iterable):
+                        chunks, max_id, vdim = _spool_items(_stream_items(docs, ids), spool, n, partition, bounds or [])
+                    else:
+                        raise DTypeError(
+                            f"docs: must be a SparseBatch, an iterable of batches or a ray.data.Dataset, "
+                            f"got {type(docs).__name__}"
+                        )
+                    entries = cls._build_spooled(root, chunks, vdim, params, be, retries)
+                finally:
+                    shutil.rmtree(spool, ignore_errors=True)
+                next_id = max_id + 1
             manifest = Manifest(vdim, partition, bounds or [], next_id, params, entries)
             write_manifest(root, manifest)
             keep = {f for e in entries for f in e.files} | {MANIFEST_NAME}
@@ -512,61 +531,6 @@ class ShardedIndex:
         entries = be.run_tasks(build_shard, args, retries, _task_threads(params, n, be))
         next_id = int(all_ids.max()) + 1 if len(all_ids) else 0
         return entries, bounds, next_id, docs.dim
-
-    @staticmethod
-    def _build_stream(
-        items: Iterator[tuple[SparseBatch, NDArray[np.int64]]],
-        root: Path,
-        n: int,
-        partition: str,
-        bounds: list[int] | None,
-        params: dict[str, Any],
-        be: LocalBackend | RayBackend,
-        retries: int,
-    ) -> tuple[list[ShardEntry], int, int]:
-        spool = root / f".spool-{os.getpid()}"
-        chunks: list[list[str]] = [[] for _ in range(n)]
-        dim: int | None = None
-        max_id = -1
-        try:
-            for j, (batch, ids) in enumerate(items):
-                if dim is None:
-                    dim = batch.dim
-                elif batch.dim != dim:
-                    raise ShapeMismatchError(f"docs: batch {j} has dim {batch.dim}, the first has {dim}")
-                if len(ids):
-                    max_id = max(max_id, int(ids.max()))
-                for shard, path in _spool_batch(spool, f"chunk_{j:08d}", batch, ids, partition, n, bounds or []):
-                    chunks[shard].append(path)
-            if dim is None:
-                raise InvalidArgumentError("docs: the iterable yielded no batches")
-            entries = ShardedIndex._build_spooled(root, chunks, dim, params, be, retries)
-        finally:
-            shutil.rmtree(spool, ignore_errors=True)
-        return entries, max_id + 1, dim
-
-    @staticmethod
-    def _build_dataset(
-        ds: Any,
-        dim: int | None,
-        root: Path,
-        n: int,
-        partition: str,
-        bounds: list[int] | None,
-        params: dict[str, Any],
-        be: LocalBackend | RayBackend,
-        retries: int,
-    ) -> tuple[list[ShardEntry], int, int]:
-        spool = root / f".spool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            chunks, max_id = _spool_dataset(ds, dim, spool, n, partition, bounds, 4096)
-            if not any(chunks):
-                raise InvalidArgumentError("docs: the dataset holds no rows")
-            assert dim is not None
-            entries = ShardedIndex._build_spooled(root, chunks, dim, params, be, retries)
-        finally:
-            shutil.rmtree(spool, ignore_errors=True)
-        return entries, max_id + 1, dim
 
     @staticmethod
     def _build_spooled(

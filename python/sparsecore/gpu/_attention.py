@@ -10,9 +10,17 @@ from torch import Tensor
 
 from sparsecore._validate import check_bool, positive_float, positive_int
 from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
-from sparsecore.gpu._common import acc_dtype, check_float_tensor, check_tensor, use_triton
+from sparsecore.gpu._common import acc_dtype, check_float_tensor, check_key_padding, check_tensor, use_triton
 
 __all__ = ["block_sparse_attention", "block_sparse_attention_reference"]
+
+
+def token_mask(block_mask: Tensor, t: int, block_size: int, causal: bool) -> Tensor:
+    """The ``(..., T, T)`` bool token mask of a ``(..., nb, nb)`` block mask (and of causality)."""
+    keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[..., :t, :t]
+    if causal:
+        keep = keep & torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
+    return keep
 
 
 def _masked_scores(
@@ -29,10 +37,7 @@ def _masked_scores(
     Scores are ``-inf`` outside the expanded block mask, after the query with ``causal``, and at padding keys
     (where ``key_mask`` ``(BH, T)`` is False).
     """
-    t = q.shape[1]
-    keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[:, :t, :t]
-    if causal:
-        keep = keep & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    keep = token_mask(block_mask, q.shape[1], block_size, causal)
     if key_mask is not None:
         keep = keep & key_mask[:, None, :]
     s = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~keep, float("-inf"))
@@ -75,10 +80,28 @@ def block_sparse_attention_reference(
     ``q`` is ``(BH, T, d_head)``, ``k`` and ``v`` are ``(BH / groups, T, d_head)``; query head ``h`` reads kv head
     ``h // groups`` of the same batch row. ``key_mask`` ``(BH, T)`` (optional) is False at padding keys.
     """
+    return _reference(q, k, v, block_mask, block_size, causal, scale, groups, key_mask)[0]
+
+
+def _reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_mask: Tensor,
+    block_size: int,
+    causal: bool,
+    scale: float,
+    groups: int,
+    key_mask: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`block_sparse_attention_reference` and the float32 row log-sum-exp (``+inf`` where no key is seen)."""
     acc = acc_dtype(q, k, v)
     kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
-    p = _probabilities(q.to(acc), kf, block_mask, block_size, causal, scale, key_mask)
-    return (p @ vf).to(q.dtype)
+    s, has_key = _masked_scores(q.to(acc), kf, block_mask, block_size, causal, scale, key_mask)
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    out = (torch.where(has_key, torch.softmax(s, dim=-1), zero) @ vf).to(q.dtype)
+    lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.full_like(zero, float("inf")))
+    return out, lse.float()
 
 
 @torch.library.custom_op("sparsecore::block_sparse_attention", mutates_args=())
@@ -98,13 +121,7 @@ def _attention_op(
         from sparsecore.gpu._attention_kernels import block_sparse_attention_triton
 
         return block_sparse_attention_triton(q, k, v, block_mask, block_size, causal, scale, groups, key_mask)
-    acc = acc_dtype(q, k, v)
-    kf, vf = _expand_kv(k.to(acc), groups), _expand_kv(v.to(acc), groups)
-    s, has_key = _masked_scores(q.to(acc), kf, block_mask, block_size, causal, scale, key_mask)
-    zero = torch.zeros((), dtype=s.dtype, device=s.device)
-    out = (torch.where(has_key, torch.softmax(s, dim=-1), zero) @ vf).to(q.dtype)
-    lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.full_like(zero, float("inf")))
-    return out, lse.float()
+    return _reference(q, k, v, block_mask, block_size, causal, scale, groups, key_mask)
 
 
 @_attention_op.register_fake
@@ -196,13 +213,9 @@ def block_sparse_attention(
         )
     mask = mask.expand(b, h, nb, nb).reshape(b * h, nb, nb).contiguous()
     key_mask = None
-    if key_padding_mask is not None:
-        kpm = check_tensor(key_padding_mask, "key_padding_mask")
-        if kpm.dtype != torch.bool:
-            raise DTypeError(f"key_padding_mask: must be a bool tensor (True at real tokens), got {kpm.dtype}")
-        if kpm.shape != (b, t):
-            raise ShapeMismatchError(f"key_padding_mask: must be (B, T) = ({b}, {t}), got {tuple(kpm.shape)}")
-        key_mask = kpm.to(qt.device).repeat_interleave(h, dim=0).contiguous()
+    kpm = check_key_padding(key_padding_mask, b, t, qt.device)
+    if kpm is not None:
+        key_mask = kpm.repeat_interleave(h, dim=0).contiguous()
     out: tuple[Tensor, Tensor] = _attention_op(
         qt.reshape(b * h, t, dh),
         kt.reshape(b * h_kv, t, dh),

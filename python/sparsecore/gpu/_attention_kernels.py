@@ -45,6 +45,34 @@ def _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM:
 
 
 @triton.jit
+def _query_rows(qb, T, DH, base, dd, dmask, BLOCK: tl.constexpr):
+    """Query block ``qb`` of one head: positions, in-range mask, element offsets and element mask of its tile."""
+    rows = qb * BLOCK + tl.arange(0, BLOCK)
+    rmask = rows < T
+    return rows, rmask, base + rows[:, None] * DH + dd[None, :], rmask[:, None] & dmask[None, :]
+
+
+@triton.jit
+def _query_grad_tile(q_ptr, do_ptr, lse_ptr, delta_ptr, bh, qb, T, DH, base, dd, dmask, BLOCK: tl.constexpr):
+    """What the backward needs of query block ``qb``: its rows, ``q`` and ``dO`` in float32, ``lse`` and ``delta``."""
+    rows, rmask, row_off, row_mask = _query_rows(qb, T, DH, base, dd, dmask, BLOCK)
+    q = tl.load(q_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
+    do = tl.load(do_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
+    lse = tl.load(lse_ptr + bh * T + rows, mask=rmask, other=float("inf"))
+    delta = tl.load(delta_ptr + bh * T + rows, mask=rmask, other=0.0)
+    return rows, rmask, row_off, row_mask, q, do, lse, delta
+
+
+@triton.jit
+def _tile_keep(rows, cols, rmask, valid, CAUSAL: tl.constexpr):
+    """Which (query, key) pairs of a tile count: a real key, a query in range, and (``CAUSAL``) not in the future."""
+    keep = valid[None, :] & rmask[:, None]
+    if CAUSAL:
+        keep = keep & (cols[None, :] <= rows[:, None])
+    return keep
+
+
+@triton.jit
 def _block_sparse_attention_kernel(
     q_ptr,
     k_ptr,
@@ -67,14 +95,12 @@ def _block_sparse_attention_kernel(
 ):
     bh = tl.program_id(0).to(tl.int64)
     qb = tl.program_id(1)
-    rows = qb * BLOCK + tl.arange(0, BLOCK)
-    rmask = rows < T
     dd = tl.arange(0, BLOCK_DH)
     dmask = dd < DH
     base = bh * T * DH
     kv_base = (bh // GROUPS) * T * DH  # grouped-query attention: query head h reads kv head h // GROUPS
-    q = tl.load(q_ptr + base + rows[:, None] * DH + dd[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
-    q = q.to(tl.float32)
+    rows, rmask, row_off, row_mask = _query_rows(qb, T, DH, base, dd, dmask, BLOCK)
+    q = tl.load(q_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
     m_i = tl.full((BLOCK,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK,), tl.float32)
     acc = tl.zeros((BLOCK, BLOCK_DH), tl.float32)
@@ -84,10 +110,7 @@ def _block_sparse_attention_kernel(
         kb = tl.load(lut_ptr + lut_row + i)
         cols, _cmask, valid, k, v = _kv_block(k_ptr, v_ptr, kv_base, kb, T, DH, dd, dmask, kpm_ptr, bh, HAS_KPM, BLOCK)
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        keep = valid[None, :] & rmask[:, None]
-        if CAUSAL:
-            keep = keep & (cols[None, :] <= rows[:, None])
-        s = tl.where(keep, s, float("-inf"))
+        s = tl.where(_tile_keep(rows, cols, rmask, valid, CAUSAL), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # Rows that have seen no key yet keep m = -inf; shift by 0 there to avoid inf - inf.
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -97,11 +120,7 @@ def _block_sparse_attention_kernel(
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
         m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(
-        out_ptr + base + rows[:, None] * DH + dd[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=rmask[:, None] & dmask[None, :],
-    )
+    tl.store(out_ptr + row_off, out.to(out_ptr.dtype.element_ty), mask=row_mask)
     lse = tl.where(l_i > 0, m_i + tl.log(tl.where(l_i > 0, l_i, 1.0)), float("inf"))
     tl.store(lse_ptr + bh * T + rows, lse, mask=rmask)
 
@@ -110,9 +129,7 @@ def _block_sparse_attention_kernel(
 def _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, valid, scale, CAUSAL: tl.constexpr):
     """One (query block, key block) tile: the probabilities ``p`` and ``dS = p * (dO V^T - delta)`` (unscaled)."""
     s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-    keep = valid[None, :] & rmask[:, None]
-    if CAUSAL:
-        keep = keep & (cols[None, :] <= rows[:, None])
+    keep = _tile_keep(rows, cols, rmask, valid, CAUSAL)
     p = tl.where(keep, tl.exp(tl.where(keep, s, 0.0) - lse[:, None]), 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision="ieee")
     return p, p * (dp - delta[:, None])
@@ -143,18 +160,13 @@ def _attention_dq_kernel(
 ):
     bh = tl.program_id(0).to(tl.int64)
     qb = tl.program_id(1)
-    rows = qb * BLOCK + tl.arange(0, BLOCK)
-    rmask = rows < T
     dd = tl.arange(0, BLOCK_DH)
     dmask = dd < DH
     base = bh * T * DH
     kv_base = (bh // GROUPS) * T * DH
-    row_off = base + rows[:, None] * DH + dd[None, :]
-    row_mask = rmask[:, None] & dmask[None, :]
-    q = tl.load(q_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
-    do = tl.load(do_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
-    lse = tl.load(lse_ptr + bh * T + rows, mask=rmask, other=float("inf"))
-    delta = tl.load(delta_ptr + bh * T + rows, mask=rmask, other=0.0)
+    rows, rmask, row_off, row_mask, q, do, lse, delta = _query_grad_tile(
+        q_ptr, do_ptr, lse_ptr, delta_ptr, bh, qb, T, DH, base, dd, dmask, BLOCK
+    )
     dq = tl.zeros((BLOCK, BLOCK_DH), tl.float32)
     lut_row = (bh * N_QB + qb) * N_KB
     n = tl.load(count_ptr + bh * N_QB + qb)
@@ -203,14 +215,9 @@ def _attention_dkv_kernel(
     n = tl.load(count_t_ptr + bh * N_KB + kb)
     for i in range(0, n):
         qb = tl.load(lut_t_ptr + lut_row + i)
-        rows = qb * BLOCK + tl.arange(0, BLOCK)
-        rmask = rows < T
-        row_off = base + rows[:, None] * DH + dd[None, :]
-        row_mask = rmask[:, None] & dmask[None, :]
-        q = tl.load(q_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
-        do = tl.load(do_ptr + row_off, mask=row_mask, other=0.0).to(tl.float32)
-        lse = tl.load(lse_ptr + bh * T + rows, mask=rmask, other=float("inf"))
-        delta = tl.load(delta_ptr + bh * T + rows, mask=rmask, other=0.0)
+        rows, rmask, _off, _mask, q, do, lse, delta = _query_grad_tile(
+            q_ptr, do_ptr, lse_ptr, delta_ptr, bh, qb, T, DH, base, dd, dmask, BLOCK
+        )
         p, ds = _probs_and_dscores(q, k, v, do, lse, delta, rows, cols, rmask, valid, scale, CAUSAL)
         dv += tl.dot(tl.trans(p), do, input_precision="ieee")
         dk += tl.dot(tl.trans(ds), q, input_precision="ieee")

@@ -21,8 +21,8 @@ from sparsecore._validate import (
     positive_float,
     positive_int,
 )
-from sparsecore.exceptions import DTypeError, InvalidArgumentError, ShapeMismatchError
-from sparsecore.gpu._common import check_float_tensor
+from sparsecore.exceptions import InvalidArgumentError, ShapeMismatchError
+from sparsecore.gpu._common import check_float_tensor, check_key_padding
 
 __all__ = ["minference_blocks", "routing_blocks", "sparsed_blocks"]
 
@@ -103,15 +103,11 @@ def _block_mean(x: Tensor, block_size: int, real: Tensor | None = None) -> Tenso
     return xs / counts.clamp(min=1)[:, None, :, None]
 
 
-def _check_padding(key_padding_mask: object, b: int, t: int, device: torch.device) -> Tensor | None:
-    if key_padding_mask is None:
-        return None
-    if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-        kind = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
-        raise DTypeError(f"key_padding_mask: must be a bool tensor (True at real tokens), got {kind}")
-    if key_padding_mask.shape != (b, t):
-        raise ShapeMismatchError(f"key_padding_mask: must be (B, T) = ({b}, {t}), got {tuple(key_padding_mask.shape)}")
-    return key_padding_mask.to(device)
+def _real_blocks(real: Tensor, block_size: int) -> Tensor:
+    """``(B, nb)``: which blocks hold at least one real token of ``real`` ``(B, T)``."""
+    b, t = real.shape
+    nb = -(-t // block_size)
+    return torch.nn.functional.pad(real, (0, nb * block_size - t)).reshape(b, nb, block_size).any(-1)
 
 
 def minference_blocks(
@@ -137,7 +133,7 @@ def minference_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
-    real = _check_padding(key_padding_mask, b, t, qt.device)
+    real = check_key_padding(key_padding_mask, b, t, qt.device)
     scores = _block_mean(qt, bs, real) @ _block_mean(kt, bs, real).transpose(-1, -2)
     allowed = _allowed(nb, is_causal, qt.device)
     ids = torch.arange(nb, device=qt.device)
@@ -147,7 +143,7 @@ def minference_blocks(
         forced = (ids[None, :] < sinks) | local_band
     else:
         # Key blocks of padding only are never kept; the sinks are the first blocks holding a real token.
-        has_real = torch.nn.functional.pad(real, (0, nb * bs - t)).reshape(b, nb, bs).any(-1)  # (B, nb)
+        has_real = _real_blocks(real, bs)  # (B, nb)
         allowed = allowed & has_real[:, None, None, :]
         first = torch.where(has_real.any(-1), has_real.int().argmax(-1), nb)  # (B,)
         sink = (ids[None, :] >= first[:, None]) & (ids[None, :] < first[:, None] + sinks)  # (B, nb)
@@ -223,12 +219,11 @@ def sparsed_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
-    real = _check_padding(key_padding_mask, b, t, qt.device)
+    real = check_key_padding(key_padding_mask, b, t, qt.device)
     m = _block_mass(qt, kt, bs, is_causal, sc, budget, real)
     allowed = _allowed(nb, is_causal, qt.device)
     if real is not None:  # key blocks holding only padding are never kept
-        has_real = torch.nn.functional.pad(real, (0, nb * bs - t)).reshape(b, nb, bs).any(-1)
-        allowed = allowed & has_real[:, None, None, :]
+        allowed = allowed & _real_blocks(real, bs)[:, None, None, :]
     forced = torch.eye(nb, dtype=torch.bool, device=qt.device)
     if tau is None:
         return _select(m, allowed, forced, _row_counts(allowed, dens, top))
@@ -279,7 +274,7 @@ def routing_blocks(
     nb = -(-t // bs)
     if t == 0:
         return torch.zeros(b, h, 0, 0, dtype=torch.bool, device=qt.device)
-    real = _check_padding(key_padding_mask, b, t, qt.device)
+    real = check_key_padding(key_padding_mask, b, t, qt.device)
     acc = _acc(qt)
     x = torch.cat([qt.to(acc), kt.to(acc)], dim=2)
     if real is not None:  # padding rows are zero: they move no centroid
@@ -300,5 +295,5 @@ def routing_blocks(
     keep |= torch.eye(nb, dtype=torch.bool, device=qt.device)
     allowed = _allowed(nb, is_causal, qt.device)
     if real is not None:  # key blocks holding only padding are never kept
-        allowed = allowed & torch.nn.functional.pad(real, (0, pad)).reshape(b, nb, bs).any(-1)[:, None, None, :]
+        allowed = allowed & _real_blocks(real, bs)[:, None, None, :]
     return keep & allowed

@@ -81,6 +81,18 @@ def check_index_tensor(value: object, name: str, *, min_ndim: int = 1) -> Tensor
     return t
 
 
+def check_key_padding(value: object, b: int, t: int, device: torch.device) -> Tensor | None:
+    """A ``(B, T)`` bool key padding mask (True at real tokens) on ``device``, or None; typed errors otherwise."""
+    if value is None:
+        return None
+    mask = check_tensor(value, "key_padding_mask")
+    if mask.dtype != torch.bool:
+        raise DTypeError(f"key_padding_mask: must be a bool tensor (True at real tokens), got {mask.dtype}")
+    if mask.shape != (b, t):
+        raise ShapeMismatchError(f"key_padding_mask: must be (B, T) = ({b}, {t}), got {tuple(mask.shape)}")
+    return mask.to(device)
+
+
 def _check_ndim(t: Tensor, name: str, ndim: int | None, min_ndim: int | None) -> None:
     if ndim is not None and t.ndim != ndim:
         raise ShapeMismatchError(f"{name}: must have {ndim} dimension(s), got shape {tuple(t.shape)}")

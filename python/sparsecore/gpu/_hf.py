@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from sparsecore._validate import positive_int
 from sparsecore.exceptions import InvalidArgumentError
+from sparsecore.gpu._attention import token_mask
 from sparsecore.gpu._blocks import minference_blocks, routing_blocks, sparsed_blocks
 
 __all__ = ["BUILDERS", "make_attention", "register_attention"]
@@ -20,14 +22,6 @@ BUILDERS: dict[str, Callable[..., Tensor]] = {
     "sparsed": sparsed_blocks,
     "routing": routing_blocks,
 }
-
-
-def _token_mask(block_mask: Tensor, t: int, block_size: int, causal: bool) -> Tensor:
-    """The ``(B, H, T, T)`` bool token mask of a block mask (and of causality)."""
-    keep = block_mask.repeat_interleave(block_size, -1).repeat_interleave(block_size, -2)[..., :t, :t]
-    if causal:
-        keep = keep & torch.ones(t, t, dtype=torch.bool, device=keep.device).tril()
-    return keep
 
 
 def _kernel_path(query: Tensor, block_size: int) -> bool:
@@ -58,6 +52,16 @@ def make_attention(
     """The attention function registered by :func:`register_attention` (see its docstring)."""
     takes_scale = "scale" in inspect.signature(builder).parameters
     takes_padding = "key_padding_mask" in inspect.signature(builder).parameters
+    # Every decoder layer of a forward gets the same mask object: recognise it once (an O(T^2) comparison), not per
+    # layer. A weak reference keeps no mask alive and cannot be fooled by a later mask at the same address.
+    seen: dict[str, Any] = {"ref": lambda: None}
+
+    def key_padding(mask: Tensor, t: int, causal: bool) -> Tensor | None:
+        key = (mask._version, t, causal)
+        if seen["ref"]() is not mask or seen["key"] != key:
+            seen.update(ref=weakref.ref(mask), key=key, padding=_key_padding(mask, t, causal))
+        padding: Tensor | None = seen["padding"]
+        return padding
 
     def attention(
         module: torch.nn.Module,
@@ -86,7 +90,7 @@ def make_attention(
         extra = dict(builder_kwargs)
         if takes_scale and scaling is not None:
             extra.setdefault("scale", scaling)
-        padding = None if attention_mask is None else _key_padding(attention_mask, t, causal)
+        padding = None if attention_mask is None else key_padding(attention_mask, t, causal)
         if padding is not None and takes_padding:
             extra["key_padding_mask"] = padding
         block_mask = builder(query, key_per_q, block_size=block_size, causal=causal, **extra)
@@ -108,7 +112,7 @@ def make_attention(
         key = key_per_q
         value = value.repeat_interleave(groups, dim=1) if groups > 1 else value
         # CPU, or a mask the kernel does not take: dense SDPA on the expanded token mask (same result, dense cost).
-        keep = _token_mask(block_mask, t, block_size, causal)
+        keep = token_mask(block_mask, t, block_size, causal)
         if attention_mask is None:
             mask: Tensor = keep
         elif attention_mask.dtype == torch.bool:
